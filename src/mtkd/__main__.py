@@ -1,0 +1,5 @@
+import sys
+
+from mtkd.cli import main
+
+sys.exit(main())

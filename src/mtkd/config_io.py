@@ -1,0 +1,69 @@
+"""Load YAML into pydantic models with errors that name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mtkd.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel]) -> str:
+    """One line per problem: `file: key.path: what is wrong`."""
+    lines = [f"{source}: invalid {model.__name__.lower()}:"]
+    for e in err.errors():
+        where = _loc(tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-"))))
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"]
+            if "input" in e and not isinstance(e["input"], (dict, list)):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def load_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: file not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        raise ConfigError(f"{p}: file is empty; expected a YAML mapping")
+    return data
+
+
+def parse_model(model: type[M], data: Any, source: str) -> M:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, model)) from None
+
+
+def load_model(model: type[M], path: str | Path) -> M:
+    return parse_model(model, load_yaml(path), str(path))

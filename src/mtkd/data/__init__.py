@@ -1,0 +1,1 @@
+"""Data pipeline: schema -> readers -> encoder -> store -> loader."""

@@ -1,0 +1,319 @@
+"""Encoder: fitted on the training split only, then transforms any split or new raw file.
+
+Categorical values get ids 2.. by descending train frequency (ties by value); values seen
+fewer than `min_count` times, and values never seen, get the OOV id 1; id 0 is padding.
+Numeric values are filled, optionally log-transformed (sign(x) * log1p(|x|), the usual
+treatment of Criteo counts), then standardised or bucketised into train-quantile bins.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mtkd.data.hashing import HashVocab, hash_strings, uniform_from_index
+from mtkd.data.schema import FeatureSpec, Schema
+from mtkd.errors import DataError
+
+PAD_ID, OOV_ID, FIRST_ID = 0, 1, 2
+MISSING_TOKEN = "<NA>"
+QUANTILE_SAMPLE = 1 << 20  # values kept per column to place bucket edges
+ENCODER_VERSION = 1
+
+
+def categorical_fill(spec: FeatureSpec) -> str:
+    return MISSING_TOKEN if spec.fill_na is None else str(spec.fill_na)
+
+
+def numeric_fill(spec: FeatureSpec, name: str) -> float:
+    if spec.fill_na is None:
+        return 0.0
+    try:
+        return float(spec.fill_na)
+    except (TypeError, ValueError):
+        raise DataError(f"feature {name!r}: fill_na {spec.fill_na!r} is not a number") from None
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+# ---------------------------------------------------------------------------- fitting
+class _Counter:
+    """Streaming value counts, merged in Arrow so memory stays near the vocabulary size."""
+
+    def __init__(self) -> None:
+        self.parts: list[pa.Table] = []
+        self.pending = 0
+
+    def add(self, values: pa.Array) -> None:
+        vc = pc.value_counts(values)
+        self.parts.append(pa.table({"v": vc.field(0), "c": vc.field(1)}))
+        self.pending += len(vc)
+        if self.pending > 4_000_000 and len(self.parts) > 1:
+            self.parts = [self._merged()]
+            self.pending = self.parts[0].num_rows
+
+    def _merged(self) -> pa.Table:
+        t = pa.concat_tables(self.parts)
+        return t.group_by("v").aggregate([("c", "sum")]).rename_columns(["v", "c"])
+
+    def vocabulary(self, min_count: int) -> list[str]:
+        if not self.parts:
+            return []
+        t = self._merged()
+        t = t.filter(pc.greater_equal(t.column("c"), min_count))
+        t = t.take(pc.sort_indices(t, sort_keys=[("c", "descending"), ("v", "ascending")]))
+        return t.column("v").to_pylist()
+
+
+class _NumStats:
+    """Count, mean and variance (Chan's merge) plus a bottom-k sample for quantiles."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.sample_keys = np.zeros(0)
+        self.sample = np.zeros(0)
+
+    def add(self, x: np.ndarray, rows: np.ndarray) -> None:
+        if x.size == 0:
+            return
+        n_b = x.size
+        mean_b = float(x.mean())
+        m2_b = float(((x - mean_b) ** 2).sum())
+        delta = mean_b - self.mean
+        tot = self.n + n_b
+        self.mean += delta * n_b / tot
+        self.m2 += m2_b + delta * delta * self.n * n_b / tot
+        self.n = tot
+        keys = uniform_from_index(rows, seed=0x5EED)
+        self.sample_keys = np.concatenate([self.sample_keys, keys])
+        self.sample = np.concatenate([self.sample, x])
+        if self.sample.size > 2 * QUANTILE_SAMPLE:
+            self._trim()
+
+    def _trim(self) -> None:
+        if self.sample.size > QUANTILE_SAMPLE:
+            keep = np.argpartition(self.sample_keys, QUANTILE_SAMPLE)[:QUANTILE_SAMPLE]
+            self.sample_keys, self.sample = self.sample_keys[keep], self.sample[keep]
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.m2 / self.n)) if self.n else 1.0
+
+    def edges(self, bins: int) -> list[float]:
+        self._trim()
+        if self.sample.size == 0:
+            return []
+        qs = np.quantile(self.sample, np.linspace(0, 1, bins + 1)[1:-1])
+        return [float(v) for v in np.unique(qs)]
+
+
+def _split_tokens(col: pa.Array, sep: str) -> pa.Array:
+    """List array of the non-empty tokens of each sequence string."""
+    return pc.split_pattern(col, sep)
+
+
+@dataclass
+class EncoderFitter:
+    """Accumulates train statistics chunk by chunk; `finish()` gives the Encoder."""
+
+    schema: Schema
+    counters: dict[str, _Counter] = field(default_factory=dict)
+    stats: dict[str, _NumStats] = field(default_factory=dict)
+    labels: _Counter = field(default_factory=_Counter)
+
+    def __post_init__(self) -> None:
+        for name, spec in self.schema.specs():
+            if spec.type == "numeric":
+                self.stats[name] = _NumStats()
+            else:
+                self.counters[name] = _Counter()
+
+    def add(self, batch: pa.RecordBatch, rows: np.ndarray) -> None:
+        """Fit on `batch` (train rows only); `rows` are their global row numbers."""
+        for name, spec in self.schema.specs():
+            col = batch.column(name)
+            if spec.type == "categorical":
+                self.counters[name].add(pc.fill_null(col, categorical_fill(spec)))
+            elif spec.type == "sequence":
+                tokens = pc.list_flatten(_split_tokens(pc.fill_null(col, ""), spec.separator))
+                tokens = tokens.filter(pc.not_equal(tokens, ""))
+                self.counters[name].add(tokens)
+            else:
+                x = _numeric_pre(col, spec, name)
+                self.stats[name].add(x, rows)
+        if self.schema.task == "multiclass":
+            self.labels.add(batch.column(self.schema.label).drop_null())
+
+    def finish(self) -> "Encoder":
+        state: dict[str, Any] = {"version": ENCODER_VERSION, "schema_hash": self.schema.hash(),
+                                 "task": self.schema.task, "features": {}}
+        for name, spec in self.schema.specs():
+            if spec.type in ("categorical", "sequence"):
+                vocab = self.counters[name].vocabulary(spec.min_count)
+                entry: dict[str, Any] = {"type": spec.type, "vocab": vocab, "min_count": spec.min_count}
+                if spec.type == "categorical":
+                    entry["fill_na"] = categorical_fill(spec)
+                else:
+                    entry.update(separator=spec.separator, max_len=spec.max_len)
+            else:
+                st = self.stats[name]
+                ts = spec.transforms
+                entry = {"type": "numeric", "transforms": ts, "fill_na": numeric_fill(spec, name),
+                         "count": st.n, "mean": st.mean, "std": st.std}
+                if ts[-1] == "bucketize":
+                    entry["edges"] = st.edges(spec.bins)
+            state["features"][name] = entry
+        if self.schema.task == "multiclass":
+            classes = self.labels.vocabulary(1)
+            state["classes"] = _sort_classes(classes)
+        return Encoder(self.schema, state)
+
+
+def _sort_classes(classes: list[str]) -> list[str]:
+    try:
+        return sorted(classes, key=float)
+    except ValueError:
+        return sorted(classes)
+
+
+def _numeric_pre(col: pa.Array, spec: FeatureSpec, name: str) -> np.ndarray:
+    """Fill and log: the part of a numeric transform that comes before train statistics."""
+    x = pc.fill_null(col, numeric_fill(spec, name)).to_numpy(zero_copy_only=False).astype(np.float64)
+    if "log" in spec.transforms:
+        x = signed_log(x)
+    return x
+
+
+# ---------------------------------------------------------------------------- encoding
+class Encoder:
+    """A fitted encoder; `transform(batch)` returns the arrays the store writes."""
+
+    def __init__(self, schema: Schema, state: dict[str, Any]):
+        self.schema = schema
+        self.state = state
+        self.vocabs: dict[str, HashVocab] = {}
+        for name, entry in state["features"].items():
+            if entry["type"] in ("categorical", "sequence"):
+                self.vocabs[name] = HashVocab(entry["vocab"], first_id=FIRST_ID, default=OOV_ID)
+        self.classes: list[str] = state.get("classes", [])
+        self.class_vocab = HashVocab(self.classes, first_id=0, default=-1) if self.classes else None
+
+    # -- sizes -------------------------------------------------------------------------
+    def vocab_size(self, name: str) -> int:
+        entry = self.state["features"][name]
+        if entry["type"] == "numeric":
+            return len(entry["edges"]) + 1 + FIRST_ID
+        return len(entry["vocab"]) + FIRST_ID
+
+    def feature_map(self):
+        from mtkd.data.feature_map import CategoricalField, FeatureMap, SequenceField
+
+        s = self.schema
+        return FeatureMap(
+            categorical=tuple(CategoricalField(n, self.vocab_size(n)) for n, _ in s.categorical()),
+            numeric=tuple(n for n, _ in s.numeric()),
+            sequences=tuple(SequenceField(n, self.vocab_size(n), f.max_len) for n, f in s.sequences()),
+            task=s.task,
+            num_classes=len(self.classes) if s.task == "multiclass" else 2,
+            scores=tuple(s.scores),
+        )
+
+    # -- transform ---------------------------------------------------------------------
+    def transform(self, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+        """Encode a reader batch: cat [n, n_cat] int32, num [n, n_num] float32, seq_<name>, group, scores.
+
+        Labels are not handled here (see `encode_labels`), because their errors need row numbers.
+        """
+        n = batch.num_rows
+        s = self.schema
+        out: dict[str, np.ndarray] = {}
+        cats = s.categorical()
+        if cats:
+            cat = np.empty((n, len(cats)), dtype=np.int32)
+            for j, (name, spec) in enumerate(cats):
+                cat[:, j] = self._categorical(batch.column(name), name, spec)
+            out["cat"] = cat
+        nums = s.numeric()
+        if nums:
+            num = np.empty((n, len(nums)), dtype=np.float32)
+            for j, (name, spec) in enumerate(nums):
+                num[:, j] = self._numeric(batch.column(name), name, spec)
+            out["num"] = num
+        for name, spec in s.sequences():
+            out[f"seq_{name}"] = self._sequence(batch.column(name), name, spec)
+        if s.group:
+            out["group"] = hash_strings(pc.fill_null(batch.column(s.group), "")).view(np.int64)
+        if s.scores:
+            sc = np.empty((n, len(s.scores)), dtype=np.float32)
+            for j, name in enumerate(s.scores):
+                sc[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+            out["scores"] = sc
+        return out
+
+    def _categorical(self, col: pa.Array, name: str, spec: FeatureSpec) -> np.ndarray:
+        if spec.type == "numeric":  # bucketised numeric
+            entry = self.state["features"][name]
+            x = _numeric_pre(col, spec, name)
+            return (np.searchsorted(np.asarray(entry["edges"]), x, side="right") + FIRST_ID).astype(np.int32)
+        return self.vocabs[name].lookup(pc.fill_null(col, categorical_fill(spec)))
+
+    def _numeric(self, col: pa.Array, name: str, spec: FeatureSpec) -> np.ndarray:
+        entry = self.state["features"][name]
+        x = _numeric_pre(col, spec, name)
+        if "standardize" in spec.transforms:
+            x = (x - entry["mean"]) / (entry["std"] if entry["std"] > 0 else 1.0)
+        return x
+
+    def _sequence(self, col: pa.Array, name: str, spec: FeatureSpec) -> np.ndarray:
+        n = len(col)
+        lists = _split_tokens(pc.fill_null(col, ""), spec.separator)
+        offsets = lists.offsets.to_numpy().astype(np.int64)
+        offsets = offsets - offsets[0]
+        tokens = pc.list_flatten(lists)
+        ids = self.vocabs[name].lookup(tokens) if len(tokens) else np.zeros(0, np.int32)
+        ids = np.where(pc.equal(tokens, "").to_numpy(zero_copy_only=False), PAD_ID, ids) if len(tokens) else ids
+        lengths = np.diff(offsets)
+        row = np.repeat(np.arange(n), lengths)
+        pos = np.arange(tokens.__len__()) - offsets[row] if len(tokens) else np.zeros(0, np.int64)
+        keep = pos < spec.max_len
+        out = np.zeros((n, spec.max_len), dtype=np.int32)
+        out[row[keep], pos[keep]] = ids[keep]
+        return out
+
+    def encode_labels(self, col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, index of bad rows): float32 0/1 for binary, int32 class ids for multi-class."""
+        if self.schema.task == "binary":
+            y = col.to_numpy(zero_copy_only=False).astype(np.float64)
+            bad = np.flatnonzero(~((y == 0.0) | (y == 1.0)))  # NaN (missing) is bad too
+            return y.astype(np.float32), bad
+        assert self.class_vocab is not None
+        filled = pc.fill_null(col, "\x00missing")
+        ids = self.class_vocab.lookup(filled)
+        return ids.astype(np.int32), np.flatnonzero(ids < 0)
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        from mtkd.data.atomic import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.state, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path, schema: Schema) -> "Encoder":
+        p = Path(path)
+        try:
+            state = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"{p}: cannot read the encoder ({exc}); prepare the dataset again") from None
+        if state.get("schema_hash") != schema.hash():
+            raise DataError(f"{p}: encoder was fitted with a different schema; prepare the dataset again")
+        return cls(schema, state)

@@ -1,0 +1,91 @@
+"""BatchLoader: shuffled, vectorised mini-batches from a memory-mapped split.
+
+Each epoch draws a permutation from (seed, epoch), so the order is the same for the same
+seed and different each epoch, and so a resumed run sees the batches the uninterrupted run
+would have seen. Rows of a batch are gathered with one numpy fancy-index per array (sorted
+indices, for locality in the memory map); nothing loops over rows in Python. Under
+torch.distributed each rank takes a disjoint shard of every epoch's permutation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from mtkd.data.batch import Batch
+from mtkd.data.store import Dataset, Split
+
+
+class BatchLoader:
+    """Iterate over one split in batches of typed tensors."""
+
+    def __init__(
+        self,
+        data: Dataset | Split,
+        split: str = "train",
+        batch_size: int = 4096,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.split = data.split(split) if isinstance(data, Dataset) else data
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.arrays = dict(self.split.arrays)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shard_indices(self, epoch: int | None = None) -> np.ndarray:
+        """Row numbers this rank reads in `epoch`, in reading order."""
+        n = self.split.rows
+        epoch = self.epoch if epoch is None else epoch
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(n)
+        else:
+            order = np.arange(n)
+        if self.world_size > 1:
+            order = np.array_split(order, self.world_size)[self.rank]
+        return order
+
+    def __len__(self) -> int:
+        n = len(self.shard_indices(0)) if self.world_size > 1 else self.split.rows
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.shard_indices()
+        n = len(order)
+        stop = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.shuffle:
+                idx = np.sort(idx)
+            yield self.gather(idx)
+        self.epoch += 1
+
+    def gather(self, idx: np.ndarray) -> Batch:
+        a = self.arrays
+        seq = {k[4:]: torch.from_numpy(v[idx].astype(np.int64)) for k, v in a.items() if k.startswith("seq_")}
+        label = a["label"][idx]
+        return Batch(
+            label=torch.from_numpy(label if label.dtype == np.float32 else label.astype(np.int64)),
+            index=torch.from_numpy(idx.astype(np.int64)),
+            cat=torch.from_numpy(a["cat"][idx].astype(np.int64)) if "cat" in a else None,
+            num=torch.from_numpy(np.ascontiguousarray(a["num"][idx])) if "num" in a else None,
+            seq=seq,
+            group=torch.from_numpy(np.ascontiguousarray(a["group"][idx])) if "group" in a else None,
+            scores=torch.from_numpy(np.ascontiguousarray(a["scores"][idx])) if "scores" in a else None,
+        )

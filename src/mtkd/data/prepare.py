@@ -1,0 +1,325 @@
+"""`mtkd data prepare`: raw files -> encoded dataset directory, in two streaming passes.
+
+Pass 1 reads the training file, assigns each row to a split, checks labels and fits the
+encoder on train rows only. Pass 2 reads every file again, encodes and appends each
+block to the split arrays. Everything is built in a hidden `.NAME.partial-PID` directory
+and renamed into place at the end, so a failed or interrupted prepare leaves nothing that
+later commands would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import yaml
+
+import mtkd
+from mtkd.data.encoder import Encoder, EncoderFitter
+from mtkd.data.hashing import uniform_from_index
+from mtkd.data.readers import DEFAULT_BLOCK, RawReader, open_reader
+from mtkd.data.schema import Schema
+from mtkd.data.store import ENCODER, MANIFEST, SCHEMA, SPLITS, STORE_VERSION, ArrayWriter, dataset_checksum
+from mtkd.data.atomic import atomic_write_text
+from mtkd.errors import DataError, MtkdError
+
+
+@dataclass
+class Source:
+    """One raw file and how its rows divide into splits."""
+
+    paths: list[Path]
+    splits: list[str]
+    ratios: list[float]
+    ordered: bool
+    seed: int
+
+    def assign(self, start: int, n: int, total: int | None) -> np.ndarray:
+        """Split number (index into `self.splits`) of rows start..start+n."""
+        if len(self.splits) == 1:
+            return np.zeros(n, dtype=np.int8)
+        rows = np.arange(start, start + n, dtype=np.int64)
+        cum = np.cumsum(self.ratios)[:-1]
+        if self.ordered:
+            assert total is not None
+            bounds = np.floor(cum * total + 1e-9).astype(np.int64)
+            return np.searchsorted(bounds, rows, side="right").astype(np.int8)
+        return np.searchsorted(cum, uniform_from_index(rows, self.seed), side="right").astype(np.int8)
+
+
+def plan_sources(
+    schema: Schema,
+    train: Path | list[Path],
+    valid: Path | None = None,
+    test: Path | None = None,
+    ratios: list[float] | None = None,
+    ordered: bool | None = None,
+    seed: int | None = None,
+) -> list[Source]:
+    """Which file feeds which split. `ratios` divide the train file into the splits not given as files."""
+    from_train = ["train"] + [n for n, p in (("valid", valid), ("test", test)) if p is None]
+    seed = schema.split.seed if seed is None else seed
+    ordered = schema.split.ordered if ordered is None else ordered
+    if ratios is None:
+        ratios = schema.split.ratios if len(schema.split.ratios) == len(from_train) else None
+        if ratios is None:
+            ratios = {1: [1.0], 2: [0.9, 0.1], 3: [0.8, 0.1, 0.1]}[len(from_train)]
+    if len(ratios) != len(from_train):
+        raise MtkdError(
+            f"--split has {len(ratios)} ratios but the train file must fill {len(from_train)} split(s) "
+            f"({', '.join(from_train)}); give {len(from_train)} ratios, e.g. "
+            f"{','.join(['0.8', '0.1', '0.1'][: len(from_train)]) if len(from_train) == 3 else '0.9,0.1'}"
+        )
+    if any(r <= 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+        raise MtkdError(f"--split ratios {ratios} must be positive and sum to 1")
+    trains = [Path(t) for t in (train if isinstance(train, (list, tuple)) else [train])]
+    if not trains:
+        raise MtkdError("no training file given (--train FILE)")
+    sources = [Source(trains, from_train, list(ratios), bool(ordered), int(seed))]
+    for name, p in (("valid", valid), ("test", test)):
+        if p is not None:
+            sources.append(Source([Path(p)], [name], [1.0], False, int(seed)))
+    return sources
+
+
+def file_fingerprint(path: Path) -> str:
+    """Size plus hashes of the first, middle and last MiB: cheap, and changes with any edit that
+    changes the size or touches those blocks (a full hash of a 10 GB log would dominate prepare)."""
+    size = path.stat().st_size
+    h = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as f:
+        for off in sorted({0, max(0, size // 2 - (1 << 19)), max(0, size - (1 << 20))}):
+            f.seek(off)
+            h.update(f.read(1 << 20))
+    return h.hexdigest()
+
+
+def _fingerprint(schema: Schema, sources: list[Source]) -> str:
+    d = {"schema": schema.hash(), "store": STORE_VERSION,
+         "sources": [{"files": [file_fingerprint(p) for p in s.paths], "splits": s.splits, "ratios": s.ratios,
+                      "ordered": s.ordered, "seed": s.seed} for s in sources]}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _check_labels(reader: RawReader, encoder_or_none: Encoder | None, batch: pa.RecordBatch,
+                  start: int, schema: Schema) -> None:
+    col = batch.column(schema.label)
+    if schema.task == "binary":
+        y = col.to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(~((y == 0.0) | (y == 1.0)))
+        what = "missing" if bad.size and np.isnan(y[bad[0]]) else None
+    else:
+        if encoder_or_none is None:
+            bad = np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))
+            what = "missing"
+        else:
+            _, bad = encoder_or_none.encode_labels(col)
+            what = "unseen"
+    if bad.size:
+        i = int(bad[0])
+        value = col[i].as_py()
+        line = reader.line_of(start + i)
+        if schema.task == "binary":
+            hint = ("labels must be 0 or 1" + (" (libFM: -1/+1)" if schema.format == "libfm" else "")
+                    + "; fix the row or drop it")
+        elif what == "unseen":
+            hint = "this class never occurs in the training split; add training rows for it or drop the row"
+        else:
+            hint = "every row needs a label"
+        shown = "an empty value" if what == "missing" or value is None else repr(value)
+        raise DataError(f"{reader.path}: line {line}, column {schema.label!r} (label): {shown}; {hint}. "
+                        f"({bad.size} such row(s) in this block)")
+
+
+def prepare(
+    schema: Schema,
+    out: str | Path,
+    train: str | Path | list[str | Path],
+    valid: str | Path | None = None,
+    test: str | Path | None = None,
+    ratios: list[float] | None = None,
+    ordered: bool | None = None,
+    seed: int | None = None,
+    force: bool = False,
+    block_size: int = DEFAULT_BLOCK,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Encode raw files into `out`. Returns the manifest (also when `out` is already up to date)."""
+    out = Path(out)
+    trains = [Path(t) for t in (train if isinstance(train, (list, tuple)) else [train])]
+    sources = plan_sources(schema, trains, _p(valid), _p(test), ratios, ordered, seed)
+    readers = [[open_reader(p, schema, block_size) for p in s.paths] for s in sources]
+    fingerprint = _fingerprint(schema, sources)
+    existing = _check_out_dir(out, fingerprint, force)
+    if existing is not None:
+        log(f"{out}: already prepared from the same files and schema; nothing to do")
+        return existing
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp.mkdir(parents=True)
+    try:
+        t0 = time.perf_counter()
+        encoder, counts = _fit(schema, sources[0], readers[0], log)
+        t_fit = time.perf_counter() - t0
+        splits = _encode(schema, encoder, sources, readers, counts, tmp, log)
+        manifest = _manifest(schema, encoder, sources, splits, fingerprint, tmp)
+        manifest["timing"] = {"fit_seconds": round(t_fit, 3),
+                              "total_seconds": round(time.perf_counter() - t0, 3)}
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _p(x: str | Path | None) -> Path | None:
+    return None if x is None else Path(x)
+
+
+def _check_out_dir(out: Path, fingerprint: str, force: bool) -> dict[str, Any] | None:
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise MtkdError(f"{out}: exists and is not a directory; choose another --out")
+    man = out / MANIFEST
+    if man.exists():
+        try:
+            manifest = json.loads(man.read_text())
+        except json.JSONDecodeError:
+            manifest = {}
+        if manifest.get("fingerprint") == fingerprint and not force:
+            return manifest
+        if not force:
+            raise MtkdError(
+                f"{out}: already holds a different dataset ({manifest.get('name', '?')}, prepared from other "
+                "files, schema or split); choose another --out, or pass --force to replace it"
+            )
+    elif any(out.iterdir()) and not force:
+        raise MtkdError(f"{out}: directory is not empty and is not an mtkd dataset; choose another --out "
+                        "or pass --force to replace it")
+    return None
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _blocks(readers: list[RawReader]):
+    """(reader, block, row number in its file, row number across the source's files)."""
+    start = 0
+    for reader in readers:
+        local = 0
+        for batch in reader.batches():
+            yield reader, batch, local, start
+            local += batch.num_rows
+            start += batch.num_rows
+
+
+def _fit(schema: Schema, source: Source, readers: list[RawReader], log) -> tuple[Encoder, list[int]]:
+    total = sum(r.count_rows() for r in readers) if source.ordered and len(source.splits) > 1 else None
+    fitter = EncoderFitter(schema)
+    counts = [0] * len(source.splits)
+    seen = 0
+    for reader, batch, local, start in _blocks(readers):
+        n = batch.num_rows
+        _check_labels(reader, None, batch, local, schema)
+        part = source.assign(start, n, total)
+        counts = [c + int(k) for c, k in zip(counts, np.bincount(part, minlength=len(counts)))]
+        mask = part == 0
+        rows = np.arange(start, start + n, dtype=np.int64)
+        if mask.all():
+            fitter.add(batch, rows)
+        elif mask.any():
+            fitter.add(batch.filter(pa.array(mask)), rows[mask])
+        seen = start + n
+    names = ", ".join(p.name for p in source.paths)
+    if counts[0] == 0:
+        raise DataError(f"{names}: the training split is empty ({seen} rows, ratios {source.ratios})")
+    log(f"fitted encoder on {counts[0]:,} training rows of {names}")
+    source.total = total  # type: ignore[attr-defined]
+    return fitter.finish(), counts
+
+
+def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: list[RawReader],
+            train_counts: list[int], tmp: Path, log) -> dict[str, dict[str, Any]]:
+    writers: dict[str, dict[str, ArrayWriter]] = {}
+    label_sums: dict[str, np.ndarray] = {}
+    for src, src_readers in zip(sources, readers):
+        total = getattr(src, "total", None)
+        start = 0
+        for reader, batch, local, start in _blocks(src_readers):
+            n = batch.num_rows
+            if src is not sources[0] or schema.task == "multiclass":
+                _check_labels(reader, encoder, batch, local, schema)
+            arrays = encoder.transform(batch)
+            arrays["label"], _ = encoder.encode_labels(batch.column(schema.label))
+            part = src.assign(start, n, total)
+            for k, split in enumerate(src.splits):
+                sel = part == k if len(src.splits) > 1 else slice(None)
+                w = writers.setdefault(split, {})
+                for key, arr in arrays.items():
+                    block = arr[sel]
+                    if key not in w:
+                        (tmp / split).mkdir(exist_ok=True)
+                        w[key] = ArrayWriter(tmp / split / f"{key}.npy", block.dtype, block.shape[1:])
+                    w[key].append(block)
+                y = arrays["label"][sel]
+                ls = label_sums.setdefault(split, np.zeros(max(2, len(encoder.classes)), dtype=np.int64))
+                ls += np.bincount(y.astype(np.int64), minlength=ls.size)[: ls.size]
+            start += n
+        log(f"encoded {start:,} rows of {', '.join(p.name for p in src.paths)} -> {', '.join(src.splits)}")
+    splits: dict[str, dict[str, Any]] = {}
+    for split in SPLITS:
+        if split not in writers:
+            continue
+        metas = {key: w.close() for key, w in writers[split].items()}
+        rows = metas["label"]["shape"][0]
+        info: dict[str, Any] = {"rows": rows, "arrays": metas}
+        counts = label_sums[split]
+        if schema.task == "binary":
+            info["label_rate"] = round(float(counts[1]) / rows, 6) if rows else None
+        else:
+            info["class_counts"] = {c: int(k) for c, k in zip(encoder.classes, counts)}
+        splits[split] = info
+    return splits
+
+
+def _manifest(schema: Schema, encoder: Encoder, sources: list[Source], splits: dict[str, Any],
+              fingerprint: str, tmp: Path) -> dict[str, Any]:
+    encoder.save(tmp / ENCODER)
+    atomic_write_text(tmp / SCHEMA, yaml.safe_dump(schema.model_dump(mode="json"), sort_keys=False))
+    fmap = encoder.feature_map()
+    return {
+        "store_version": STORE_VERSION,
+        "mtkd_version": mtkd.__version__,
+        "name": schema.name,
+        "task": schema.task,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "schema_hash": schema.hash(),
+        "fingerprint": fingerprint,
+        "checksum": dataset_checksum(splits, (tmp / ENCODER).read_text()),
+        "inputs": [{"files": [str(p) for p in s.paths], "bytes": sum(p.stat().st_size for p in s.paths),
+                    "splits": s.splits,
+                    "ratios": s.ratios, "ordered": s.ordered, "seed": s.seed} for s in sources],
+        "feature_map": fmap.to_dict(),
+        "vocab_sizes": {f.name: f.vocab_size for f in fmap.categorical}
+        | {s.name: s.vocab_size for s in fmap.sequences},
+        "splits": splits,
+    }

@@ -1,0 +1,328 @@
+"""Raw file readers: CSV, TSV, Parquet and libFM, streamed as Arrow record batches.
+
+Every reader yields batches holding exactly `schema.input_columns()` with fixed types
+(features and group as strings or float64, label as float64 or string), so the encoder
+never sees format details. Files are read in blocks, so a file larger than memory streams.
+Errors name the file, the line and the column, and say how to fix them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from mtkd.data.schema import Schema
+from mtkd.errors import DataError
+
+NULL_VALUES = ["", "NA", "NaN", "nan", "NULL", "null", "None", "N/A"]
+_FLOAT_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|Inf|INF|infinity|Infinity)\s*$"
+DEFAULT_BLOCK = 8 << 20
+
+
+def column_types(schema: Schema) -> dict[str, pa.DataType]:
+    """Arrow type each input column is read as."""
+    types: dict[str, pa.DataType] = {}
+    for name, spec in schema.specs():
+        types[name] = pa.float64() if spec.type == "numeric" else pa.string()
+    types[schema.label] = pa.float64() if schema.task == "binary" else pa.string()
+    if schema.group:
+        types[schema.group] = pa.string()
+    for s in schema.scores:
+        types[s] = pa.float64()
+    return types
+
+
+class RawReader:
+    """Base: `batches()` yields typed record batches; `header_lines` maps rows to file lines."""
+
+    header_lines = 0
+
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK):
+        self.path = Path(path)
+        self.schema = schema
+        self.block_size = block_size
+        self.columns = schema.input_columns()
+        self.types = column_types(schema)
+        if not self.path.exists():
+            raise DataError(f"{self.path}: file not found (check the path)")
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: is a directory, expected a data file")
+        if self.path.stat().st_size == 0:
+            raise DataError(f"{self.path}: file is empty (0 bytes); expected rows of data")
+
+    def line_of(self, row: int) -> int:
+        """1-based line number in the file of data row `row` (0-based)."""
+        return row + 1 + self.header_lines
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def count_rows(self) -> int:
+        raise NotImplementedError
+
+
+def _count_lines(path: Path) -> int:
+    """Non-empty-terminated line count, read in blocks (fast, for ordered splits)."""
+    n, last = 0, b"\n"
+    with open(path, "rb") as f:
+        while block := f.read(16 << 20):
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (0 if last == b"\n" else 1)
+
+
+class DelimitedReader(RawReader):
+    """CSV / TSV with or without a header line."""
+
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK):
+        super().__init__(path, schema, block_size)
+        self.delimiter = schema.delimiter or ("\t" if schema.format == "tsv" else ",")
+        self.header_lines = 1 if schema.header else 0
+        self.file_columns = self._file_columns()
+        missing = [c for c in self.columns if c not in self.file_columns]
+        if missing:
+            raise DataError(
+                f"{self.path}: the schema names column(s) {missing} that the file lacks; "
+                f"the file has {len(self.file_columns)} columns: {_preview(self.file_columns)}. "
+                "Fix the column names in the schema (or `columns:` for files without a header)."
+            )
+
+    def _first_line(self) -> str:
+        with open(self.path, "rb") as f:
+            raw = f.readline(1 << 20)
+        text = raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+        return text
+
+    def _file_columns(self) -> list[str]:
+        first = self._first_line()
+        if not first.strip():
+            raise DataError(f"{self.path}: line 1 is blank; expected a header or a data row")
+        fields = next(csv.reader([first], delimiter=self.delimiter))
+        if self.schema.header:
+            return [f.strip() for f in fields]
+        names = list(self.schema.columns or [])
+        if len(fields) != len(names):
+            raise DataError(
+                f"{self.path}: line 1 has {len(fields)} columns but the schema's `columns:` lists "
+                f"{len(names)}; list one name per column in file order (delimiter {self.delimiter!r})."
+            )
+        return names
+
+    def _options(self, types: dict[str, pa.DataType], include: list[str]):
+        read = pcsv.ReadOptions(
+            block_size=self.block_size,
+            column_names=None if self.schema.header else self.file_columns,
+            use_threads=True,
+        )
+        parse = pcsv.ParseOptions(delimiter=self.delimiter)
+        conv = pcsv.ConvertOptions(
+            column_types={c: types[c] for c in include},
+            include_columns=include,
+            null_values=NULL_VALUES,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+        )
+        return read, parse, conv
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        read, parse, conv = self._options(self.types, self.columns)
+        rows = 0
+        try:
+            reader = pcsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=conv)
+            for batch in reader:
+                rows += batch.num_rows
+                yield batch
+        except pa.ArrowInvalid as exc:
+            raise self._explain(str(exc)) from None
+        if rows == 0:
+            raise DataError(f"{self.path}: no data rows (only a header?); expected at least one row")
+
+    def _explain(self, msg: str) -> DataError:
+        """Turn an Arrow parse/convert error into one with file, line and column."""
+        m = re.search(r"Expected (\d+) columns, got (\d+)", msg)
+        if m:
+            line, got = self._find_bad_width(int(m.group(1)))
+            return DataError(
+                f"{self.path}: line {line}: expected {m.group(1)} columns (delimiter {self.delimiter!r}), "
+                f"got {got}. Fix or remove that line, or check the delimiter/format in the schema."
+            )
+        m = re.search(r"In CSV column #(\d+): .*conversion error to (\w+): invalid value '(.*)'", msg)
+        if m:
+            col = self.file_columns[int(m.group(1))]
+            line = self._find_bad_number(col)
+            where = f"line {line}, " if line else ""
+            what = "the label" if col == self.schema.label else "a numeric column"
+            return DataError(
+                f"{self.path}: {where}column {col!r}: {m.group(3)!r} is not a number, but {col!r} is "
+                f"{what}. Fix the value, or declare the column `type: categorical` in the schema."
+            )
+        return DataError(f"{self.path}: cannot parse as {self.schema.format}: {msg}")
+
+    def _find_bad_width(self, expected: int) -> tuple[int, int]:
+        with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
+            for i, fields in enumerate(csv.reader(f, delimiter=self.delimiter), start=1):
+                if fields and len(fields) != expected:
+                    return i, len(fields)
+        return 0, 0
+
+    def _find_bad_number(self, col: str) -> int:
+        types = dict(self.types)
+        types[col] = pa.string()
+        read, parse, conv = self._options(types, [col])
+        rows = 0
+        for batch in pcsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=conv):
+            ok = pc.fill_null(pc.match_substring_regex(batch.column(0), _FLOAT_RE), True)
+            bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
+            if bad.size:
+                return self.line_of(rows + int(bad[0]))
+            rows += batch.num_rows
+        return 0
+
+    def count_rows(self) -> int:
+        return _count_lines(self.path) - self.header_lines
+
+
+class ParquetReader(RawReader):
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK):
+        super().__init__(path, schema, block_size)
+        try:
+            self.file = pq.ParquetFile(self.path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
+        names = self.file.schema_arrow.names
+        missing = [c for c in self.columns if c not in names]
+        if missing:
+            raise DataError(
+                f"{self.path}: the schema names column(s) {missing} that the file lacks; "
+                f"the file has: {_preview(names)}. Fix the column names in the schema."
+            )
+        if self.file.metadata.num_rows == 0:
+            raise DataError(f"{self.path}: file has no rows")
+
+    def line_of(self, row: int) -> int:
+        return row + 1  # "line" = 1-based row number for Parquet
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.file.iter_batches(batch_size=65536, columns=self.columns):
+            arrays = []
+            for name in self.columns:
+                arr = batch.column(name)
+                want = self.types[name]
+                if arr.type != want:
+                    try:
+                        arr = pc.cast(arr, want)
+                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        raise DataError(
+                            f"{self.path}: column {name!r} of type {arr.type} cannot be read as {want} "
+                            f"({exc}). Fix the column or its type in the schema."
+                        ) from None
+                arrays.append(arr)
+            yield pa.RecordBatch.from_arrays(arrays, names=self.columns)
+
+    def count_rows(self) -> int:
+        return self.file.metadata.num_rows
+
+
+class LibFMReader(RawReader):
+    """libFM / libSVM lines `label idx:val idx:val ...` with one token per field, in field order.
+
+    Fields are named by the schema's `columns:`. A categorical field takes the index as its
+    value; a numeric field takes the value. Labels -1/+1 (or 0/1) become 0/1.
+    """
+
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK):
+        super().__init__(path, schema, block_size)
+        self.fields = [c for c in (schema.columns or []) if c != schema.label]
+        self.raw_names = ["__label__"] + self.fields
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        read = pcsv.ReadOptions(block_size=self.block_size, column_names=self.raw_names, use_threads=True)
+        parse = pcsv.ParseOptions(delimiter=" ", quote_char=False)
+        conv = pcsv.ConvertOptions(column_types={n: pa.string() for n in self.raw_names})
+        rows = 0
+        try:
+            for batch in pcsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=conv):
+                yield self._convert(batch, rows)
+                rows += batch.num_rows
+        except pa.ArrowInvalid as exc:
+            m = re.search(r"Expected (\d+) columns, got (\d+)", str(exc))
+            if m:
+                line, got = self._find_bad_width()
+                raise DataError(
+                    f"{self.path}: line {line}: expected a label and {len(self.fields)} idx:value tokens "
+                    f"(one per field in `columns:`), got {got - 1} tokens. Fix the line or `columns:`."
+                ) from None
+            raise DataError(f"{self.path}: cannot parse as libFM: {exc}") from None
+
+    def _find_bad_width(self) -> tuple[int, int]:
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for i, line in enumerate(f, start=1):
+                n = len(line.split())
+                if n and n != len(self.raw_names):
+                    return i, n
+        return 0, 0
+
+    def _convert(self, batch: pa.RecordBatch, start: int) -> pa.RecordBatch:
+        label_raw = batch.column(0)
+        try:
+            label = pc.cast(label_raw, pa.float64())
+        except pa.ArrowInvalid:
+            ok = pc.fill_null(pc.match_substring_regex(label_raw, _FLOAT_RE), False).to_numpy(zero_copy_only=False)
+            i = int(np.flatnonzero(~ok)[0])
+            raise DataError(
+                f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {label_raw[i].as_py()!r} "
+                "is not a number; libFM labels are -1/+1 or 0/1."
+            ) from None
+        lab = label.to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(~np.isin(lab, (-1.0, 0.0, 1.0)))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(
+                f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {lab[i]!r} is not a "
+                "libFM binary label; use -1/+1 (or 0/1)."
+            )
+        out: dict[str, pa.Array] = {self.schema.label: pa.array(np.where(lab > 0, 1.0, 0.0))}
+        specs = dict(self.schema.specs())
+        for j, name in enumerate(self.fields, start=1):
+            if name not in specs:
+                continue
+            parts = pc.split_pattern(batch.column(j), ":", max_splits=1)
+            if specs[name].type == "numeric":
+                val = pc.list_element(parts, 1)
+                try:
+                    out[name] = pc.cast(val, pa.float64())
+                except pa.ArrowInvalid:
+                    raise DataError(
+                        f"{self.path}: field {name!r} (token {j}): a value is not a number; "
+                        "numeric libFM fields need idx:value with a numeric value."
+                    ) from None
+            else:
+                out[name] = pc.list_element(parts, 0)
+        return pa.RecordBatch.from_arrays([out[c] for c in self.columns], names=self.columns)
+
+    def count_rows(self) -> int:
+        return _count_lines(self.path)
+
+
+def _preview(names: list[str], k: int = 12) -> str:
+    shown = ", ".join(names[:k])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > k else "")
+
+
+def open_reader(path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK) -> RawReader:
+    """The reader for the schema's format."""
+    if schema.format in ("csv", "tsv"):
+        return DelimitedReader(path, schema, block_size)
+    if schema.format == "parquet":
+        return ParquetReader(path, schema, block_size)
+    return LibFMReader(path, schema, block_size)

@@ -1,0 +1,160 @@
+"""Dataset schema (YAML): which columns are features, of what type, and how to encode them.
+
+Vocabulary follows FuxiCTR (`min_count`, `fill_na`); unknown keys are errors because a
+misspelt key silently changing results is the worst kind of bug in an experiment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mtkd.config_io import load_model, parse_model
+from mtkd.errors import ConfigError
+
+Transform = Literal["none", "log", "standardize", "bucketize"]
+Format = Literal["csv", "tsv", "parquet", "libfm"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeatureSpec(_Strict):
+    """One feature, or several with the same settings (`names: [...]`)."""
+
+    name: str | None = None
+    names: list[str] | None = None
+    type: Literal["categorical", "numeric", "sequence"]
+    min_count: int = Field(1, ge=1, description="values seen fewer times in train map to OOV")
+    fill_na: Union[str, float, None] = None
+    transform: Union[Transform, list[Transform]] = "none"
+    bins: int = Field(10, ge=2, le=100000, description="quantile bins for transform: bucketize")
+    separator: str = "|"
+    max_len: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "FeatureSpec":
+        if (self.name is None) == (self.names is None):
+            raise ValueError("give exactly one of `name` or `names`")
+        if self.names is not None and not self.names:
+            raise ValueError("`names` is empty")
+        ts = self.transforms
+        if self.type != "numeric" and ts != ["none"]:
+            raise ValueError(f"transform {ts} applies to numeric features only")
+        if "bucketize" in ts and ts[-1] != "bucketize":
+            raise ValueError("bucketize must be the last transform")
+        if len(ts) > 1 and "none" in ts:
+            raise ValueError("`none` cannot be combined with other transforms")
+        return self
+
+    @property
+    def transforms(self) -> list[str]:
+        return list(self.transform) if isinstance(self.transform, list) else [self.transform]
+
+    @property
+    def all_names(self) -> list[str]:
+        return [self.name] if self.name is not None else list(self.names or [])
+
+
+class SplitSpec(_Strict):
+    """Default split of the train file when `--split` is not given on the command line."""
+
+    ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
+    seed: int = 2026
+    ordered: bool = False
+
+
+class Schema(_Strict):
+    """A dataset: file format, label, features, optional group and score columns."""
+
+    name: str = "dataset"
+    task: Literal["binary", "multiclass"] = "binary"
+    format: Format = "csv"
+    header: bool = True
+    delimiter: str | None = None
+    columns: list[str] | None = None
+    label: str = "label"
+    group: str | None = None
+    scores: list[str] = Field(default_factory=list)
+    features: list[FeatureSpec]
+    split: SplitSpec = Field(default_factory=SplitSpec)
+
+    @field_validator("features")
+    @classmethod
+    def _nonempty(cls, v: list[FeatureSpec]) -> list[FeatureSpec]:
+        if not v:
+            raise ValueError("at least one feature is required")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "Schema":
+        names = [n for f in self.features for n in f.all_names]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"features named more than once: {dup}")
+        used = names + [self.label] + ([self.group] if self.group else []) + list(self.scores)
+        if self.label in names:
+            raise ValueError(f"label column {self.label!r} is also listed as a feature")
+        if self.format in ("csv", "tsv") and not self.header and not self.columns:
+            raise ValueError("header: false needs `columns:` (the column names in file order)")
+        if self.format == "libfm":
+            if not self.columns:
+                raise ValueError("format libfm needs `columns:` naming the fields in the order they appear")
+            if self.group or self.scores:
+                raise ValueError("format libfm has no group or score columns")
+        if self.columns is not None:
+            if self.format == "libfm":
+                missing = [n for n in used if n not in self.columns and n != self.label]
+            else:
+                missing = [n for n in used if n not in self.columns]
+            if missing:
+                raise ValueError(f"columns used but not listed in `columns`: {missing}")
+        return self
+
+    # -- derived views ---------------------------------------------------------------
+    def specs(self) -> list[tuple[str, FeatureSpec]]:
+        """(column name, spec) for every feature, in schema order."""
+        return [(n, f) for f in self.features for n in f.all_names]
+
+    def categorical(self) -> list[tuple[str, FeatureSpec]]:
+        """Features stored as ids in `cat`: categorical ones and bucketised numerics."""
+        return [
+            (n, f) for n, f in self.specs()
+            if f.type == "categorical" or (f.type == "numeric" and f.transforms[-1] == "bucketize")
+        ]
+
+    def numeric(self) -> list[tuple[str, FeatureSpec]]:
+        return [(n, f) for n, f in self.specs() if f.type == "numeric" and f.transforms[-1] != "bucketize"]
+
+    def sequences(self) -> list[tuple[str, FeatureSpec]]:
+        return [(n, f) for n, f in self.specs() if f.type == "sequence"]
+
+    def input_columns(self) -> list[str]:
+        """Columns the readers must deliver."""
+        cols = [self.label] + [n for n, _ in self.specs()]
+        if self.group:
+            cols.append(self.group)
+        return cols + list(self.scores)
+
+    def hash(self) -> str:
+        """Hash of everything that changes the encoded arrays (not the name)."""
+        d = self.model_dump(mode="json")
+        d.pop("name", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_schema(path: str | Path) -> Schema:
+    schema = load_model(Schema, path)
+    return schema
+
+
+def schema_from_dict(data: dict, source: str = "<schema>") -> Schema:
+    return parse_model(Schema, data, source)
+
+
+__all__ = ["FeatureSpec", "Schema", "SplitSpec", "load_schema", "schema_from_dict", "ConfigError"]

@@ -1,0 +1,66 @@
+"""AutoInt (Song et al., 2019): stacked multi-head self-attention over fields; AutoInt+ adds a DNN."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import FeatureMap
+from mtkd.models.base import CTRModel, ModelOutput
+from mtkd.models.layers import MLP, FeatureEmbedding, SelfAttention
+from mtkd.models.registry import register_model
+
+
+@register_model("autoint")
+class AutoInt(CTRModel):
+    """hidden: [flattened attention output (F * heads * attention_dim), DNN last hidden if use_dnn].
+
+    Defaults follow the paper: 3 interacting layers, 2 heads, 32 dims per head, residuals.
+    """
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int = 16,
+        attention_layers: int = 3,
+        num_heads: int = 2,
+        attention_dim: int = 32,
+        use_residual: bool = True,
+        use_scale: bool = False,
+        use_dnn: bool = False,
+        hidden_units: Sequence[int] = (64, 64, 64),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        embedding_regularizer: float = 0.0,
+        sparse: bool = False,
+    ) -> None:
+        super().__init__(feature_map, embedding_regularizer)
+        num_fields = feature_map.num_fields
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        layers, dim = [], embedding_dim
+        for _ in range(attention_layers):
+            layers.append(SelfAttention(dim, attention_dim, num_heads, use_residual, use_scale))
+            dim = layers[-1].output_dim
+        self.attention = nn.Sequential(*layers)
+        self.mlp = MLP(num_fields * embedding_dim, hidden_units, dropout, batch_norm) if use_dnn else None
+        self.hidden_dim = num_fields * dim + (self.mlp.output_dim if self.mlp is not None else 0)
+        self.out = nn.Linear(self.hidden_dim, self.output_dim)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        e = self.embedding(batch)
+        parts = [self.attention(e).flatten(1)]
+        if self.mlp is not None:
+            parts.append(self.mlp(e.flatten(1)))
+        hidden = torch.cat(parts, dim=1)
+        return self.make_output(self.out(hidden), hidden)
+
+
+@register_model("autoint_plus")
+class AutoIntPlus(AutoInt):
+    """AutoInt+: AutoInt with its DNN on by default (the paper's best variant)."""
+
+    def __init__(self, feature_map: FeatureMap, use_dnn: bool = True, **params: Any) -> None:
+        super().__init__(feature_map, use_dnn=use_dnn, **params)

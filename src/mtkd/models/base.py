@@ -1,0 +1,83 @@
+"""The contract every CTR model keeps: a Batch in, `ModelOutput(logits, hidden)` out.
+
+Distillation only ever sees this contract: logits for the KD losses, `hidden` for hint
+losses and for the policy's state features. So every model exposes the same two tensors,
+whatever its insides.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import FeatureMap
+from mtkd.errors import ConfigError
+from mtkd.models.layers import FeatureEmbedding
+
+
+class ModelOutput(NamedTuple):
+    """logits: [B] for binary tasks, [B, C] for multi-class ones.
+    hidden: [B, H], what the final output layer sees (logits are an affine function of it).
+    """
+
+    logits: Tensor
+    hidden: Tensor
+
+
+class CTRModel(nn.Module):
+    """Base of every model in the zoo; subclasses set `hidden_dim` and implement `forward`."""
+
+    model_name: str = ""
+    hidden_dim: int = 0
+
+    def __init__(self, feature_map: FeatureMap, embedding_regularizer: float = 0.0) -> None:
+        super().__init__()
+        if feature_map.num_fields == 0:
+            raise ConfigError("the feature map has no categorical, numeric or sequence field to model")
+        if feature_map.task not in ("binary", "multiclass"):
+            raise ConfigError(f"task must be 'binary' or 'multiclass', got {feature_map.task!r}")
+        if embedding_regularizer < 0:
+            raise ConfigError(f"embedding_regularizer must be >= 0, got {embedding_regularizer}")
+        self.feature_map = feature_map
+        self.embedding_regularizer = float(embedding_regularizer)
+        self.output_dim = feature_map.output_dim
+
+    def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def make_output(self, logits: Tensor, hidden: Tensor) -> ModelOutput:
+        """Squeeze [B, 1] logits to [B] for binary tasks, so every loss sees one shape per task."""
+        if self.output_dim == 1:
+            logits = logits.squeeze(-1)
+        return ModelOutput(logits, hidden)
+
+    def reg_loss(self) -> Tensor:
+        """Coefficient * sum of squares of the embedding rows the last forward used, per row of batch.
+
+        Only rows a batch touches are penalised (not whole tables), so the cost is
+        independent of vocabulary size and gradients stay sparse when `sparse=True`.
+        """
+        device = next(self.parameters()).device
+        total = torch.zeros((), device=device)
+        if self.embedding_regularizer == 0:
+            return total
+        for module in self.modules():
+            if isinstance(module, FeatureEmbedding):
+                total = total + module.last_rows_l2()
+        return self.embedding_regularizer * total
+
+    def sparse_parameters(self) -> Iterator[nn.Parameter]:
+        """Embedding tables (sparse gradients when built with `sparse=True`: SparseAdam / SGD)."""
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                yield module.weight
+
+    def dense_parameters(self) -> Iterator[nn.Parameter]:
+        """Everything that is not an embedding table (Adam and friends)."""
+        sparse = {id(p) for p in self.sparse_parameters()}
+        for p in self.parameters():
+            if id(p) not in sparse:
+                yield p

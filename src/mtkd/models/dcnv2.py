@@ -1,0 +1,57 @@
+"""DCN-V2 (Wang et al., 2021): full-rank cross layers, combined with a DNN in parallel or stacked."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import FeatureMap
+from mtkd.errors import ConfigError
+from mtkd.models.base import CTRModel, ModelOutput
+from mtkd.models.layers import MLP, CrossNetV2, FeatureEmbedding
+from mtkd.models.registry import register_model
+
+STRUCTURES = ("parallel", "stacked", "crossnet_only")
+
+
+@register_model("dcnv2")
+class DCNv2(CTRModel):
+    """hidden: parallel -> [cross output, DNN last hidden]; stacked -> DNN(cross); crossnet_only -> cross."""
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int = 16,
+        num_cross_layers: int = 3,
+        structure: str = "parallel",
+        hidden_units: Sequence[int] = (64, 64, 64),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        embedding_regularizer: float = 0.0,
+        sparse: bool = False,
+    ) -> None:
+        super().__init__(feature_map, embedding_regularizer)
+        if structure not in STRUCTURES:
+            raise ConfigError(f"unknown dcnv2 structure {structure!r}; known: {', '.join(STRUCTURES)}")
+        input_dim = feature_map.num_fields * embedding_dim
+        self.structure = structure
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.cross = CrossNetV2(input_dim, num_cross_layers)
+        self.mlp = None if structure == "crossnet_only" else MLP(input_dim, hidden_units, dropout, batch_norm)
+        mlp_dim = self.mlp.output_dim if self.mlp is not None else 0
+        self.hidden_dim = {"parallel": input_dim + mlp_dim, "stacked": mlp_dim, "crossnet_only": input_dim}[structure]
+        self.out = nn.Linear(self.hidden_dim, self.output_dim)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        x0 = self.embedding(batch).flatten(1)
+        cross = self.cross(x0)
+        if self.structure == "parallel":
+            hidden = torch.cat([cross, self.mlp(x0)], dim=1)
+        elif self.structure == "stacked":
+            hidden = self.mlp(cross)
+        else:
+            hidden = cross
+        return self.make_output(self.out(hidden), hidden)

@@ -1,0 +1,35 @@
+"""FM (Rendle, 2010): first-order term plus all pairwise interactions <v_i, v_j>."""
+
+from __future__ import annotations
+
+import torch
+
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import FeatureMap
+from mtkd.models.base import CTRModel, ModelOutput
+from mtkd.models.layers import FM as FMLayer
+from mtkd.models.layers import FeatureEmbedding, LinearTerm
+from mtkd.models.registry import register_model
+
+
+@register_model("fm")
+class FM(CTRModel):
+    """hidden: [first-order logits (C), bi-interaction vector (D)]; logits = first + FM head(bi)."""
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int = 16,
+        embedding_regularizer: float = 0.0,
+        sparse: bool = False,
+    ) -> None:
+        super().__init__(feature_map, embedding_regularizer)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
+        self.fm = FMLayer(embedding_dim, self.output_dim)
+        self.hidden_dim = self.output_dim + embedding_dim
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        first = self.linear(batch)
+        bi = self.fm.bi(self.embedding(batch))
+        return self.make_output(first + self.fm.head(bi), torch.cat([first, bi], dim=1))

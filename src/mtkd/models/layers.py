@@ -1,0 +1,330 @@
+"""Shared building blocks of the model zoo; model files only wire these together.
+
+All layers take a field tensor [B, F, D] (or its flattening) and are vectorised over the
+batch; the only Python loops are over layers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import FeatureMap
+from mtkd.errors import ConfigError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "prelu": nn.PReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+class FeatureEmbedding(nn.Module):
+    """Every field of a FeatureMap as one [B, F, D] tensor: categorical, numeric, then sequence fields.
+
+    All categorical fields share ONE table (per-field offsets) so a batch costs one gather.
+    Numeric field j is `value * v_j` (a learned vector per field, as FuxiCTR does). Each
+    sequence field has its own table (id 0 = padding, kept at zero) and is mean-pooled over
+    its non-padding positions. Rows gathered in a forward with grad enabled are kept for
+    `CTRModel.reg_loss`.
+    """
+
+    def __init__(
+        self, feature_map: FeatureMap, embedding_dim: int, sparse: bool = False, init_std: float = 1e-4
+    ) -> None:
+        super().__init__()
+        if embedding_dim < 1:
+            raise ConfigError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        sizes = [f.vocab_size for f in feature_map.categorical]
+        self.table = nn.Embedding(sum(sizes), embedding_dim, sparse=sparse) if sizes else None
+        offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0)
+        self.register_buffer("offsets", offsets.long(), persistent=False)
+        n_num = len(feature_map.numeric)
+        self.numeric = nn.Parameter(torch.empty(n_num, embedding_dim)) if n_num else None
+        self.seq_names = [s.name for s in feature_map.sequences]
+        self.sequences = nn.ModuleList(
+            nn.Embedding(s.vocab_size, embedding_dim, padding_idx=0, sparse=sparse)
+            for s in feature_map.sequences
+        )
+        self.num_fields = feature_map.num_fields
+        self.embedding_dim = embedding_dim
+        self._rows: list[Tensor] = []
+        self.reset_parameters(init_std)
+
+    def reset_parameters(self, std: float) -> None:
+        for p in self.parameters():
+            nn.init.normal_(p, std=std)
+        with torch.no_grad():
+            for table in self.sequences:
+                table.weight[0].zero_()
+
+    def forward(self, batch: Batch) -> Tensor:
+        parts: list[Tensor] = []
+        rows: list[Tensor] = []
+        if self.table is not None:
+            e = self.table(batch.cat + self.offsets)
+            parts.append(e)
+            rows.append(e)
+        if self.numeric is not None:
+            parts.append(batch.num.unsqueeze(-1) * self.numeric)
+        for name, table in zip(self.seq_names, self.sequences):
+            ids = batch.seq[name]
+            e = table(ids)  # padding rows are zero, so a plain sum skips them
+            count = (ids != 0).sum(1, keepdim=True).clamp(min=1).to(e.dtype)
+            parts.append((e.sum(1) / count).unsqueeze(1))
+            rows.append(e)
+        self._rows = rows if torch.is_grad_enabled() else []
+        return torch.cat(parts, dim=1)
+
+    def last_rows_l2(self) -> Tensor:
+        """Sum of squares of the rows the last forward gathered, divided by its batch size."""
+        if not self._rows:
+            return torch.zeros((), device=self.offsets.device)
+        total = sum((r * r).sum() for r in self._rows)
+        return total / self._rows[0].shape[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Cached activations are not state: drop them so deepcopy / pickle always work.
+        state = self.__dict__.copy()
+        state["_rows"] = []
+        return state
+
+
+class LinearTerm(nn.Module):
+    """First-order term w0 + sum_f w_f(x_f): a FeatureEmbedding of width C (one weight per class)."""
+
+    def __init__(self, feature_map: FeatureMap, output_dim: int = 1, sparse: bool = False) -> None:
+        super().__init__()
+        self.weights = FeatureEmbedding(feature_map, output_dim, sparse=sparse, init_std=1e-4)
+        self.bias = nn.Parameter(torch.zeros(output_dim))
+
+    def per_field(self, batch: Batch) -> Tensor:
+        """[B, F, C]: each field's contribution (LR shows these as its hidden representation)."""
+        return self.weights(batch)
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.per_field(batch).sum(1) + self.bias
+
+
+class MLP(nn.Module):
+    """Linear -> [BatchNorm] -> activation -> [Dropout] per hidden size; returns the last hidden layer."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_units: Sequence[int],
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        layers: list[nn.Module] = []
+        dim = input_dim
+        for units in hidden_units:
+            layers.append(nn.Linear(dim, int(units)))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(int(units)))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            dim = int(units)
+        self.net = nn.Sequential(*layers)
+        self.output_dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class BiInteraction(nn.Module):
+    """NFM's bi-interaction pooling: sum_{i<j} e_i * e_j as [B, D], in O(F D) via (sum^2 - sum of squares) / 2."""
+
+    def forward(self, e: Tensor) -> Tensor:
+        s = e.sum(dim=1)
+        return 0.5 * (s * s - (e * e).sum(dim=1))
+
+
+class FM(nn.Module):
+    """FM second-order term [B, C]: the bi-interaction summed over D (classic FM) when C == 1;
+    for C > 1 classes a bias-free Linear(D, C) of it, so FM-type models also do multi-class.
+    """
+
+    def __init__(self, embedding_dim: int, output_dim: int = 1) -> None:
+        super().__init__()
+        self.bi = BiInteraction()
+        self.proj = None if output_dim == 1 else nn.Linear(embedding_dim, output_dim, bias=False)
+
+    def head(self, bi: Tensor) -> Tensor:
+        """Logits from an already computed bi-interaction vector."""
+        return bi.sum(-1, keepdim=True) if self.proj is None else self.proj(bi)
+
+    def forward(self, e: Tensor) -> Tensor:
+        return self.head(self.bi(e))
+
+
+class CrossNet(nn.Module):
+    """DCN cross network: x_{l+1} = x_0 * (w_l . x_l) + b_l + x_l (a rank-one cross per layer)."""
+
+    def __init__(self, input_dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.w = nn.ModuleList(nn.Linear(input_dim, 1, bias=False) for _ in range(num_layers))
+        self.b = nn.Parameter(torch.zeros(num_layers, input_dim))
+
+    def forward(self, x0: Tensor) -> Tensor:
+        x = x0
+        for i, w in enumerate(self.w):
+            x = x0 * w(x) + self.b[i] + x
+        return x
+
+
+class CrossNetV2(nn.Module):
+    """DCNv2 cross network: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l with a full-rank W_l."""
+
+    def __init__(self, input_dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(input_dim, input_dim) for _ in range(num_layers))
+
+    def forward(self, x0: Tensor) -> Tensor:
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
+
+
+class CIN(nn.Module):
+    """xDeepFM compressed interaction network; returns the sum-pooled feature maps [B, output_dim].
+
+    Layer k: Z = outer product of X_{k-1} [H, D] and X_0 [F, D] per embedding dimension,
+    compressed by a 1x1 convolution to H_k maps (linear, as in the paper). With `split_half`
+    (the authors' default) half of each hidden layer's maps go to the output and half on.
+    """
+
+    def __init__(self, num_fields: int, layer_units: Sequence[int], split_half: bool = True) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.keep: list[int] = []
+        prev, self.output_dim = num_fields, 0
+        for i, units in enumerate(layer_units):
+            last = i == len(layer_units) - 1
+            if split_half and not last and units % 2:
+                raise ConfigError(f"cin_layer_units must be even when split_half is on (all but the last), got {units}")
+            self.convs.append(nn.Conv1d(num_fields * prev, units, kernel_size=1))
+            prev = units // 2 if split_half and not last else units
+            self.keep.append(prev if not last else 0)
+            self.output_dim += units - self.keep[-1]
+
+    def forward(self, e: Tensor) -> Tensor:
+        b, f, d = e.shape
+        x, pooled = e, []
+        for conv, keep in zip(self.convs, self.keep):
+            z = (x.unsqueeze(2) * e.unsqueeze(1)).reshape(b, -1, d)  # [B, H*F, D]
+            h = conv(z)
+            x, out = h[:, :keep], h[:, keep:]
+            pooled.append(out.sum(-1))
+        return torch.cat(pooled, dim=1)
+
+
+class InnerProduct(nn.Module):
+    """IPNN: inner products <e_i, e_j> of all field pairs i < j, as [B, F(F-1)/2]."""
+
+    def __init__(self, num_fields: int) -> None:
+        super().__init__()
+        row, col = torch.triu_indices(num_fields, num_fields, offset=1)
+        self.register_buffer("row", row, persistent=False)
+        self.register_buffer("col", col, persistent=False)
+        self.output_dim = int(row.numel())
+
+    def forward(self, e: Tensor) -> Tensor:
+        return torch.bmm(e, e.transpose(1, 2))[:, self.row, self.col]
+
+
+class SelfAttention(nn.Module):
+    """AutoInt interacting layer: multi-head self-attention over fields, residual, then ReLU."""
+
+    def __init__(
+        self, input_dim: int, attention_dim: int, num_heads: int, use_residual: bool = True, use_scale: bool = False
+    ) -> None:
+        super().__init__()
+        out = attention_dim * num_heads
+        self.query = nn.Linear(input_dim, out, bias=False)
+        self.key = nn.Linear(input_dim, out, bias=False)
+        self.value = nn.Linear(input_dim, out, bias=False)
+        self.residual = nn.Linear(input_dim, out, bias=False) if use_residual else None
+        self.heads, self.head_dim, self.output_dim = num_heads, attention_dim, out
+        self.scale = 1.0 / math.sqrt(attention_dim) if use_scale else 1.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, f, _ = x.shape
+
+        def split(t: Tensor) -> Tensor:  # [B, F, H*d] -> [B, H, F, d]
+            return t.view(b, f, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        att = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
+        out = (att @ v).transpose(1, 2).reshape(b, f, self.output_dim)
+        if self.residual is not None:
+            out = out + self.residual(x)
+        return torch.relu(out)
+
+
+class SENet(nn.Module):
+    """FiBiNET squeeze-excitation: field weights from mean-pooled embeddings re-weight the fields."""
+
+    def __init__(self, num_fields: int, reduction_ratio: float = 3.0) -> None:
+        super().__init__()
+        reduced = max(1, int(num_fields / reduction_ratio))
+        self.excitation = nn.Sequential(
+            nn.Linear(num_fields, reduced, bias=False),
+            nn.ReLU(),
+            nn.Linear(reduced, num_fields, bias=False),
+            nn.ReLU(),
+        )
+
+    def forward(self, e: Tensor) -> Tensor:
+        weights = self.excitation(e.mean(dim=-1))  # [B, F]
+        return e * weights.unsqueeze(-1)
+
+
+class Bilinear(nn.Module):
+    """FiBiNET bilinear interaction p_ij = (v_i W) * v_j for all pairs i < j, as [B, P, D].
+
+    W is shared by all pairs ("field_all"), one per left field ("field_each") or one per
+    pair ("field_interaction", the FiBiNET/FuxiCTR default).
+    """
+
+    TYPES = ("field_all", "field_each", "field_interaction")
+
+    def __init__(self, num_fields: int, embedding_dim: int, bilinear_type: str = "field_interaction") -> None:
+        super().__init__()
+        if bilinear_type not in self.TYPES:
+            raise ConfigError(f"unknown bilinear_type {bilinear_type!r}; known: {', '.join(self.TYPES)}")
+        if num_fields < 2:
+            raise ConfigError("a bilinear interaction needs at least two fields")
+        row, col = torch.triu_indices(num_fields, num_fields, offset=1)
+        self.register_buffer("row", row, persistent=False)
+        self.register_buffer("col", col, persistent=False)
+        n = {"field_all": 1, "field_each": num_fields - 1, "field_interaction": int(row.numel())}[bilinear_type]
+        self.weight = nn.Parameter(torch.empty(n, embedding_dim, embedding_dim))
+        nn.init.xavier_normal_(self.weight)
+        self.bilinear_type = bilinear_type
+        self.num_pairs = int(row.numel())
+
+    def forward(self, e: Tensor) -> Tensor:
+        vj = e[:, self.col]
+        if self.bilinear_type == "field_all":
+            vi = e[:, self.row] @ self.weight[0]
+        elif self.bilinear_type == "field_each":
+            vi = torch.einsum("bfd,fde->bfe", e[:, :-1], self.weight)[:, self.row]
+        else:
+            vi = torch.einsum("bpd,pde->bpe", e[:, self.row], self.weight)
+        return vi * vj

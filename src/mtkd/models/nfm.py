@@ -1,0 +1,51 @@
+"""NFM (He & Chua, 2017): linear term + a DNN on the bi-interaction pooling of the embeddings."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import FeatureMap
+from mtkd.models.base import CTRModel, ModelOutput
+from mtkd.models.layers import MLP, BiInteraction, FeatureEmbedding, LinearTerm
+from mtkd.models.registry import register_model
+
+
+@register_model("nfm")
+class NFM(CTRModel):
+    """hidden: [first-order logits (C), DNN last hidden layer (the bi-interaction vector if no layers)].
+
+    One hidden layer by default: the paper found NFM-1 best. `batch_norm` / `dropout` also
+    apply to the bi-interaction vector, as the paper does.
+    """
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int = 16,
+        hidden_units: Sequence[int] = (64,),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        embedding_regularizer: float = 0.0,
+        sparse: bool = False,
+    ) -> None:
+        super().__init__(feature_map, embedding_regularizer)
+        self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        bi_post: list[nn.Module] = [BiInteraction()]
+        if batch_norm:
+            bi_post.append(nn.BatchNorm1d(embedding_dim))
+        if dropout > 0:
+            bi_post.append(nn.Dropout(dropout))
+        self.bi = nn.Sequential(*bi_post)
+        self.mlp = MLP(embedding_dim, hidden_units, dropout, batch_norm)
+        self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
+        self.hidden_dim = self.output_dim + self.mlp.output_dim
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        first = self.linear(batch)
+        deep = self.mlp(self.bi(self.embedding(batch)))
+        return self.make_output(first + self.out(deep), torch.cat([first, deep], dim=1))

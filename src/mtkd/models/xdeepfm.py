@@ -1,0 +1,45 @@
+"""xDeepFM (Lian et al., 2018): linear term + compressed interaction network (CIN) + DNN."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import FeatureMap
+from mtkd.models.base import CTRModel, ModelOutput
+from mtkd.models.layers import CIN, MLP, FeatureEmbedding, LinearTerm
+from mtkd.models.registry import register_model
+
+
+@register_model("xdeepfm")
+class XDeepFM(CTRModel):
+    """hidden: [first-order logits (C), CIN pooled maps, DNN last hidden layer]."""
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int = 16,
+        cin_layer_units: Sequence[int] = (16, 16, 16),
+        split_half: bool = True,
+        hidden_units: Sequence[int] = (64, 64, 64),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        embedding_regularizer: float = 0.0,
+        sparse: bool = False,
+    ) -> None:
+        super().__init__(feature_map, embedding_regularizer)
+        self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.cin = CIN(feature_map.num_fields, cin_layer_units, split_half)
+        self.mlp = MLP(feature_map.num_fields * embedding_dim, hidden_units, dropout, batch_norm)
+        self.out = nn.Linear(self.cin.output_dim + self.mlp.output_dim, self.output_dim)
+        self.hidden_dim = self.output_dim + self.cin.output_dim + self.mlp.output_dim
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        e = self.embedding(batch)
+        first = self.linear(batch)
+        deep = torch.cat([self.cin(e), self.mlp(e.flatten(1))], dim=1)
+        return self.make_output(first + self.out(deep), torch.cat([first, deep], dim=1))

@@ -1,0 +1,1 @@
+"""Training: the one loop, objectives and evaluation metrics."""

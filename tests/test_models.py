@@ -1,0 +1,160 @@
+"""Model zoo: shapes, gradients, sparse embeddings, registry errors, and that every model can learn."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import CategoricalField, FeatureMap, SequenceField
+from mtkd.errors import ConfigError
+from mtkd.models import MODELS, CTRModel, ModelOutput, build_model, model_params
+
+ALL = sorted(MODELS)
+VOCAB, SEQ_VOCAB, SEQ_LEN = 20, 15, 5
+
+
+def feature_map(task: str = "binary", num_classes: int = 2) -> FeatureMap:
+    return FeatureMap(
+        categorical=tuple(CategoricalField(f"c{i}", VOCAB) for i in range(3)),
+        numeric=("n0", "n1"),
+        sequences=(SequenceField("tags", SEQ_VOCAB, SEQ_LEN),),
+        task=task,
+        num_classes=num_classes,
+    )
+
+
+def random_batch(n: int, fmap: FeatureMap, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(1, SEQ_VOCAB, (n, SEQ_LEN), generator=g)
+    lengths = torch.randint(0, SEQ_LEN + 1, (n, 1), generator=g)  # some rows are all padding
+    seq = seq * (torch.arange(SEQ_LEN) < lengths)
+    if fmap.task == "binary":
+        label = torch.randint(0, 2, (n,), generator=g).float()
+    else:
+        label = torch.randint(0, fmap.num_classes, (n,), generator=g)
+    return Batch(
+        label=label,
+        index=torch.arange(n),
+        cat=torch.randint(1, VOCAB, (n, len(fmap.categorical)), generator=g),
+        num=torch.randn(n, len(fmap.numeric), generator=g),
+        seq={"tags": seq},
+    )
+
+
+def loss_of(out: ModelOutput, batch: Batch, fmap: FeatureMap) -> torch.Tensor:
+    if fmap.task == "binary":
+        return F.binary_cross_entropy_with_logits(out.logits, batch.label)
+    return F.cross_entropy(out.logits, batch.label)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward(name: str, task: str) -> None:
+    torch.manual_seed(0)
+    fmap = feature_map(task, num_classes=4)
+    model = build_model(name, fmap)
+    assert isinstance(model, CTRModel)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    batch = random_batch(32, fmap)
+    out = model(batch)
+    assert isinstance(out, ModelOutput)
+    assert out.logits.shape == ((32,) if task == "binary" else (32, 4))
+    assert out.hidden.shape == (32, model.hidden_dim)
+    assert out.hidden.requires_grad
+    loss_of(out, batch, fmap).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: {pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_sparse_embeddings_and_reg_loss(name: str) -> None:
+    torch.manual_seed(0)
+    fmap = feature_map()
+    model = build_model(name, fmap, sparse=True, embedding_regularizer=1e-3)
+    sparse = list(model.sparse_parameters())
+    dense = list(model.dense_parameters())
+    assert sparse and len(sparse) + len(dense) == len(list(model.parameters()))
+    batch = random_batch(16, fmap)
+    reg = model.reg_loss()  # before any forward: zero, not an error
+    assert float(reg) == 0.0
+    out = model(batch)
+    reg = model.reg_loss()
+    assert reg.requires_grad and float(reg) > 0
+    (loss_of(out, batch, fmap) + reg).backward()
+    assert all(p.grad is not None and p.grad.is_sparse for p in sparse)
+    assert all(p.grad is None or not p.grad.is_sparse for p in dense)
+    copy.deepcopy(model)  # cached embedding rows must not break copies
+    with torch.no_grad():
+        model(batch)
+    assert float(model.reg_loss()) == 0.0  # no rows kept from an inference pass
+
+
+def test_reg_loss_zero_without_coefficient() -> None:
+    model = build_model("dnn", feature_map())
+    model(random_batch(8, feature_map()))
+    assert float(model.reg_loss()) == 0.0
+
+
+def test_deterministic_under_seed() -> None:
+    fmap, batch = feature_map(), random_batch(8, feature_map())
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        outs.append(build_model("xdeepfm", fmap)(batch).logits)
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_build_model_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown model 'nope'.*deepfm"):
+        build_model("nope", feature_map())
+    with pytest.raises(ConfigError, match="'hiden_units'.*hidden_units"):
+        build_model("deepfm", feature_map(), hiden_units=[8])
+    with pytest.raises(ConfigError, match="'foo'"):
+        build_model("autoint_plus", feature_map(), foo=1)
+    with pytest.raises(ConfigError, match="bilinear_type"):
+        build_model("fibinet", feature_map(), bilinear_type="nope")
+
+
+def test_model_params_and_autoint_plus() -> None:
+    assert model_params("deepfm")["hidden_units"] == [64, 64, 64]
+    assert model_params("autoint")["use_dnn"] is False
+    assert model_params("autoint_plus")["use_dnn"] is True
+    plus = build_model("autoint_plus", feature_map(), embedding_dim=8, hidden_units=[16])
+    assert plus.mlp is not None and plus.mlp.output_dim == 16
+    assert build_model("autoint", feature_map()).mlp is None
+
+
+def learnable_batch(n: int, first_order: bool) -> Batch:
+    """Label = parity of c0 (first order, for LR) or parity(c0) XOR parity(c1) (a pure interaction)."""
+    batch = random_batch(n, feature_map(), seed=1)
+    batch.cat[:, :2] = torch.randint(2, VOCAB, (n, 2), generator=torch.Generator().manual_seed(2))
+    p0, p1 = batch.cat[:, 0] % 2, batch.cat[:, 1] % 2
+    batch.label = (p0 if first_order else p0 ^ p1).float()
+    return batch
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_learns_interaction(name: str) -> None:
+    torch.manual_seed(0)
+    fmap = feature_map()
+    batch = learnable_batch(2000, first_order=name == "lr")
+    model = build_model(name, fmap)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        for idx in torch.randperm(2000).split(500):
+            part = Batch(label=batch.label[idx], index=idx, cat=batch.cat[idx], num=batch.num[idx],
+                         seq={"tags": batch.seq["tags"][idx]})
+            opt.zero_grad()
+            loss_of(model(part), part, fmap).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        scores = model(batch).logits
+    auc = roc_auc_score(batch.label.numpy(), scores.numpy())
+    assert auc > 0.9, f"{name}: training AUC {auc:.3f}"
