@@ -115,8 +115,96 @@ def _print_manifest(m: dict, path: Path) -> None:
     out.print(f)
 
 
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset directory."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (see `mtkd models`)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training config YAML."),
+    sets: list[str] = typer.Option([], "--set", help="Override: key=value (dotted keys, YAML values), repeatable."),
+    out_dir: Path = typer.Option(..., "--out", help="Run directory, e.g. runs/deepfm."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of initialisation and data order."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished epoch."),
+    force: bool = typer.Option(False, "--force", help="Start over, deleting the run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train one model (teacher or plain student) with early stopping; writes runs/NAME/."""
+    from mtkd.config import load_train_config
+    from mtkd.train.run import train_run
+
+    cfg = load_train_config(config, sets, model=model, device=device, seed=seed)
+    summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
+                        progress=not quiet)
+    _print_summary(summary)
+
+
+@app.command("evaluate")
+def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
+                 split: str = typer.Option("test", "--split", help="train, valid or test."),
+                 device: str = typer.Option("cpu", "--device"),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Evaluate a run's best weights on a split (AUC, logloss, calibration, gAUC / accuracy)."""
+    from mtkd.train.run import evaluate_run
+
+    metrics = evaluate_run(run, split, device)
+    if as_json:
+        out.print_json(json.dumps(metrics))
+        return
+    t = Table(title=f"{run} on {split}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in metrics.items():
+        t.add_row(k, f"{v:.5f}")
+    out.print(t)
+
+
+@app.command("models")
+def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset whose feature map sizes the models."),
+               sets: list[str] = typer.Option([], "--set", help="Hyper-parameter override for every model, key=value.")) -> None:
+    """List the model zoo with parameter counts for a dataset (default: a Criteo-shaped map)."""
+    from mtkd.config import apply_overrides
+    from mtkd.data.feature_map import CategoricalField, FeatureMap
+    from mtkd.data.store import Dataset
+    from mtkd.models import MODELS, build_model
+
+    if data is not None:
+        fmap = Dataset(data).feature_map
+        where = str(data)
+    else:
+        fmap = FeatureMap(categorical=tuple(CategoricalField(f"C{i}", 10000) for i in range(1, 27)),
+                          numeric=tuple(f"I{i}" for i in range(1, 14)))
+        where = "a Criteo-shaped map (26 categorical x 10,000 ids, 13 numeric)"
+    params = apply_overrides({}, sets)
+    t = Table(title=f"models on {where}")
+    for c in ("model", "parameters", "kind"):
+        t.add_column(c, justify="right" if c == "parameters" else "left")
+    for name in sorted(MODELS):
+        m = build_model(name, fmap, **params)
+        n = sum(p.numel() for p in m.parameters())
+        t.add_row(name, f"{n:,}", (MODELS[name].__doc__ or "").strip().splitlines()[0][:70])
+    out.print(t)
+
+
+def _print_summary(summary: dict) -> None:
+    t = Table(title=f"{summary.get('model')}: best {summary.get('monitor')} {summary.get('best')} "
+                    f"at epoch {summary.get('best_epoch')}")
+    for c in ("split", "auc", "logloss", "accuracy", "gauc"):
+        if c == "split" or any(c in summary.get(s, {}) for s in ("valid", "test")):
+            t.add_column(c, justify="right" if c != "split" else "left")
+    cols = [c.header for c in t.columns][1:]
+    for s in ("valid", "test"):
+        if s in summary:
+            t.add_row(s, *(f"{summary[s].get(c, float('nan')):.5f}" for c in cols))
+    out.print(t)
+    out.print(f"params {summary.get('params'):,}  train {summary.get('train_seconds')}s "
+              f"({summary.get('train_samples_per_s'):,.0f} samples/s)")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
+    import torch
+
+    torch.set_flush_denormal(True)  # before any thread pool starts: see train.trainer.configure_torch
     try:
         app(args=argv, standalone_mode=False)
     except MtkdError as exc:

@@ -9,6 +9,8 @@ treatment of Criteo counts), then standardised or bucketised into train-quantile
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,10 +54,22 @@ class _Counter:
         self.parts: list[pa.Table] = []
         self.pending = 0
 
-    def add(self, values: pa.Array) -> None:
-        vc = pc.value_counts(values)
-        self.parts.append(pa.table({"v": vc.field(0), "c": vc.field(1)}))
-        self.pending += len(vc)
+    def add(self, values: pa.Array, mask: np.ndarray | None = None) -> None:
+        """Count `values` (rows where `mask` is true); dictionary arrays are counted by index."""
+        if pa.types.is_dictionary(values.type):
+            idx = values.indices.to_numpy(zero_copy_only=False)
+            if mask is not None:
+                idx = idx[mask]
+            counts = np.bincount(idx, minlength=len(values.dictionary))
+            seen = np.flatnonzero(counts)
+            part = pa.table({"v": values.dictionary.take(pa.array(seen)), "c": pa.array(counts[seen])})
+        else:
+            if mask is not None:
+                values = values.filter(pa.array(mask))
+            vc = pc.value_counts(values)
+            part = pa.table({"v": vc.field(0), "c": vc.field(1)})
+        self.parts.append(part)
+        self.pending += part.num_rows
         if self.pending > 4_000_000 and len(self.parts) > 1:
             self.parts = [self._merged()]
             self.pending = self.parts[0].num_rows
@@ -83,7 +97,7 @@ class _NumStats:
         self.sample_keys = np.zeros(0)
         self.sample = np.zeros(0)
 
-    def add(self, x: np.ndarray, rows: np.ndarray) -> None:
+    def add(self, x: np.ndarray, rows: np.ndarray, sample: bool) -> None:
         if x.size == 0:
             return
         n_b = x.size
@@ -94,6 +108,8 @@ class _NumStats:
         self.mean += delta * n_b / tot
         self.m2 += m2_b + delta * delta * self.n * n_b / tot
         self.n = tot
+        if not sample:
+            return
         keys = uniform_from_index(rows, seed=0x5EED)
         self.sample_keys = np.concatenate([self.sample_keys, keys])
         self.sample = np.concatenate([self.sample, x])
@@ -138,21 +154,32 @@ class EncoderFitter:
             else:
                 self.counters[name] = _Counter()
 
-    def add(self, batch: pa.RecordBatch, rows: np.ndarray) -> None:
-        """Fit on `batch` (train rows only); `rows` are their global row numbers."""
+    def add(self, batch: pa.RecordBatch, rows: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Fit on the rows of `batch` where `mask` is true (the train rows); `rows` are global row numbers.
+
+        Categorical columns may come dictionary-encoded (see `dictionary_encode`), which is faster.
+        """
+        full = mask is None or bool(mask.all())
+        m = None if full else mask
         for name, spec in self.schema.specs():
             col = batch.column(name)
             if spec.type == "categorical":
-                self.counters[name].add(pc.fill_null(col, categorical_fill(spec)))
+                if not pa.types.is_dictionary(col.type):
+                    col = pc.fill_null(col, categorical_fill(spec))
+                self.counters[name].add(col, m)
             elif spec.type == "sequence":
+                if m is not None:
+                    col = col.filter(pa.array(m))
                 tokens = pc.list_flatten(_split_tokens(pc.fill_null(col, ""), spec.separator))
                 tokens = tokens.filter(pc.not_equal(tokens, ""))
                 self.counters[name].add(tokens)
             else:
                 x = _numeric_pre(col, spec, name)
-                self.stats[name].add(x, rows)
+                self.stats[name].add(x if m is None else x[m], rows if m is None else rows[m],
+                                     sample=spec.transforms[-1] == "bucketize")
         if self.schema.task == "multiclass":
-            self.labels.add(batch.column(self.schema.label).drop_null())
+            labels = batch.column(self.schema.label)
+            self.labels.add((labels if m is None else labels.filter(pa.array(m))).drop_null())
 
     def finish(self) -> "Encoder":
         state: dict[str, Any] = {"version": ENCODER_VERSION, "schema_hash": self.schema.hash(),
@@ -184,6 +211,40 @@ def _sort_classes(classes: list[str]) -> list[str]:
         return sorted(classes, key=float)
     except ValueError:
         return sorted(classes)
+
+
+def dictionary_encode(batch: pa.RecordBatch, schema: Schema) -> pa.RecordBatch:
+    """Fill missing categorical values and dictionary-encode those columns.
+
+    Done once per block in the fitting pass; the encoded block is kept on disk so the
+    encoding pass neither parses the text again nor hashes a value more than once per block.
+    """
+    cat = {n: f for n, f in schema.specs() if f.type == "categorical"}
+
+    def one(name: str) -> pa.Array:
+        col = batch.column(name)
+        if name not in cat or pa.types.is_dictionary(col.type):
+            return col
+        enc = pc.dictionary_encode(col)
+        if col.null_count:
+            indices = pc.fill_null(enc.indices, len(enc.dictionary))
+            dictionary = pa.concat_arrays([enc.dictionary, pa.array([categorical_fill(cat[name])])])
+            enc = pa.DictionaryArray.from_arrays(indices, dictionary)
+        return enc
+
+    cols = list(pool().map(one, batch.schema.names))
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def pool() -> ThreadPoolExecutor:
+    """Threads for per-column work: Arrow and numpy release the GIL, so columns encode in parallel."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
+    return _POOL
 
 
 def _numeric_pre(col: pa.Array, spec: FeatureSpec, name: str) -> np.ndarray:
@@ -240,8 +301,12 @@ class Encoder:
         cats = s.categorical()
         if cats:
             cat = np.empty((n, len(cats)), dtype=np.int32)
-            for j, (name, spec) in enumerate(cats):
+
+            def fill(j: int) -> None:
+                name, spec = cats[j]
                 cat[:, j] = self._categorical(batch.column(name), name, spec)
+
+            list(pool().map(fill, range(len(cats))))
             out["cat"] = cat
         nums = s.numeric()
         if nums:
@@ -265,6 +330,8 @@ class Encoder:
             entry = self.state["features"][name]
             x = _numeric_pre(col, spec, name)
             return (np.searchsorted(np.asarray(entry["edges"]), x, side="right") + FIRST_ID).astype(np.int32)
+        if pa.types.is_dictionary(col.type):
+            return self.vocabs[name].lookup(col)
         return self.vocabs[name].lookup(pc.fill_null(col, categorical_fill(spec)))
 
     def _numeric(self, col: pa.Array, name: str, spec: FeatureSpec) -> np.ndarray:
@@ -305,7 +372,7 @@ class Encoder:
     def save(self, path: str | Path) -> None:
         from mtkd.data.atomic import atomic_write_text
 
-        atomic_write_text(Path(path), json.dumps(self.state, indent=1))
+        atomic_write_text(Path(path), json.dumps(self.state, separators=(",", ":")))
 
     @classmethod
     def load(cls, path: str | Path, schema: Schema) -> "Encoder":

@@ -24,7 +24,7 @@ import pyarrow as pa
 import yaml
 
 import mtkd
-from mtkd.data.encoder import Encoder, EncoderFitter
+from mtkd.data.encoder import Encoder, EncoderFitter, dictionary_encode
 from mtkd.data.hashing import uniform_from_index
 from mtkd.data.readers import DEFAULT_BLOCK, RawReader, open_reader
 from mtkd.data.schema import Schema
@@ -169,9 +169,11 @@ def prepare(
     tmp.mkdir(parents=True)
     try:
         t0 = time.perf_counter()
-        encoder, counts = _fit(schema, sources[0], readers[0], log)
+        spool = _Spool(tmp / "spool")
+        encoder, counts = _fit(schema, sources[0], readers[0], spool, log)
         t_fit = time.perf_counter() - t0
-        splits = _encode(schema, encoder, sources, readers, counts, tmp, log)
+        splits = _encode(schema, encoder, sources, readers, spool, tmp, log)
+        shutil.rmtree(spool.root, ignore_errors=True)
         manifest = _manifest(schema, encoder, sources, splits, fingerprint, tmp)
         manifest["timing"] = {"fit_seconds": round(t_fit, 3),
                               "total_seconds": round(time.perf_counter() - t0, 3)}
@@ -232,7 +234,31 @@ def _blocks(readers: list[RawReader]):
             start += batch.num_rows
 
 
-def _fit(schema: Schema, source: Source, readers: list[RawReader], log) -> tuple[Encoder, list[int]]:
+class _Spool:
+    """Blocks of the training file as parsed and dictionary-encoded in pass 1, kept on disk
+    (Arrow IPC, one file per block) so pass 2 does not parse the text again."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.entries: list[tuple[Path, RawReader, int, int]] = []
+
+    def put(self, batch: pa.RecordBatch, reader: RawReader, local: int, start: int) -> None:
+        self.root.mkdir(exist_ok=True)
+        path = self.root / f"{len(self.entries):06d}.arrow"
+        with pa.OSFile(str(path), "wb") as f, pa.ipc.new_stream(f, batch.schema) as w:
+            w.write_batch(batch)
+        self.entries.append((path, reader, local, start))
+
+    def blocks(self):
+        for path, reader, local, start in self.entries:
+            with pa.OSFile(str(path)) as f:
+                batch = pa.ipc.open_stream(f).read_next_batch()
+            path.unlink()
+            yield reader, batch, local, start
+
+
+def _fit(schema: Schema, source: Source, readers: list[RawReader], spool: _Spool,
+         log) -> tuple[Encoder, list[int]]:
     total = sum(r.count_rows() for r in readers) if source.ordered and len(source.splits) > 1 else None
     fitter = EncoderFitter(schema)
     counts = [0] * len(source.splits)
@@ -244,10 +270,10 @@ def _fit(schema: Schema, source: Source, readers: list[RawReader], log) -> tuple
         counts = [c + int(k) for c, k in zip(counts, np.bincount(part, minlength=len(counts)))]
         mask = part == 0
         rows = np.arange(start, start + n, dtype=np.int64)
-        if mask.all():
-            fitter.add(batch, rows)
-        elif mask.any():
-            fitter.add(batch.filter(pa.array(mask)), rows[mask])
+        batch = dictionary_encode(batch, schema)
+        if mask.any():
+            fitter.add(batch, rows, mask)
+        spool.put(batch, reader, local, start)
         seen = start + n
     names = ", ".join(p.name for p in source.paths)
     if counts[0] == 0:
@@ -257,14 +283,15 @@ def _fit(schema: Schema, source: Source, readers: list[RawReader], log) -> tuple
     return fitter.finish(), counts
 
 
-def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: list[RawReader],
-            train_counts: list[int], tmp: Path, log) -> dict[str, dict[str, Any]]:
+def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: list[list[RawReader]],
+            spool: _Spool, tmp: Path, log) -> dict[str, dict[str, Any]]:
     writers: dict[str, dict[str, ArrayWriter]] = {}
     label_sums: dict[str, np.ndarray] = {}
     for src, src_readers in zip(sources, readers):
         total = getattr(src, "total", None)
         start = 0
-        for reader, batch, local, start in _blocks(src_readers):
+        blocks = spool.blocks() if src is sources[0] else _blocks(src_readers)
+        for reader, batch, local, start in blocks:
             n = batch.num_rows
             if src is not sources[0] or schema.task == "multiclass":
                 _check_labels(reader, encoder, batch, local, schema)

@@ -26,7 +26,8 @@ from mtkd.errors import DataError
 
 NULL_VALUES = ["", "NA", "NaN", "nan", "NULL", "null", "None", "N/A"]
 _FLOAT_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|Inf|INF|infinity|Infinity)\s*$"
-DEFAULT_BLOCK = 8 << 20
+DEFAULT_BLOCK = 2 << 20  # bytes parsed per Arrow block: small blocks stay in cache and parse fastest
+CHUNK_ROWS = 65536  # rows handed to the encoder at once: large enough to amortise per-call costs
 
 
 def column_types(schema: Schema) -> dict[str, pa.DataType]:
@@ -61,24 +62,73 @@ class RawReader:
             raise DataError(f"{self.path}: file is empty (0 bytes); expected rows of data")
 
     def line_of(self, row: int) -> int:
-        """1-based line number in the file of data row `row` (0-based)."""
+        """1-based line number in the file of data row `row` (0-based); used for error messages.
+
+        Counts non-empty lines, because the parser skips empty ones.
+        """
+        k = row + self.header_lines
+        for numbers in _nonempty_lines(self.path):
+            if k < numbers.size:
+                return int(numbers[k])
+            k -= numbers.size
         return row + 1 + self.header_lines
 
     def batches(self) -> Iterator[pa.RecordBatch]:
+        """Record batches of about CHUNK_ROWS rows (small parse blocks regrouped)."""
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for b in self._blocks():
+            pending.append(b)
+            rows += b.num_rows
+            if rows >= CHUNK_ROWS:
+                yield _combine(pending)
+                pending, rows = [], 0
+        if pending:
+            yield _combine(pending)
+
+    def _blocks(self) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
 
     def count_rows(self) -> int:
         raise NotImplementedError
 
 
-def _count_lines(path: Path) -> int:
-    """Non-empty-terminated line count, read in blocks (fast, for ordered splits)."""
-    n, last = 0, b"\n"
+def _nonempty_lines(path: Path, block_size: int = 16 << 20) -> Iterator[np.ndarray]:
+    """1-based numbers of the file's non-empty lines, block by block.
+
+    The parser skips empty lines, so data rows are the non-empty lines: ordered splits count
+    them, and error messages map a row to its line through them even when a file has blank lines.
+    """
+    line, offset, last_nl, prev = 1, 0, -1, 10
     with open(path, "rb") as f:
-        while block := f.read(16 << 20):
-            n += block.count(b"\n")
-            last = block[-1:]
-    return n + (0 if last == b"\n" else 1)
+        while block := f.read(block_size):
+            b = np.frombuffer(block, dtype=np.uint8)
+            pos = np.flatnonzero(b == 10)
+            starts = np.concatenate(([last_nl + 1 - offset], pos[:-1] + 1))[: pos.size]
+            before = np.where(pos > 0, b[np.maximum(pos - 1, 0)], prev)
+            length = pos - starts
+            empty = (length == 0) | ((length == 1) & (before == 13))  # "\n" or "\r\n" alone
+            yield line + np.flatnonzero(~empty)
+            line += pos.size
+            if pos.size:
+                last_nl = offset + int(pos[-1])
+            offset += b.size
+            prev = int(b[-1])
+    rest = offset - last_nl - 1  # bytes after the last newline: an unterminated last line
+    if rest > 1 or (rest == 1 and prev != 13):
+        yield np.array([line])
+
+
+def _count_lines(path: Path) -> int:
+    """Number of non-empty lines, read in blocks (for ordered splits)."""
+    return sum(int(numbers.size) for numbers in _nonempty_lines(path))
+
+
+def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.Table.from_batches(batches).combine_chunks()
+    return pa.RecordBatch.from_arrays([c.chunk(0) for c in table.columns], names=table.column_names)
 
 
 class DelimitedReader(RawReader):
@@ -134,7 +184,7 @@ class DelimitedReader(RawReader):
         )
         return read, parse, conv
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
+    def _blocks(self) -> Iterator[pa.RecordBatch]:
         read, parse, conv = self._options(self.types, self.columns)
         rows = 0
         try:
@@ -212,8 +262,8 @@ class ParquetReader(RawReader):
     def line_of(self, row: int) -> int:
         return row + 1  # "line" = 1-based row number for Parquet
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        for batch in self.file.iter_batches(batch_size=65536, columns=self.columns):
+    def _blocks(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.file.iter_batches(batch_size=CHUNK_ROWS, columns=self.columns):
             arrays = []
             for name in self.columns:
                 arr = batch.column(name)
@@ -245,40 +295,40 @@ class LibFMReader(RawReader):
         self.fields = [c for c in (schema.columns or []) if c != schema.label]
         self.raw_names = ["__label__"] + self.fields
 
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        read = pcsv.ReadOptions(block_size=self.block_size, column_names=self.raw_names, use_threads=True)
-        parse = pcsv.ParseOptions(delimiter=" ", quote_char=False)
-        conv = pcsv.ConvertOptions(column_types={n: pa.string() for n in self.raw_names})
+    def _blocks(self) -> Iterator[pa.RecordBatch]:
+        # Whole lines, split on runs of whitespace: libSVM writers often leave a trailing space
+        # or use tabs, which a one-space delimiter would turn into extra (empty) tokens.
+        read = pcsv.ReadOptions(block_size=self.block_size, column_names=["line"], use_threads=True)
+        parse = pcsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False)
+        conv = pcsv.ConvertOptions(column_types={"line": pa.string()})
         rows = 0
         try:
             for batch in pcsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=conv):
-                yield self._convert(batch, rows)
+                yield self._convert(self._tokens(batch.column(0), rows), rows)
                 rows += batch.num_rows
         except pa.ArrowInvalid as exc:
-            m = re.search(r"Expected (\d+) columns, got (\d+)", str(exc))
-            if m:
-                line, got = self._find_bad_width()
-                raise DataError(
-                    f"{self.path}: line {line}: expected a label and {len(self.fields)} idx:value tokens "
-                    f"(one per field in `columns:`), got {got - 1} tokens. Fix the line or `columns:`."
-                ) from None
             raise DataError(f"{self.path}: cannot parse as libFM: {exc}") from None
 
-    def _find_bad_width(self) -> tuple[int, int]:
-        with open(self.path, encoding="utf-8", errors="replace") as f:
-            for i, line in enumerate(f, start=1):
-                n = len(line.split())
-                if n and n != len(self.raw_names):
-                    return i, n
-        return 0, 0
+    def _tokens(self, lines: pa.Array, start: int) -> list[pa.Array]:
+        """One string array per token (label first), after checking every line has them all."""
+        parts = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(lines))
+        n = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(n != len(self.raw_names))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(
+                f"{self.path}: line {self.line_of(start + i)}: expected a label and {len(self.fields)} "
+                f"idx:value tokens (one per field in `columns:`), got {max(int(n[i]) - 1, 0)} tokens. "
+                "Fix the line or `columns:`."
+            )
+        return [pc.list_element(parts, j) for j in range(len(self.raw_names))]
 
-    def _convert(self, batch: pa.RecordBatch, start: int) -> pa.RecordBatch:
-        label_raw = batch.column(0)
+    def _convert(self, tokens: list[pa.Array], start: int) -> pa.RecordBatch:
+        label_raw = tokens[0]
         try:
             label = pc.cast(label_raw, pa.float64())
         except pa.ArrowInvalid:
-            ok = pc.fill_null(pc.match_substring_regex(label_raw, _FLOAT_RE), False).to_numpy(zero_copy_only=False)
-            i = int(np.flatnonzero(~ok)[0])
+            i = _first_non_number(label_raw)
             raise DataError(
                 f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {label_raw[i].as_py()!r} "
                 "is not a number; libFM labels are -1/+1 or 0/1."
@@ -296,22 +346,30 @@ class LibFMReader(RawReader):
         for j, name in enumerate(self.fields, start=1):
             if name not in specs:
                 continue
-            parts = pc.split_pattern(batch.column(j), ":", max_splits=1)
             if specs[name].type == "numeric":
-                val = pc.list_element(parts, 1)
+                val = pc.struct_field(pc.extract_regex(tokens[j], r"^[^:]*:(?P<value>.*)$"), [0])
                 try:
                     out[name] = pc.cast(val, pa.float64())
+                    i = None if out[name].null_count == 0 else _first_non_number(val)
                 except pa.ArrowInvalid:
+                    i = _first_non_number(val)
+                if i is not None:
                     raise DataError(
-                        f"{self.path}: field {name!r} (token {j}): a value is not a number; "
-                        "numeric libFM fields need idx:value with a numeric value."
-                    ) from None
+                        f"{self.path}: line {self.line_of(start + i)}, field {name!r} (token {j + 1}): "
+                        f"{tokens[j][i].as_py()!r} is not idx:value with a numeric value; fix the token."
+                    )
             else:
-                out[name] = pc.list_element(parts, 0)
+                out[name] = pc.list_element(pc.split_pattern(tokens[j], ":", max_splits=1), 0)
         return pa.RecordBatch.from_arrays([out[c] for c in self.columns], names=self.columns)
 
     def count_rows(self) -> int:
         return _count_lines(self.path)
+
+
+def _first_non_number(arr: pa.Array) -> int:
+    """Index of the first value (null included) that does not parse as a number."""
+    ok = pc.fill_null(pc.match_substring_regex(arr, _FLOAT_RE), False).to_numpy(zero_copy_only=False)
+    return int(np.flatnonzero(~ok)[0])
 
 
 def _preview(names: list[str], k: int = 12) -> str:

@@ -10,7 +10,7 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import MLP, SENet, Bilinear, FeatureEmbedding, LinearTerm
+from mtkd.models.layers import MLP, Bilinear, FeatureEmbedding, LinearTerm, SENet
 from mtkd.models.registry import register_model
 
 

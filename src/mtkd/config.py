@@ -1,0 +1,92 @@
+"""Pydantic models of the YAML files a user writes (training runs); unknown keys are errors.
+
+The dataset schema lives in `mtkd.data.schema`. Every run saves its resolved config as
+`config.yaml`, so a run directory says exactly how it was made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mtkd.config_io import load_yaml, parse_model
+from mtkd.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerConfig(_Strict):
+    """Adam by default; `sparse_lr` is the learning rate of sparse embedding tables (SparseAdam)."""
+
+    name: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    sparse_lr: Optional[float] = Field(None, gt=0)
+
+
+class TrainConfig(_Strict):
+    """One training run: model, hyper-parameters and the loop's settings."""
+
+    model: str = "dnn"
+    params: dict[str, Any] = Field(default_factory=dict)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    batch_size: int = Field(4096, ge=1)
+    eval_batch_size: int = Field(65536, ge=1)
+    epochs: int = Field(10, ge=1, description="maximum number of epochs")
+    eval_every: int = Field(0, ge=0, description="evaluate every N steps; 0 = at each epoch's end")
+    monitor: str = "valid.auc"
+    patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0)
+    lr_patience: int = Field(1, ge=0, description="evaluations without improvement before the LR drops")
+    lr_factor: float = Field(0.1, gt=0, lt=1)
+    min_lr: float = Field(1e-6, ge=0)
+    seed: int = 2026
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16"] = "none"
+    grad_clip: Optional[float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if not self.monitor.startswith(("valid.", "train.")):
+            raise ValueError(f"monitor {self.monitor!r} must name a logged quantity such as valid.auc or valid.logloss")
+        return self
+
+
+def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for p in parts[:-1]:
+        nxt = d.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: {p!r} is not a mapping")
+        d = nxt
+    d[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs (dotted keys, YAML values) applied over a config mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optimizer.lr=0.01")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key.strip(), value)
+    return data
+
+
+def load_train_config(path: Optional[Path], overrides: list[str], **fixed: Any) -> TrainConfig:
+    """Config from an optional YAML file, then `--set` overrides, then explicit CLI options."""
+    data: dict[str, Any] = dict(load_yaml(path)) if path is not None else {}
+    apply_overrides(data, overrides)
+    for k, v in fixed.items():
+        if v is not None:
+            data[k] = v
+    source = str(path) if path is not None else "--set/--model options"
+    return parse_model(TrainConfig, data, source)

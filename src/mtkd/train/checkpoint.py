@@ -1,0 +1,28 @@
+"""Checkpoints written atomically (temporary file, fsync, rename): a kill leaves the old one."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtkd.data.atomic import atomic_write_bytes
+from mtkd.errors import MtkdError
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise MtkdError(f"{p}: checkpoint not found")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=False)
+    except Exception as exc:  # a truncated or foreign file
+        raise MtkdError(f"{p}: cannot load checkpoint ({exc}); retrain or restore the file") from None

@@ -1,0 +1,68 @@
+"""Objectives: what the one training loop optimises.
+
+An objective computes a batch's loss from the model's output, names the quantities it logs,
+and may act after each optimiser step. Supervised training, distillation, co-training and
+reinforced teacher selection differ only here, never in the loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtkd.data.batch import Batch
+from mtkd.models.base import CTRModel, ModelOutput
+
+
+def task_loss(task: str, logits: Tensor, label: Tensor) -> Tensor:
+    """Cross-entropy with the hard label: sigmoid BCE for binary tasks, softmax CE otherwise."""
+    if task == "binary":
+        return F.binary_cross_entropy_with_logits(logits.float(), label.float())
+    return F.cross_entropy(logits.float(), label.long())
+
+
+class Objective:
+    """Interface. `loss` returns (loss to minimise, quantities to log as floats-in-tensors)."""
+
+    name = "objective"
+
+    def modules(self) -> list[nn.Module]:
+        """Extra trainable modules (a gate, a policy); saved in checkpoints with the model."""
+        return []
+
+    def loss(self, model: CTRModel, batch: Batch, out: ModelOutput) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def after_step(self, model: CTRModel, batch: Batch, out: ModelOutput, step: int) -> None:
+        """Hook after each optimiser step (the policy update of reinforced selection)."""
+
+    def eval_quantities(self, split: str, logits: Tensor, labels: Tensor, index: Tensor) -> dict[str, float]:
+        """Extra quantities for an evaluated split beyond the task metrics (e.g. kd_loss).
+
+        `logits`, `labels` and `index` (row numbers in the split) cover the whole split.
+        """
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f"module{i}": m.state_dict() for i, m in enumerate(self.modules())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for i, m in enumerate(self.modules()):
+            m.load_state_dict(state[f"module{i}"])
+
+
+class Supervised(Objective):
+    """Cross-entropy with the label plus the model's embedding regulariser."""
+
+    name = "supervised"
+
+    def __init__(self, task: str):
+        self.task = task
+
+    def loss(self, model: CTRModel, batch: Batch, out: ModelOutput) -> tuple[Tensor, dict[str, Tensor]]:
+        ce = task_loss(self.task, out.logits, batch.label)
+        reg = model.reg_loss()
+        return ce + reg, {"ce_loss": ce.detach()}

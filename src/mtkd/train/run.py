@@ -1,0 +1,105 @@
+"""Run directories: start, resume or reload a training run (`runs/<name>/`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from mtkd.config import TrainConfig
+from mtkd.config_io import load_model
+from mtkd.data.atomic import atomic_write_text
+from mtkd.data.store import Dataset
+from mtkd.errors import MtkdError
+from mtkd.models import build_model, model_params
+from mtkd.models.base import CTRModel
+from mtkd.train.checkpoint import load_checkpoint
+from mtkd.train.objectives import Supervised
+from mtkd.train.trainer import Trainer, configure_torch, resolve_device, seed_everything
+
+CONFIG = "config.yaml"
+
+
+def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+    d = cfg.model_dump(mode="json")
+    d["params"] = {**model_params(cfg.model), **cfg.params}
+    return {"data": str(dataset.root.resolve()), "dataset_checksum": dataset.checksum, "train": d}
+
+
+def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]) -> None:
+    """Refuse to overwrite a run by accident; on --resume, refuse a changed config."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    saved = out / CONFIG
+    if force:
+        for name in ("last.pt", "best.pt", "metrics.jsonl", "summary.json", CONFIG):
+            (out / name).unlink(missing_ok=True)
+        return
+    if not saved.exists():
+        raise MtkdError(f"{out}: directory is not empty and holds no mtkd run; choose another --out")
+    if not resume:
+        state = "a finished" if (out / "summary.json").exists() else "an unfinished"
+        raise MtkdError(f"{out}: already holds {state} run; pass --resume to continue it, --force to start "
+                        "over, or choose another --out")
+    old = yaml.safe_load(saved.read_text())
+    if old != cfg_dict:
+        diff = sorted(k for k in set(old.get("train", {})) | set(cfg_dict["train"])
+                      if old.get("train", {}).get(k) != cfg_dict["train"].get(k))
+        if old.get("dataset_checksum") != cfg_dict["dataset_checksum"]:
+            diff.append("dataset")
+        raise MtkdError(f"{out}: --resume with a different configuration ({', '.join(diff) or 'data path'}); "
+                        "resume with the same settings or use --force to start over")
+
+
+def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, force: bool = False,
+              log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
+    """Train one supervised model into `out` (the `mtkd train` command)."""
+    dataset = Dataset(data)
+    cfg_dict = run_config_dict(cfg, dataset)
+    check_run_dir(out, resume, force, cfg_dict)
+    if resume and (out / "summary.json").exists() and not (out / "last.pt").exists():
+        return json.loads((out / "summary.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG, yaml.safe_dump(cfg_dict, sort_keys=False))
+    if resume and (out / "summary.json").exists():
+        log(f"{out}: run already finished")
+        return json.loads((out / "summary.json").read_text())
+    configure_torch()
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, dataset.feature_map, **cfg.params)
+    trainer = Trainer(cfg, dataset, model, Supervised(dataset.feature_map.task), out, log=log, progress=progress)
+    return trainer.fit(resume=resume)
+
+
+def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tuple[TrainConfig, Dataset, CTRModel]:
+    """Config, dataset and model with its best weights, from a finished (or running) run."""
+    run_dir = Path(run_dir)
+    p = run_dir / CONFIG
+    if not p.exists():
+        raise MtkdError(f"{run_dir}: not an mtkd run (no {CONFIG}); train one with `mtkd train`")
+    saved = yaml.safe_load(p.read_text())
+    from mtkd.config_io import parse_model
+
+    cfg = parse_model(TrainConfig, saved["train"], str(p))
+    configure_torch()
+    dataset = Dataset(data or saved["data"])
+    if dataset.checksum != saved.get("dataset_checksum"):
+        raise MtkdError(f"{run_dir}: was trained on dataset {saved.get('dataset_checksum')}, but "
+                        f"{dataset.root} is {dataset.checksum}; point --data at the original dataset")
+    model = build_model(cfg.model, dataset.feature_map, **cfg.params)
+    best = run_dir / "best.pt"
+    if not best.exists():
+        raise MtkdError(f"{run_dir}: no best.pt yet; the run has not finished an evaluation")
+    model.load_state_dict(load_checkpoint(best, resolve_device(device))["model"])
+    return cfg, dataset, model.to(resolve_device(device)).eval()
+
+
+def evaluate_run(run_dir: Path, split: str = "test", device: str = "cpu") -> dict[str, float]:
+    cfg, dataset, model = load_run(run_dir, device)
+    cfg = cfg.model_copy(update={"device": device})
+    trainer = Trainer(cfg, dataset, model, Supervised(dataset.feature_map.task), run_dir, log=lambda s: None,
+                      progress=False)
+    return trainer.evaluate(split)

@@ -1,0 +1,258 @@
+"""Encoder: vocabularies (min_count, OOV, padding, frequency order), numeric transforms, fill_na,
+fitting on the training split only, and the encoder.json round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from conftest import toy_rows, toy_schema, toy_schema_dict, write_delimited
+from mtkd.data.encoder import MISSING_TOKEN, OOV_ID, PAD_ID, Encoder, EncoderFitter
+from mtkd.data.prepare import prepare
+from mtkd.data.readers import open_reader
+from mtkd.data.schema import schema_from_dict
+from mtkd.errors import DataError
+
+
+def fit_file(path: Path, schema) -> Encoder:
+    fitter = EncoderFitter(schema)
+    start = 0
+    for batch in open_reader(path, schema).batches():
+        fitter.add(batch, np.arange(start, start + batch.num_rows))
+        start += batch.num_rows
+    return fitter.finish()
+
+
+def transform_file(enc: Encoder, path: Path) -> dict[str, np.ndarray]:
+    parts = [enc.transform(b) for b in open_reader(path, enc.schema).batches()]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def cat_schema(**feature) -> object:
+    return schema_from_dict({"label": "y", "features": [{"name": "c", "type": "categorical", **feature}]})
+
+
+def write_cat(path: Path, values: list[str]) -> Path:
+    return write_delimited(path, [[str(i % 2), v] for i, v in enumerate(values)], header=["y", "c"])
+
+
+def test_ids_by_frequency_min_count_and_oov(tmp_path: Path) -> None:
+    train = ["b"] * 3 + ["a"] * 5 + ["c"] * 3 + ["d"] + ["e"] * 2
+    enc = fit_file(write_cat(tmp_path / "train.csv", train), cat_schema(min_count=2))
+    # descending count, ties by value: a(5), b(3), c(3), e(2); d(1) is rarer than min_count
+    assert enc.state["features"]["c"]["vocab"] == ["a", "b", "c", "e"]
+    assert enc.vocab_size("c") == 6  # padding + OOV + 4 values
+    new = write_cat(tmp_path / "new.csv", ["a", "b", "c", "e", "d", "zzz", ""])
+    cat = transform_file(enc, new)["cat"][:, 0]
+    np.testing.assert_array_equal(cat, [2, 3, 4, 5, OOV_ID, OOV_ID, OOV_ID])
+    assert OOV_ID == 1 and PAD_ID == 0
+
+
+def test_min_count_one_keeps_every_value(tmp_path: Path) -> None:
+    enc = fit_file(write_cat(tmp_path / "train.csv", ["x", "y", "y"]), cat_schema())
+    assert enc.state["features"]["c"]["vocab"] == ["y", "x"]
+    cat = transform_file(enc, write_cat(tmp_path / "t.csv", ["x", "y"]))["cat"]
+    np.testing.assert_array_equal(cat[:, 0], [3, 2])
+
+
+def test_categorical_fill_na(tmp_path: Path) -> None:
+    values = ["a", "", "a", "NA", "b", ""]
+    enc = fit_file(write_cat(tmp_path / "train.csv", values), cat_schema())
+    assert enc.state["features"]["c"]["vocab"] == [MISSING_TOKEN, "a", "b"]  # 3 missing, 2 a, 1 b
+    np.testing.assert_array_equal(transform_file(enc, tmp_path / "train.csv")["cat"][:, 0], [3, 2, 3, 2, 4, 2])
+    enc = fit_file(tmp_path / "train.csv", cat_schema(fill_na="b"))
+    assert enc.state["features"]["c"]["vocab"] == ["b", "a"]  # the missing values count as "b"
+    np.testing.assert_array_equal(transform_file(enc, tmp_path / "train.csv")["cat"][:, 0], [3, 2, 3, 2, 2, 2])
+
+
+# ---------------------------------------------------------------------------- numeric
+TRAIN_X = np.array([0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 55.0, -4.0, 100.0, 7.0, 7.0, 9.5])
+TEST_X = np.array([-2.0, 0.5, 4.0, 1000.0, 7.0, 60.0])
+
+
+def write_num(path: Path, x: np.ndarray, missing: int | None = None) -> Path:
+    cells = [f"{v:g}" for v in x]
+    if missing is not None:
+        cells[missing] = ""
+    return write_delimited(path, [[str(i % 2), c] for i, c in enumerate(cells)], header=["y", "x"])
+
+
+def num_schema(transform, fill_na=None, bins: int = 4):
+    f = {"name": "x", "type": "numeric", "transform": transform, "bins": bins}
+    if fill_na is not None:
+        f["fill_na"] = fill_na
+    return schema_from_dict({"label": "y", "features": [f]})
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _standardize(x: np.ndarray, train: np.ndarray) -> np.ndarray:
+    return (x - train.mean()) / train.std()
+
+
+def _bucketize(x: np.ndarray, train: np.ndarray, bins: int) -> np.ndarray:
+    edges = np.unique(np.quantile(train, np.linspace(0, 1, bins + 1)[1:-1]))
+    return np.searchsorted(edges, x, side="right") + 2
+
+
+@pytest.mark.parametrize(
+    "transform, expect",
+    [
+        ("none", lambda x, t: x),
+        ("log", lambda x, t: signed_log(x)),
+        ("standardize", lambda x, t: _standardize(x, t)),
+        (["log", "standardize"], lambda x, t: _standardize(signed_log(x), signed_log(t))),
+    ],
+)
+def test_numeric_transforms(tmp_path: Path, transform, expect) -> None:
+    enc = fit_file(write_num(tmp_path / "train.csv", TRAIN_X), num_schema(transform))
+    got = transform_file(enc, write_num(tmp_path / "test.csv", TEST_X))
+    assert got["num"].dtype == np.float32 and got["num"].shape == (len(TEST_X), 1)
+    np.testing.assert_allclose(got["num"][:, 0], expect(TEST_X, TRAIN_X), rtol=1e-5, atol=1e-6)
+    assert "cat" not in got
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_bucketize_into_train_quantiles(tmp_path: Path, log: bool) -> None:
+    transform = ["log", "bucketize"] if log else "bucketize"
+    enc = fit_file(write_num(tmp_path / "train.csv", TRAIN_X), num_schema(transform, bins=4))
+    f = (lambda v: signed_log(v)) if log else (lambda v: v)
+    edges = np.quantile(f(TRAIN_X), [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(enc.state["features"]["x"]["edges"], edges)
+    assert enc.vocab_size("x") == 2 + 4
+    got = transform_file(enc, write_num(tmp_path / "test.csv", TEST_X))
+    assert "num" not in got and got["cat"].dtype == np.int32
+    np.testing.assert_array_equal(got["cat"][:, 0], _bucketize(f(TEST_X), f(TRAIN_X), 4))
+    assert got["cat"].min() >= 2 and got["cat"].max() <= 5
+    fmap = enc.feature_map()
+    assert [c.name for c in fmap.categorical] == ["x"] and fmap.numeric == ()
+
+
+def test_bucketize_collapses_duplicate_edges(tmp_path: Path) -> None:
+    x = np.array([1.0] * 12 + [2.0, 3.0])
+    enc = fit_file(write_num(tmp_path / "train.csv", x), num_schema("bucketize", bins=10))
+    edges = enc.state["features"]["x"]["edges"]
+    assert edges == sorted(set(edges))
+    assert enc.vocab_size("x") == len(edges) + 3
+
+
+@pytest.mark.parametrize("transform", ["none", "standardize", ["log", "standardize"]])
+def test_numeric_fill_na(tmp_path: Path, transform) -> None:
+    enc = fit_file(write_num(tmp_path / "train.csv", TRAIN_X, missing=3), num_schema(transform, fill_na=-7))
+    filled = TRAIN_X.copy()
+    filled[3] = -7.0
+    got = transform_file(enc, tmp_path / "train.csv")["num"][:, 0]
+    t = filled if "log" not in transform else signed_log(filled)
+    want = t if transform == "none" else _standardize(t, t)  # the fill value counts in train stats
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # without fill_na a missing number is 0
+    enc = fit_file(tmp_path / "train.csv", num_schema("none"))
+    assert transform_file(enc, tmp_path / "train.csv")["num"][3, 0] == 0.0
+
+
+def test_constant_column_standardizes_to_zero(tmp_path: Path) -> None:
+    enc = fit_file(write_num(tmp_path / "train.csv", np.full(5, 3.0)), num_schema("standardize"))
+    got = transform_file(enc, write_num(tmp_path / "t.csv", np.array([3.0, 5.0])))["num"][:, 0]
+    np.testing.assert_allclose(got, [0.0, 2.0])
+
+
+# ---------------------------------------------------------------------------- fit on train only
+@pytest.fixture
+def explicit_splits(tmp_path: Path) -> tuple[Path, Path, Path]:
+    train_rows = toy_rows(600, seed=11)
+    valid_rows = toy_rows(200, seed=12, start=600)
+    test_rows = toy_rows(200, seed=13, start=800)
+    test_rows[5][3] = "only_in_test"
+    test_rows[6][3] = "only_in_test"
+    test_rows[7][5] = "only_in_test|t1"
+    for r in test_rows:  # shift x so that stats over all files differ from the train stats
+        r[2] = f"{float(r[2]) * 10 + 500:g}" if r[2] else ""
+    return (write_delimited(tmp_path / "train.csv", train_rows), write_delimited(tmp_path / "valid.csv", valid_rows),
+            write_delimited(tmp_path / "test.csv", test_rows))
+
+
+def test_fit_on_train_only(tmp_path: Path, explicit_splits) -> None:
+    train, valid, test = explicit_splits
+    out = tmp_path / "ds"
+    prepare(toy_schema(), out, train, valid=valid, test=test)
+    enc = json.loads((out / "encoder.json").read_text())
+    assert "only_in_test" not in enc["features"]["c1"]["vocab"]
+    assert "only_in_test" not in enc["features"]["tags"]["vocab"]
+    test_cat = np.load(out / "test" / "cat.npy")
+    np.testing.assert_array_equal(test_cat[5:7, 0], [OOV_ID, OOV_ID])
+    assert np.load(out / "test" / "seq_tags.npy")[7, 0] == OOV_ID
+    # standardize stats equal those of the train file alone, computed by hand
+    x = np.genfromtxt(train, delimiter=",", skip_header=1, usecols=2, filling_values=0.0)
+    lx = signed_log(x)
+    assert enc["features"]["x"]["mean"] == pytest.approx(lx.mean(), rel=1e-9)
+    assert enc["features"]["x"]["std"] == pytest.approx(lx.std(), rel=1e-9)
+    assert enc["features"]["x"]["count"] == 600
+    # train values are counted in train only: vocabulary = train values with count >= 2
+    c1 = np.genfromtxt(train, delimiter=",", skip_header=1, usecols=3, dtype=str)
+    values, counts = np.unique(c1, return_counts=True)
+    assert sorted(enc["features"]["c1"]["vocab"]) == sorted(values[counts >= 2].tolist())
+    tx = np.genfromtxt(test, delimiter=",", skip_header=1, usecols=2, filling_values=0.0)
+    np.testing.assert_allclose(np.load(out / "test" / "num.npy")[:, 1], (signed_log(tx) - lx.mean()) / lx.std(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_padding_id_never_used_for_values(tmp_path: Path, explicit_splits) -> None:
+    train, valid, test = explicit_splits
+    out = tmp_path / "ds"
+    prepare(toy_schema(), out, train, valid=valid, test=test)
+    for split in ("train", "valid", "test"):
+        assert np.load(out / split / "cat.npy").min() >= 1
+        seq = np.load(out / split / "seq_tags.npy")
+        # every row is a run of ids >= 1 followed by padding zeros
+        nonzero = (seq != 0).sum(1)
+        np.testing.assert_array_equal(seq != 0, np.arange(3)[None, :] < nonzero[:, None])
+
+
+def test_encoder_json_round_trip(tmp_path: Path, explicit_splits) -> None:
+    train, valid, test = explicit_splits
+    out = tmp_path / "ds"
+    schema = toy_schema()
+    prepare(schema, out, train, valid=valid, test=test)
+    enc = Encoder.load(out / "encoder.json", schema)
+    got = transform_file(enc, test)
+    for key in ("cat", "num", "seq_tags"):
+        np.testing.assert_array_equal(got[key], np.load(out / "test" / f"{key}.npy"), err_msg=key)
+    # a new raw file: the loaded encoder and the same fit redone in memory agree exactly
+    new = write_delimited(tmp_path / "new.csv", toy_rows(50, seed=99))
+    a = transform_file(fit_file(train, schema), new)
+    b = transform_file(enc, new)
+    assert a.keys() == b.keys() == {"cat", "num", "seq_tags"}
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_encoder_load_errors(tmp_path: Path, explicit_splits) -> None:
+    train, valid, test = explicit_splits
+    out = tmp_path / "ds"
+    prepare(toy_schema(), out, train, valid=valid, test=test)
+    d = toy_schema_dict()
+    d["features"][2]["min_count"] = 5
+    with pytest.raises(DataError, match="different schema"):
+        Encoder.load(out / "encoder.json", schema_from_dict(d))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="bad.json"):
+        Encoder.load(bad, toy_schema())
+
+
+def test_multiclass_labels(tmp_path: Path) -> None:
+    schema = schema_from_dict({"task": "multiclass", "label": "y",
+                               "features": [{"name": "c", "type": "categorical"}]})
+    path = write_delimited(tmp_path / "mc.csv", [["10", "a"], ["2", "b"], ["2", "a"], ["0", "b"]], header=["y", "c"])
+    enc = fit_file(path, schema)
+    assert enc.classes == ["0", "2", "10"]  # numeric order, not string order
+    assert enc.feature_map().num_classes == 3 and enc.feature_map().output_dim == 3
+    ids, bad = enc.encode_labels(pa.array(["2", "10", "0", "7", None]))
+    np.testing.assert_array_equal(ids[:3], [1, 2, 0])
+    np.testing.assert_array_equal(bad, [3, 4])

@@ -1,0 +1,222 @@
+"""Readers: CSV (with and without header), TSV, Parquet and libFM on small files the tests write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mtkd.data.readers as R
+from conftest import TOY_COLUMNS, toy_rows, toy_schema, toy_schema_dict, write_delimited
+from mtkd.data.encoder import EncoderFitter
+from mtkd.data.readers import open_reader
+from mtkd.data.schema import schema_from_dict
+from mtkd.errors import DataError
+
+ROWS = toy_rows(300, seed=7)
+
+
+def read_all(path: Path, schema) -> pa.Table:
+    return pa.Table.from_batches(list(open_reader(path, schema).batches()))
+
+
+def expected_table() -> dict[str, list]:
+    cols = list(zip(*ROWS))
+    return {
+        "label": [float(v) for v in cols[0]],
+        "rid": [float(v) for v in cols[1]],
+        "x": [float(v) if v else None for v in cols[2]],
+        "c1": list(cols[3]),
+        "c2": list(cols[4]),
+        "tags": [v if v else None for v in cols[5]],
+    }
+
+
+def check_toy(table: pa.Table) -> None:
+    assert table.column_names == TOY_COLUMNS
+    assert table.schema.field("label").type == pa.float64()
+    assert table.schema.field("x").type == pa.float64()
+    assert table.schema.field("c1").type == pa.string()
+    assert table.to_pydict() == expected_table()
+
+
+def test_csv_with_header(tmp_path: Path) -> None:
+    path = write_delimited(tmp_path / "a.csv", ROWS)
+    check_toy(read_all(path, toy_schema()))
+    assert open_reader(path, toy_schema()).count_rows() == 300
+
+
+def test_csv_header_columns_in_another_order_and_extra_columns(tmp_path: Path) -> None:
+    header = ["extra", *reversed(TOY_COLUMNS)]
+    rows = [["zz", *reversed(r)] for r in ROWS]
+    path = write_delimited(tmp_path / "a.csv", rows, header=header)
+    check_toy(read_all(path, toy_schema()))
+
+
+def test_csv_without_header_uses_columns(tmp_path: Path) -> None:
+    path = write_delimited(tmp_path / "a.csv", ROWS, header=None)
+    schema = toy_schema(header=False, columns=TOY_COLUMNS)
+    check_toy(read_all(path, schema))
+    reader = open_reader(path, schema)
+    assert reader.count_rows() == 300 and reader.line_of(0) == 1
+
+
+def test_tsv_with_and_without_header(tmp_path: Path) -> None:
+    path = write_delimited(tmp_path / "a.tsv", ROWS, delimiter="\t")
+    check_toy(read_all(path, toy_schema(format="tsv")))
+    path = write_delimited(tmp_path / "b.tsv", ROWS, header=None, delimiter="\t")
+    check_toy(read_all(path, toy_schema(format="tsv", header=False, columns=TOY_COLUMNS)))
+
+
+def test_custom_delimiter_and_crlf(tmp_path: Path) -> None:
+    path = write_delimited(tmp_path / "a.txt", ROWS, delimiter=";", newline="\r\n")
+    check_toy(read_all(path, toy_schema(delimiter=";")))
+
+
+def test_parquet(tmp_path: Path) -> None:
+    exp = expected_table()
+    table = pa.table({
+        "label": pa.array([int(v) for v in exp["label"]], pa.int64()),  # ints are cast to the label's float
+        "rid": pa.array([int(v) for v in exp["rid"]], pa.int32()),
+        "x": pa.array(exp["x"], pa.float32()),
+        "c1": pa.array(exp["c1"]),
+        "c2": pa.array(exp["c2"]),
+        "tags": pa.array(exp["tags"]),
+        "unused": pa.array(np.arange(300)),
+    })
+    path = tmp_path / "a.parquet"
+    pq.write_table(table, path, row_group_size=64)
+    got = read_all(path, toy_schema(format="parquet"))
+    x = exp.pop("x")
+    np.testing.assert_allclose(np.array(got.column("x").to_pylist(), dtype=float),
+                               np.array(x, dtype=float), rtol=1e-6)
+    assert got.drop(["x"]).to_pydict() == exp
+    assert open_reader(path, toy_schema(format="parquet")).count_rows() == 300
+
+
+def test_parquet_integer_categoricals_become_strings(tmp_path: Path) -> None:
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"y": [0, 1, 1], "c": [5, 7, 5]}), path)
+    schema = schema_from_dict({"format": "parquet", "label": "y", "features": [{"name": "c", "type": "categorical"}]})
+    got = read_all(path, schema)
+    assert got.column("c").to_pylist() == ["5", "7", "5"]
+    assert got.column("y").to_pylist() == [0.0, 1.0, 1.0]
+
+
+LIBFM_SCHEMA = {
+    "format": "libfm",
+    "columns": ["user", "item", "price"],
+    "label": "label",
+    "features": [{"names": ["user", "item"], "type": "categorical"}, {"name": "price", "type": "numeric"}],
+}
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_libfm(tmp_path: Path, newline: str) -> None:
+    lines = ["-1 3:1 17:1 40:2.5", "1 4:1 17:1 40:0.5", "+1 3:1 18:1 40:-1", "-1 5:1 19:1 40:1e2"]
+    path = tmp_path / "a.libfm"
+    path.write_bytes((newline.join(lines) + newline).encode())
+    got = read_all(path, schema_from_dict(LIBFM_SCHEMA)).to_pydict()
+    assert got == {
+        "label": [0.0, 1.0, 1.0, 0.0],
+        "user": ["3", "4", "3", "5"],
+        "item": ["17", "17", "18", "19"],
+        "price": [2.5, 0.5, -1.0, 100.0],
+    }
+    assert open_reader(path, schema_from_dict(LIBFM_SCHEMA)).count_rows() == 4
+
+
+def test_libfm_accepts_0_1_labels_and_no_final_newline(tmp_path: Path) -> None:
+    path = tmp_path / "a.libfm"
+    path.write_text("0 3:1 17:1 40:1\n1 4:1 17:1 40:1")
+    got = read_all(path, schema_from_dict(LIBFM_SCHEMA))
+    assert got.column("label").to_pylist() == [0.0, 1.0]
+
+
+def test_sequence_feature_read_and_encoded(tmp_path: Path) -> None:
+    """Separator, max_len truncation and padding with 0."""
+    rows = [["1", "0", "1", "a", "k", "t1;t2"], ["0", "1", "1", "a", "k", "t3;t2;t1;t2;t1"],
+            ["1", "2", "1", "a", "k", ""], ["0", "3", "1", "a", "k", "t2"]]
+    path = write_delimited(tmp_path / "seq.csv", rows)
+    d = toy_schema_dict()
+    d["features"][3] = {"name": "tags", "type": "sequence", "separator": ";", "max_len": 3}
+    schema = schema_from_dict(d)
+    batch = next(open_reader(path, schema).batches())
+    assert batch.column("tags").to_pylist() == ["t1;t2", "t3;t2;t1;t2;t1", None, "t2"]
+    fitter = EncoderFitter(schema)
+    fitter.add(batch, np.arange(4))
+    enc = fitter.finish()
+    # counts: t2 x4, t1 x3, t3 x1 -> ids 2, 3, 4
+    assert enc.state["features"]["tags"]["vocab"] == ["t2", "t1", "t3"]
+    seq = enc.transform(batch)["seq_tags"]
+    assert seq.dtype == np.int32
+    np.testing.assert_array_equal(seq, [[3, 2, 0], [4, 2, 3], [0, 0, 0], [2, 0, 0]])
+
+
+def test_many_small_blocks_equal_one_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_delimited(tmp_path / "a.csv", ROWS)
+    whole = read_all(path, toy_schema())
+    monkeypatch.setattr(R, "CHUNK_ROWS", 16)
+    batches = list(open_reader(path, toy_schema(), block_size=1024).batches())
+    assert len(batches) > 3
+    assert pa.Table.from_batches(batches).equals(whole)
+
+
+# ---------------------------------------------------------------------------- errors
+def _data_error(path: Path, schema, *needles: str) -> str:
+    with pytest.raises(DataError) as exc:
+        reader = open_reader(path, schema)
+        list(reader.batches())
+    msg = str(exc.value)
+    assert str(path) in msg, msg
+    for n in needles:
+        assert n in msg, msg
+    return msg
+
+
+def test_reader_errors(tmp_path: Path) -> None:
+    schema = toy_schema()
+    _data_error(tmp_path / "missing.csv", schema, "not found")
+    _data_error(tmp_path, schema, "directory")
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    _data_error(empty, schema, "empty")
+    header_only = write_delimited(tmp_path / "header.csv", [])
+    _data_error(header_only, schema, "no data rows")
+    lacks = write_delimited(tmp_path / "lacks.csv", [r[:-1] for r in ROWS], header=TOY_COLUMNS[:-1])
+    _data_error(lacks, schema, "'tags'", "lacks")
+
+
+def test_reader_error_lines_in_late_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(R, "CHUNK_ROWS", 16)
+    rows = [list(r) for r in ROWS]
+    rows[250][2] = "12abc"  # file line 252 (header is line 1)
+    path = write_delimited(tmp_path / "num.csv", rows)
+    msg = _data_error(path, toy_schema(), "line 252", "'x'", "'12abc'")
+    assert "not a number" in msg
+    rows = [list(r) for r in ROWS]
+    rows[200].append("surplus")  # line 202
+    path = write_delimited(tmp_path / "width.csv", rows)
+    _data_error(path, toy_schema(), "line 202", "expected 6 columns", "got 7")
+
+
+def test_headerless_wrong_column_count(tmp_path: Path) -> None:
+    path = write_delimited(tmp_path / "a.csv", ROWS[:5], header=None)
+    _data_error(path, toy_schema(header=False, columns=TOY_COLUMNS[:-1] + ["tags", "more"]),
+                "line 1", "has 6 columns", "lists 7")
+
+
+def test_libfm_errors(tmp_path: Path) -> None:
+    schema = schema_from_dict(LIBFM_SCHEMA)
+    path = tmp_path / "a.libfm"
+    path.write_text("1 3:1 17:1 40:1\n-1 3:1 17:1 40:1\n2 3:1 17:1 40:1\n")
+    _data_error(path, schema, "line 3", "label", "-1/+1")
+    path.write_text("1 3:1 17:1 40:1\nyes 3:1 17:1 40:1\n")
+    _data_error(path, schema, "line 2", "not a number")
+    path.write_text("1 3:1 17:1 40:1\n-1 3:1 17:1 40:1\n-1 3:1 17:1\n")
+    _data_error(path, schema, "line 3", "got 2 tokens")
+    path.write_text("1 3:1 17:1 40:x\n")
+    _data_error(path, schema, "'price'", "not a number")
