@@ -93,6 +93,17 @@ def test_ordered_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: i
     np.testing.assert_array_equal(rids(out, "test"), np.arange(900, 1000))
 
 
+def test_ordered_split_with_blank_lines(tmp_path: Path) -> None:
+    """Blank lines are not rows: the 80/10/10 boundaries count data rows only."""
+    path = write_delimited(tmp_path / "o.csv", toy_rows(100, seed=4))
+    lines = path.read_text().split("\n")
+    path.write_text("\n".join(line + ("\n" if i % 7 == 3 else "") for i, line in enumerate(lines)))
+    out = tmp_path / "ds"
+    prepare(toy_schema(), out, path, ordered=True)
+    np.testing.assert_array_equal(rids(out, "train"), np.arange(80))
+    np.testing.assert_array_equal(rids(out, "test"), np.arange(90, 100))
+
+
 def test_ordered_split_via_cli_and_schema_default(tmp_path: Path, run_cli) -> None:
     path = write_delimited(tmp_path / "o.csv", toy_rows(200, seed=4))
     rc, _, err = run_cli("data", "prepare", "--schema", write_yaml(tmp_path / "s.yaml", toy_schema_dict()),

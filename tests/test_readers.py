@@ -218,5 +218,49 @@ def test_libfm_errors(tmp_path: Path) -> None:
     _data_error(path, schema, "line 2", "not a number")
     path.write_text("1 3:1 17:1 40:1\n-1 3:1 17:1 40:1\n-1 3:1 17:1\n")
     _data_error(path, schema, "line 3", "got 2 tokens")
-    path.write_text("1 3:1 17:1 40:x\n")
-    _data_error(path, schema, "'price'", "not a number")
+    path.write_text("1 3:1 17:1 40:1\n1 3:1 17:1 40:x\n")
+    _data_error(path, schema, "line 2", "'price'", "'40:x'", "numeric value")
+    path.write_text("1 3:1 17:1 40:1\n\n1 3:1 17:1 40:1\n1 3:1 17:1 40\n")  # no value; line 4 after a blank line
+    _data_error(path, schema, "line 4", "'price'", "'40'")
+
+
+def test_libfm_whitespace_variants(tmp_path: Path) -> None:
+    """Trailing spaces, tabs and repeated spaces (as libSVM writers leave them) read like single spaces."""
+    path = tmp_path / "a.libfm"
+    path.write_bytes(b"-1 3:1 17:1 40:2.5 \r\n1\t4:1  17:1\t40:0.5\t\n\n +1 3:1 18:1 40:-1\n")
+    got = read_all(path, schema_from_dict(LIBFM_SCHEMA)).to_pydict()
+    assert got == {"label": [0.0, 1.0, 1.0], "user": ["3", "4", "3"], "item": ["17", "17", "18"],
+                   "price": [2.5, 0.5, -1.0]}
+    assert open_reader(path, schema_from_dict(LIBFM_SCHEMA)).count_rows() == 3
+
+
+def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
+    """The parser skips blank lines; messages must still give the line in the file."""
+    text = "label,rid,x,c1,c2,tags\n1,0,1,a,b,\n\n0,1,2,a,b,\r\n\r\n1,2,zz,a,b,\n"
+    path = tmp_path / "blank.csv"
+    path.write_text(text)
+    _data_error(path, toy_schema(), "line 6", "'x'", "'zz'")
+    reader = open_reader(path, toy_schema())
+    assert reader.count_rows() == 3 and [reader.line_of(i) for i in range(3)] == [2, 4, 6]
+    lines = [i + 1 for i, line in enumerate(text.split("\n")[:-1]) if line.strip()]
+    got = np.concatenate(list(R._nonempty_lines(path, block_size=3)))  # blocks split lines and CRLFs
+    np.testing.assert_array_equal(got, lines)
+
+
+def test_header_only_without_line_end(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text(",".join(TOY_COLUMNS))
+    _data_error(path, toy_schema(), "no data rows")
+
+
+def test_bad_number_after_unused_columns(tmp_path: Path) -> None:
+    """The column Arrow reports is the file's column, also when columns before it are not read."""
+    rows = [["u1", "u2", *r] for r in ROWS]
+    rows[10][4] = "1.2.3"  # column x, line 12
+    path = write_delimited(tmp_path / "a.csv", rows, header=["unused1", "unused2", *TOY_COLUMNS])
+    _data_error(path, toy_schema(), "line 12", "column 'x'", "'1.2.3'")
+    rows = [list(r) for r in ROWS]
+    rows[3][0] = "yes"
+    path = write_delimited(tmp_path / "b.csv", rows)
+    msg = _data_error(path, toy_schema(), "line 5", "column 'label'", "'yes'", "0 or 1")
+    assert "categorical" not in msg

@@ -181,7 +181,8 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     for name in sorted(MODELS):
         m = build_model(name, fmap, **params)
         n = sum(p.numel() for p in m.parameters())
-        t.add_row(name, f"{n:,}", (MODELS[name].__doc__ or "").strip().splitlines()[0][:70])
+        doc = sys.modules[MODELS[name].__module__].__doc__ or ""
+        t.add_row(name, f"{n:,}", doc.strip().splitlines()[0][:80])
     out.print(t)
 
 

@@ -211,11 +211,16 @@ class DelimitedReader(RawReader):
             col = self.file_columns[int(m.group(1))]
             line = self._find_bad_number(col)
             where = f"line {line}, " if line else ""
-            what = "the label" if col == self.schema.label else "a numeric column"
-            return DataError(
-                f"{self.path}: {where}column {col!r}: {m.group(3)!r} is not a number, but {col!r} is "
-                f"{what}. Fix the value, or declare the column `type: categorical` in the schema."
-            )
+            if col == self.schema.label:
+                what, fix = "the label", "binary labels must be 0 or 1"
+            elif col in self.schema.scores:
+                what, fix = "a score column", "fix the value"
+            else:
+                what, fix = "a numeric column", "fix the value, or declare the column `type: categorical` in the schema"
+            return DataError(f"{self.path}: {where}column {col!r}: {m.group(3)!r} is not a number, but {col!r} "
+                             f"is {what}; {fix}.")
+        if "Empty CSV file" in msg:  # a header without a line end, and nothing else
+            return DataError(f"{self.path}: no data rows (only a header?); expected at least one row")
         return DataError(f"{self.path}: cannot parse as {self.schema.format}: {msg}")
 
     def _find_bad_width(self, expected: int) -> tuple[int, int]:
@@ -369,7 +374,8 @@ class LibFMReader(RawReader):
 def _first_non_number(arr: pa.Array) -> int:
     """Index of the first value (null included) that does not parse as a number."""
     ok = pc.fill_null(pc.match_substring_regex(arr, _FLOAT_RE), False).to_numpy(zero_copy_only=False)
-    return int(np.flatnonzero(~ok)[0])
+    bad = np.flatnonzero(~ok)
+    return int(bad[0]) if bad.size else 0
 
 
 def _preview(names: list[str], k: int = 12) -> str:

@@ -1,0 +1,166 @@
+"""The training loop: determinism, early stopping, best-weight restore, resume == uninterrupted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtkd.cli import main
+from mtkd.config import load_train_config
+from mtkd.data.prepare import prepare
+from mtkd.data.schema import load_schema
+from mtkd.data.store import Dataset
+from mtkd.data.synthetic import write_synthetic
+from mtkd.errors import MtkdError
+from mtkd.models import build_model
+from mtkd.train.objectives import Supervised
+from mtkd.train.run import evaluate_run, load_run, train_run
+from mtkd.train.trainer import Trainer, configure_torch, seed_everything
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("trainer")
+    write_synthetic(root / "s.csv", rows=4000, seed=3)
+    schema = load_schema(REPO / "configs/datasets/synthetic.yaml")
+    prepare(schema, root / "ds", root / "s.csv")
+    return root / "ds"
+
+
+def cfg(**kw):
+    sets = [f"{k}={json.dumps(v)}" for k, v in kw.items()]
+    base = ["params.embedding_dim=4", "params.hidden_units=[16,16]", "batch_size=256", "epochs=3",
+            "patience=10", "device=cpu"]
+    return load_train_config(None, base + sets, model=kw.pop("model", "dnn") if "model" in kw else "dnn")
+
+
+def metrics_lines(run: Path) -> list[dict]:
+    out = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        for k in ("eval_seconds", "train.samples_per_s"):
+            d.pop(k, None)
+        out.append(d)
+    return out
+
+
+def test_same_seed_same_metrics(data_dir, tmp_path):
+    a = train_run(cfg(), data_dir, tmp_path / "a", progress=False, log=lambda s: None)
+    b = train_run(cfg(), data_dir, tmp_path / "b", progress=False, log=lambda s: None)
+    assert a["valid"] == b["valid"] and a["test"] == b["test"]
+    assert metrics_lines(tmp_path / "a") == metrics_lines(tmp_path / "b")
+    c = train_run(cfg(seed=7), data_dir, tmp_path / "c", progress=False, log=lambda s: None)
+    assert c["valid"]["auc"] != a["valid"]["auc"]
+
+
+def test_summary_fields_and_evaluate(data_dir, tmp_path):
+    s = train_run(cfg(), data_dir, tmp_path / "r", progress=False, log=lambda s: None)
+    for key in ("valid", "test", "best_epoch", "params", "train_seconds"):
+        assert key in s
+    assert set(s["test"]) >= {"auc", "logloss"} and 0.5 < s["test"]["auc"] <= 1
+    assert (tmp_path / "r" / "config.yaml").exists() and (tmp_path / "r" / "best.pt").exists()
+    assert evaluate_run(tmp_path / "r", "test") == pytest.approx(s["test"])
+
+
+def test_early_stopping_fires_and_restores_best(data_dir, tmp_path):
+    # A large learning rate overfits the small training split quickly: valid logloss turns up.
+    c = cfg(epochs=30, patience=2, monitor="valid.logloss", lr_patience=0,
+            **{"optimizer.lr": 0.05, "params.hidden_units": [64, 64]})
+    s = train_run(c, data_dir, tmp_path / "es", progress=False, log=lambda s: None)
+    assert s["stopped_early"] and s["epochs_run"] < 30
+    assert s["epochs_run"] == s["best_epoch"] + 2
+    lines = metrics_lines(tmp_path / "es")
+    best_line = min(lines, key=lambda d: d["valid.logloss"])
+    assert best_line["epoch"] == s["best_epoch"]
+    # the weights at the end are the best epoch's, not the last one's
+    assert s["valid"]["logloss"] == pytest.approx(best_line["valid.logloss"], rel=1e-6)
+    assert s["valid"]["logloss"] < lines[-1]["valid.logloss"]
+
+
+def test_lr_reduced_on_plateau(data_dir, tmp_path):
+    c = cfg(epochs=8, patience=8, monitor="valid.logloss", lr_patience=1, lr_factor=0.5,
+            **{"optimizer.lr": 0.05})
+    train_run(c, data_dir, tmp_path / "lr", progress=False, log=lambda s: None)
+    lrs = [d["lr"] for d in metrics_lines(tmp_path / "lr")]
+    assert lrs[0] == 0.05 and min(lrs) < 0.05
+
+
+class _Interrupt(Supervised):
+    """Raises KeyboardInterrupt (what Ctrl-C does) in the middle of an epoch."""
+
+    def __init__(self, task: str, at_step: int):
+        super().__init__(task)
+        self.at_step = at_step
+
+    def after_step(self, model, batch, out, step):
+        if step + 1 == self.at_step:
+            raise KeyboardInterrupt
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    c = cfg(epochs=4, **{"params.dropout": 0.2})  # dropout: the RNG state must be restored too
+    full = train_run(c, data_dir, tmp_path / "full", progress=False, log=lambda s: None)
+
+    run = tmp_path / "cut"
+    ds = Dataset(data_dir)
+    steps_per_epoch = -(-ds.split("train").rows // c.batch_size)
+    configure_torch()
+    seed_everything(c.seed)
+    model = build_model(c.model, ds.feature_map, **c.params)
+    from mtkd.train.run import run_config_dict
+    import yaml
+
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(run_config_dict(c, ds), sort_keys=False))
+    trainer = Trainer(c, ds, model, _Interrupt("binary", 2 * steps_per_epoch + 3), run,
+                      log=lambda s: None, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert len(metrics_lines(run)) == 2  # two finished epochs logged
+    resumed = train_run(c, data_dir, run, resume=True, progress=False, log=lambda s: None)
+    assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
+    assert metrics_lines(run) == metrics_lines(tmp_path / "full")
+    _, _, m1 = load_run(tmp_path / "full")
+    _, _, m2 = load_run(run)
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_eval_every_steps(data_dir, tmp_path):
+    train_run(cfg(epochs=2, eval_every=5), data_dir, tmp_path / "steps", progress=False, log=lambda s: None)
+    lines = metrics_lines(tmp_path / "steps")
+    assert [d["step"] for d in lines][:3] == [5, 10, 15]
+
+
+def test_sparse_embeddings_train(data_dir, tmp_path):
+    s = train_run(cfg(epochs=2, **{"params.sparse": True}), data_dir, tmp_path / "sp", progress=False,
+                  log=lambda s: None)
+    assert s["valid"]["auc"] > 0.6
+
+
+def test_run_dir_guards(data_dir, tmp_path):
+    train_run(cfg(epochs=1), data_dir, tmp_path / "g", progress=False, log=lambda s: None)
+    with pytest.raises(MtkdError, match="already holds a finished run"):
+        train_run(cfg(epochs=1), data_dir, tmp_path / "g", progress=False, log=lambda s: None)
+    with pytest.raises(MtkdError, match="different configuration"):
+        train_run(cfg(epochs=2), data_dir, tmp_path / "g", resume=True, progress=False, log=lambda s: None)
+    train_run(cfg(epochs=2), data_dir, tmp_path / "g", force=True, progress=False, log=lambda s: None)
+
+
+def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
+    rc = main(["train", "--data", str(data_dir), "--model", "deepfm", "--set", "params.embedding_dim=4",
+               "--set", "epochs=1", "--out", str(tmp_path / "cli"), "--quiet"])
+    assert rc == 0
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["model"] == "deepfm"
+    assert main(["evaluate", str(tmp_path / "cli"), "--split", "valid", "--json"]) == 0
+    assert main(["models", "--data", str(data_dir)]) == 0
+    assert "xdeepfm" in capsys.readouterr().out
+    rc = main(["train", "--data", str(data_dir), "--model", "nope", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "unknown model 'nope'" in capsys.readouterr().err
+    rc = main(["train", "--data", str(data_dir), "--set", "epochz=3", "--out", str(tmp_path / "y")])
+    assert rc == 2 and "epochz" in capsys.readouterr().err
