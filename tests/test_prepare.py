@@ -372,6 +372,21 @@ def test_pooled_file_error_names_the_second_file_and_its_line(tmp_path: Path, ru
     assert leftovers(tmp_path, "ds") == []
 
 
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["data", "prepare", "--train", "x.csv"], "Missing option '--schema'"),
+        (["data", "synth", "--rows", "many", "--out", "x.csv"], "'--rows'"),
+        (["data", "nosuch"], "No such command"),
+        (["data", "info", "nowhere"], "not a prepared dataset"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(run_cli, args: list[str], needle: str) -> None:
+    rc, stdout, err = run_cli(*args)
+    assert rc == 2 and needle in err, err
+    assert "Traceback" not in err + stdout
+
+
 def test_subprocess_has_no_traceback(tmp_path: Path, toy_schema_file: Path) -> None:
     exe = Path(sys.executable).with_name("mtkd")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mtkd"]

@@ -139,21 +139,24 @@ def test_libfm_accepts_0_1_labels_and_no_final_newline(tmp_path: Path) -> None:
 def test_sequence_feature_read_and_encoded(tmp_path: Path) -> None:
     """Separator, max_len truncation and padding with 0."""
     rows = [["1", "0", "1", "a", "k", "t1;t2"], ["0", "1", "1", "a", "k", "t3;t2;t1;t2;t1"],
-            ["1", "2", "1", "a", "k", ""], ["0", "3", "1", "a", "k", "t2"]]
+            ["1", "2", "1", "a", "k", ""], ["0", "3", "1", "a", "k", "t2"], ["0", "4", "1", "a", "k", ";t3;;t1;"],
+            ["0", "5", "1", "a", "k", ";;"], ["0", "6", "1", "a", "k", "new;t2;t2;t2"]]
     path = write_delimited(tmp_path / "seq.csv", rows)
     d = toy_schema_dict()
     d["features"][3] = {"name": "tags", "type": "sequence", "separator": ";", "max_len": 3}
     schema = schema_from_dict(d)
     batch = next(open_reader(path, schema).batches())
-    assert batch.column("tags").to_pylist() == ["t1;t2", "t3;t2;t1;t2;t1", None, "t2"]
+    assert batch.column("tags").to_pylist()[:4] == ["t1;t2", "t3;t2;t1;t2;t1", None, "t2"]
     fitter = EncoderFitter(schema)
-    fitter.add(batch, np.arange(4))
+    fitter.add(batch.slice(0, 5), np.arange(5))  # fit on the first five rows
     enc = fitter.finish()
-    # counts: t2 x4, t1 x3, t3 x1 -> ids 2, 3, 4
-    assert enc.state["features"]["tags"]["vocab"] == ["t2", "t1", "t3"]
+    # counts: t2 x4, t1 x4, t3 x2 -> ids 2, 3, 4 (ties by value); empty tokens are not values
+    assert enc.state["features"]["tags"]["vocab"] == ["t1", "t2", "t3"]
     seq = enc.transform(batch)["seq_tags"]
     assert seq.dtype == np.int32
-    np.testing.assert_array_equal(seq, [[3, 2, 0], [4, 2, 3], [0, 0, 0], [2, 0, 0]])
+    # truncated to max_len 3; empty tokens dropped, not left as holes; unseen "new" -> OOV 1
+    np.testing.assert_array_equal(seq, [[2, 3, 0], [4, 3, 2], [0, 0, 0], [3, 0, 0], [4, 2, 0], [0, 0, 0],
+                                        [1, 3, 3]])
 
 
 def test_many_small_blocks_equal_one_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,3 +267,22 @@ def test_bad_number_after_unused_columns(tmp_path: Path) -> None:
     path = write_delimited(tmp_path / "b.csv", rows)
     msg = _data_error(path, toy_schema(), "line 5", "column 'label'", "'yes'", "0 or 1")
     assert "categorical" not in msg
+
+
+def test_parquet_errors(tmp_path: Path) -> None:
+    schema = schema_from_dict({"format": "parquet", "label": "y",
+                               "features": [{"name": "c", "type": "categorical"}, {"name": "x", "type": "numeric"}]})
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("label,c,x\n1,a,2\n")
+    _data_error(bad, schema, "not a readable Parquet file")
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"y": pa.array([], pa.int64()), "c": pa.array([], pa.string()),
+                             "x": pa.array([], pa.float64())}), empty)
+    _data_error(empty, schema, "no rows")
+    text = tmp_path / "text.parquet"
+    x = ["1.5"] * 30 + [None, "q", "2"]
+    pq.write_table(pa.table({"y": [0] * 33, "c": ["a"] * 33, "x": x}), text, row_group_size=10)
+    _data_error(text, schema, "row 32", "column 'x'", "'q'")
+    lacks = tmp_path / "lacks.parquet"
+    pq.write_table(pa.table({"y": [0], "c": ["a"]}), lacks)
+    _data_error(lacks, schema, "['x']", "lacks")

@@ -138,6 +138,70 @@ def train_cmd(
     _print_summary(summary)
 
 
+def _teacher_refs(items: list[str]) -> list[dict]:
+    """`runs/deepfm`, `name=runs/x` or `score:COLUMN` -> teacher dicts."""
+    refs = []
+    for item in items:
+        name, _, target = item.rpartition("=") if "=" in item else ("", "", item)
+        if target.startswith("score:"):
+            col = target[len("score:"):]
+            refs.append({"name": name or col, "score": col})
+        else:
+            refs.append({"name": name or Path(target).name, "run": target})
+    return refs
+
+
+@app.command("score")
+def score_cmd(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset directory."),
+    teachers: list[str] = typer.Option(..., "--teacher", "-t", help="Teacher: RUN_DIR, NAME=RUN_DIR or score:COLUMN; repeat."),
+    hidden: bool = typer.Option(False, "--hidden", help="Also cache hidden vectors (hint losses, the policy)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Compute and cache teacher outputs for every split (skipped when the cache is current)."""
+    from mtkd.data.store import Dataset
+    from mtkd.distill.teachers import TeacherSpec, score_teachers
+
+    ds = Dataset(data)
+    specs = [TeacherSpec(r["name"], run=r.get("run"), score=r.get("score")) for r in _teacher_refs(teachers)]
+    dirs = score_teachers(ds, specs, with_hidden=hidden, device=device,
+                          log=lambda s: err.print(s, markup=False, highlight=False))
+    for d in dirs:
+        out.print(str(d))
+
+
+@app.command("distill")
+def distill_cmd(
+    data: Path = typer.Option(..., "--data", help="Prepared dataset directory."),
+    teachers: list[str] = typer.Option([], "--teacher", "-t", help="Teacher: RUN_DIR, NAME=RUN_DIR or score:COLUMN; repeat."),
+    weighting: Optional[str] = typer.Option(None, "--weighting", help="average, single, fixed, learned, gate, confidence, best, random."),
+    model: Optional[str] = typer.Option(None, "--model", help="Student model (default dnn)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Training config YAML with a `distill:` section."),
+    sets: list[str] = typer.Option([], "--set", help="Override key=value, e.g. distill.alpha=0.3 or monitor=valid.kd_loss."),
+    out_dir: Path = typer.Option(..., "--out", help="Run directory of the student."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    resume: bool = typer.Option(False, "--resume"),
+    force: bool = typer.Option(False, "--force"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Train a student from cached teacher outputs (offline KD), weighted per instance."""
+    from mtkd.config import load_train_config
+    from mtkd.train.run import train_run
+
+    extra = list(sets)
+    if teachers:
+        extra.append(f"distill.teachers={json.dumps(_teacher_refs(teachers))}")
+    if weighting:
+        extra.append(f"distill.weighting={weighting}")
+    cfg = load_train_config(config, extra, model=model, device=device, seed=seed)
+    if cfg.distill is None:
+        raise MtkdError("no teachers: pass --teacher RUN_DIR (repeatable) or a --config with a `distill:` section")
+    summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
+                        progress=not quiet)
+    _print_summary(summary)
+
+
 @app.command("evaluate")
 def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
                  split: str = typer.Option("test", "--split", help="train, valid or test."),
@@ -201,6 +265,17 @@ def _print_summary(summary: dict) -> None:
               f"({summary.get('train_samples_per_s'):,.0f} samples/s)")
 
 
+def _click_exceptions() -> tuple[type[Exception], type[Exception]]:
+    """Click's usage-error and abort classes. Recent typer vendors click as `typer._click` and
+    does not install `click`, so importing `click` would turn a usage error into a traceback."""
+    try:
+        from click.exceptions import Abort, ClickException
+    except ModuleNotFoundError:
+        from typer import Abort
+        from typer._click.exceptions import ClickException
+    return ClickException, Abort
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
     import torch
@@ -218,12 +293,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SystemExit as exc:  # typer/click exits
         return int(exc.code or 0)
     except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        click_error, abort = _click_exceptions()
+        if isinstance(exc, click_error):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, abort):
             err.print("aborted")
             return 1
         raise

@@ -29,6 +29,53 @@ class OptimizerConfig(_Strict):
     sparse_lr: Optional[float] = Field(None, gt=0)
 
 
+class TeacherRef(_Strict):
+    """A teacher: an mtkd run, a score column of the dataset, or (co-training) a model to train."""
+
+    name: str
+    run: Optional[str] = None
+    score: Optional[str] = None
+    kind: Literal["probability", "logit"] = "probability"
+    model: Optional[str] = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one(self) -> "TeacherRef":
+        if sum(x is not None for x in (self.run, self.score, self.model)) != 1:
+            raise ValueError(f"teacher {self.name!r}: give exactly one of run, score or model")
+        return self
+
+
+class DistillConfig(_Strict):
+    """How the student learns from its teachers: loss = alpha * CE + (1 - alpha) * KD (+ hint)."""
+
+    teachers: list[TeacherRef]
+    mode: Literal["offline", "cotrain"] = "offline"
+    weighting: str = "average"
+    weighting_params: dict[str, Any] = Field(default_factory=dict)
+    alpha: float = Field(0.5, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    kd_loss: Optional[Literal["bce", "kl", "mse"]] = None
+    combine: Literal["mixture", "sum"] = "mixture"
+    hint: float = Field(0.0, ge=0, description="weight of hint regression to the teachers' hidden vectors")
+    share_embedding: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "DistillConfig":
+        if not self.teachers:
+            raise ValueError("distill.teachers is empty")
+        names = [t.name for t in self.teachers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teacher names must be unique: {names}")
+        for t in self.teachers:
+            if self.mode == "offline" and t.model is not None:
+                raise ValueError(f"teacher {t.name!r}: `model` teachers are trained in mode: cotrain; "
+                                 "offline distillation takes `run` or `score`")
+            if self.mode == "cotrain" and t.model is None:
+                raise ValueError(f"teacher {t.name!r}: mode cotrain trains teachers from scratch; give `model`")
+        return self
+
+
 class TrainConfig(_Strict):
     """One training run: model, hyper-parameters and the loop's settings."""
 
@@ -49,6 +96,7 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16"] = "none"
     grad_clip: Optional[float] = Field(None, gt=0)
+    distill: Optional[DistillConfig] = None
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

@@ -18,6 +18,8 @@ class Batch:
     index:  [B] int64 row numbers inside the split (joins cached teacher outputs)
     group:  [B] int64 group ids (for group AUC), or None
     scores: [B, n_scores] float32 score columns (external teachers), or None
+    teacher_logits: [B, T] (binary) or [B, T, C] (multi-class) cached teacher logits, or None
+    teacher_hidden: one [B, H_t] tensor per teacher (cached hidden vectors), or None
     """
 
     label: torch.Tensor
@@ -27,6 +29,8 @@ class Batch:
     seq: dict[str, torch.Tensor] = field(default_factory=dict)
     group: torch.Tensor | None = None
     scores: torch.Tensor | None = None
+    teacher_logits: torch.Tensor | None = None
+    teacher_hidden: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -44,4 +48,7 @@ class Batch:
             seq={k: v.to(device, non_blocking=non_blocking) for k, v in self.seq.items()},
             group=mv(self.group),
             scores=mv(self.scores),
+            teacher_logits=mv(self.teacher_logits),
+            teacher_hidden=None if self.teacher_hidden is None
+            else [h.to(device, non_blocking=non_blocking) for h in self.teacher_hidden],
         )

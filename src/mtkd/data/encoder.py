@@ -134,7 +134,7 @@ class _NumStats:
 
 
 def _split_tokens(col: pa.Array, sep: str) -> pa.Array:
-    """List array of the non-empty tokens of each sequence string."""
+    """List array of the tokens of each sequence string (empty tokens included; callers drop them)."""
     return pc.split_pattern(col, sep)
 
 
@@ -342,19 +342,23 @@ class Encoder:
         return x
 
     def _sequence(self, col: pa.Array, name: str, spec: FeatureSpec) -> np.ndarray:
+        """[n, max_len] ids of each row's first max_len non-empty tokens, then padding (0).
+
+        Empty tokens ("a||b", a leading or trailing separator) are dropped, not padded in
+        place, so values stay in front and do not lose their slots to holes.
+        """
         n = len(col)
         lists = _split_tokens(pc.fill_null(col, ""), spec.separator)
         offsets = lists.offsets.to_numpy().astype(np.int64)
-        offsets = offsets - offsets[0]
+        row = np.repeat(np.arange(n), np.diff(offsets))
         tokens = pc.list_flatten(lists)
-        ids = self.vocabs[name].lookup(tokens) if len(tokens) else np.zeros(0, np.int32)
-        ids = np.where(pc.equal(tokens, "").to_numpy(zero_copy_only=False), PAD_ID, ids) if len(tokens) else ids
-        lengths = np.diff(offsets)
-        row = np.repeat(np.arange(n), lengths)
-        pos = np.arange(tokens.__len__()) - offsets[row] if len(tokens) else np.zeros(0, np.int64)
-        keep = pos < spec.max_len
+        keep = pc.not_equal(tokens, "").to_numpy(zero_copy_only=False)
+        tokens, row = tokens.filter(pa.array(keep)), row[keep]
         out = np.zeros((n, spec.max_len), dtype=np.int32)
-        out[row[keep], pos[keep]] = ids[keep]
+        if len(tokens):
+            pos = np.arange(row.size) - np.searchsorted(row, row)  # rank of each token inside its row
+            fit = pos < spec.max_len
+            out[row[fit], pos[fit]] = self.vocabs[name].lookup(tokens)[fit]
         return out
 
     def encode_labels(self, col: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,8 @@ class BatchLoader:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        teacher_logits: np.ndarray | None = None,
+        teacher_hidden: list[np.ndarray] | None = None,
     ):
         self.split = data.split(split) if isinstance(data, Dataset) else data
         if batch_size < 1:
@@ -45,6 +47,14 @@ class BatchLoader:
         self.world_size = world_size
         self.epoch = 0
         self.arrays = dict(self.split.arrays)
+        # Cached teacher outputs, row-aligned with the split: joined by row number, so a
+        # distillation batch costs one more fancy-index, not a teacher forward pass.
+        self.teacher_logits = teacher_logits
+        self.teacher_hidden = teacher_hidden
+        for arr in ([teacher_logits] if teacher_logits is not None else []) + list(teacher_hidden or []):
+            if arr.shape[0] != self.split.rows:
+                raise ValueError(f"teacher outputs have {arr.shape[0]} rows, split {self.split.name!r} has "
+                                 f"{self.split.rows}")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -88,4 +98,8 @@ class BatchLoader:
             seq=seq,
             group=torch.from_numpy(np.ascontiguousarray(a["group"][idx])) if "group" in a else None,
             scores=torch.from_numpy(np.ascontiguousarray(a["scores"][idx])) if "scores" in a else None,
+            teacher_logits=None if self.teacher_logits is None
+            else torch.from_numpy(np.ascontiguousarray(self.teacher_logits[idx], dtype=np.float32)),
+            teacher_hidden=None if self.teacher_hidden is None
+            else [torch.from_numpy(np.ascontiguousarray(h[idx], dtype=np.float32)) for h in self.teacher_hidden],
         )

@@ -268,6 +268,7 @@ class ParquetReader(RawReader):
         return row + 1  # "line" = 1-based row number for Parquet
 
     def _blocks(self) -> Iterator[pa.RecordBatch]:
+        rows = 0
         for batch in self.file.iter_batches(batch_size=CHUNK_ROWS, columns=self.columns):
             arrays = []
             for name in self.columns:
@@ -277,11 +278,15 @@ class ParquetReader(RawReader):
                     try:
                         arr = pc.cast(arr, want)
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                        where = ""
+                        if pa.types.is_string(arr.type) and pa.types.is_floating(want):
+                            where = f"row {self.line_of(rows + _first_non_number(arr, null_ok=True))}, "
                         raise DataError(
-                            f"{self.path}: column {name!r} of type {arr.type} cannot be read as {want} "
+                            f"{self.path}: {where}column {name!r} of type {arr.type} cannot be read as {want} "
                             f"({exc}). Fix the column or its type in the schema."
                         ) from None
                 arrays.append(arr)
+            rows += batch.num_rows
             yield pa.RecordBatch.from_arrays(arrays, names=self.columns)
 
     def count_rows(self) -> int:
@@ -371,9 +376,9 @@ class LibFMReader(RawReader):
         return _count_lines(self.path)
 
 
-def _first_non_number(arr: pa.Array) -> int:
-    """Index of the first value (null included) that does not parse as a number."""
-    ok = pc.fill_null(pc.match_substring_regex(arr, _FLOAT_RE), False).to_numpy(zero_copy_only=False)
+def _first_non_number(arr: pa.Array, null_ok: bool = False) -> int:
+    """Index of the first value that does not parse as a number (0 if none is found)."""
+    ok = pc.fill_null(pc.match_substring_regex(arr, _FLOAT_RE), null_ok).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(~ok)
     return int(bad[0]) if bad.size else 0
 

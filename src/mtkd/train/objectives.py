@@ -39,12 +39,20 @@ class Objective:
     def after_step(self, model: CTRModel, batch: Batch, out: ModelOutput, step: int) -> None:
         """Hook after each optimiser step (the policy update of reinforced selection)."""
 
-    def eval_quantities(self, split: str, logits: Tensor, labels: Tensor, index: Tensor) -> dict[str, float]:
-        """Extra quantities for an evaluated split beyond the task metrics (e.g. kd_loss).
-
-        `logits`, `labels` and `index` (row numbers in the split) cover the whole split.
-        """
+    def loader_extra(self, split: str) -> dict[str, Any]:
+        """Extra row-aligned arrays the loader joins into batches (cached teacher outputs)."""
         return {}
+
+    def eval_batch(self, split: str, model: CTRModel, batch: Batch, out: ModelOutput) -> None:
+        """Called for each evaluation batch, to accumulate extra quantities (e.g. kd_loss)."""
+
+    def eval_result(self, split: str) -> dict[str, float]:
+        """Extra quantities for the split just evaluated, beyond the task metrics."""
+        return {}
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.modules():
+            m.train(mode)
 
     def state_dict(self) -> dict[str, Any]:
         return {f"module{i}": m.state_dict() for i, m in enumerate(self.modules())}

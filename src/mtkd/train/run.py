@@ -70,7 +70,10 @@ def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, for
     configure_torch()
     seed_everything(cfg.seed)
     model = build_model(cfg.model, dataset.feature_map, **cfg.params)
-    trainer = Trainer(cfg, dataset, model, Supervised(dataset.feature_map.task), out, log=log, progress=progress)
+    from mtkd.distill.build import build_objective
+
+    objective = build_objective(cfg, dataset, model, device=str(resolve_device(cfg.device)), log=log)
+    trainer = Trainer(cfg, dataset, model, objective, out, log=log, progress=progress)
     return trainer.fit(resume=resume)
 
 

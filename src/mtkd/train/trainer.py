@@ -83,7 +83,12 @@ def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig)
             if isinstance(m, nn.Embedding) and m.sparse and id(m.weight) not in sparse_ids:
                 sparse_ids.add(id(m.weight))
                 sparse.append(m.weight)
-    dense = [p for mod in [model, *extra] for p in mod.parameters() if id(p) not in sparse_ids and p.requires_grad]
+    dense, seen = [], set(sparse_ids)
+    for mod in [model, *extra]:
+        for p in mod.parameters():  # shared modules (co-training's shared embedding) appear once
+            if id(p) not in seen and p.requires_grad:
+                seen.add(id(p))
+                dense.append(p)
     o = cfg.optimizer
     opts: list[torch.optim.Optimizer] = []
     if dense:
@@ -153,7 +158,7 @@ class Trainer:
         self.state = TrainState()
         self.progress = Progress(progress and rank == 0)
         self.train_loader = BatchLoader(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                        rank=rank, world_size=world_size)
+                                        rank=rank, world_size=world_size, **objective.loader_extra("train"))
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt(self) -> dict[str, Any]:
@@ -203,26 +208,30 @@ class Trainer:
     @torch.no_grad()
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(logits, labels, row index, groups) of a whole split, in row order, on the CPU."""
-        loader = BatchLoader(self.dataset, split, self.cfg.eval_batch_size, shuffle=False)
+        loader = BatchLoader(self.dataset, split, self.cfg.eval_batch_size, shuffle=False,
+                             **self.objective.loader_extra(split))
         self.model.eval()
+        self.objective.train(False)
         logits, labels, index, groups = [], [], [], []
         for batch in loader:
             b = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 out = self.model(b)
+                self.objective.eval_batch(split, self.model, b, out)
             logits.append(out.logits.float().cpu())
             labels.append(batch.label)
             index.append(batch.index)
             if batch.group is not None:
                 groups.append(batch.group)
         self.model.train()
+        self.objective.train(True)
         return (torch.cat(logits), torch.cat(labels), torch.cat(index), torch.cat(groups) if groups else None)
 
     def evaluate(self, split: str) -> dict[str, float]:
         logits, labels, index, groups = self.predict(split)
         metrics = compute_metrics(self.task, labels.numpy(), logits.numpy(),
                                   None if groups is None else groups.numpy())
-        metrics.update(self.objective.eval_quantities(split, logits, labels, index))
+        metrics.update(self.objective.eval_result(split))
         return {k: float(v) for k, v in metrics.items()}
 
     def _autocast(self):
@@ -252,6 +261,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         self.train_loader.set_epoch(st.epoch)
         self.model.train()
+        self.objective.train(True)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # no per-step GPU sync
         logs_sum: dict[str, torch.Tensor] = {}

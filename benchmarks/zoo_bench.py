@@ -1,0 +1,430 @@
+"""Model-zoo accuracy benchmark: every mtkd model on Frappe, Criteo, Avazu and synthetic data,
+several seeds, test AUC and logloss as mean ± std, with DeepCTR-Torch beside DNN and DeepFM.
+
+    nice -n 19 .venv/bin/python benchmarks/zoo_bench.py                       # everything
+    nice -n 19 .venv/bin/python benchmarks/zoo_bench.py --datasets frappe --models dnn,deepfm
+    nice -n 19 .venv/bin/python benchmarks/zoo_bench.py --tune                # the tuning grid (valid only)
+
+Data. Frappe is the two libFM files in ../shared/data/frappe (86,582 rows) pooled and re-split
+80/10/10 with the schema's seed 2026; Criteo and Avazu are the 10k-row samples in ../shared/data;
+synthetic is `mtkd.data.synthetic.write_synthetic(rows, seed=0)`. Every dataset is prepared once
+with its preset in configs/datasets/ (the split is always seed 2026); the run seeds (2026, 2027,
+2028 by default) only change model initialisation and batch order.
+
+Profiles.
+  anchor  embedding 10, MLP 400-400-400, no dropout, no batch norm, no embedding regularisation,
+          Adam lr 1e-3, batch 1024, at most 30 epochs, early stopping on valid AUC with patience 2,
+          constant learning rate (lr_patience=0), best-epoch weights restored. The settings the
+          DeepCTR-Torch reference numbers were measured with.
+  tuned   mtkd's own settings (TUNED below): the anchor plus batch norm, dropout, embedding
+          regularisation and the trainer's LR-on-plateau. They were chosen with `--tune`, which
+          scores a small grid on Frappe's VALID split only (one seed, DNN and DeepFM); the test
+          split was not looked at to choose them.
+Model-specific hyper-parameters (attention heads, cross layers, CIN sizes ...) keep their
+defaults (`mtkd.models.model_params`); parameters a model does not have are not passed.
+
+DeepCTR-Torch (`pip install --no-deps deepctr-torch`; it needs tqdm and scikit-learn, which are
+installed, and `requests` only for a version check against PyPI, which is stubbed here when
+`requests` is missing). It gets the SAME encoded arrays from our Dataset: each `cat` column is a
+SparseFeat with our vocabulary size, each `num` column a DenseFeat; the same train/valid/test
+rows; embedding 10, DNN 400-400-400, no dropout / batch norm, Adam(lr=1e-3), batch 1024, and the
+same early stopping: one `fit(epochs=1)` per epoch, valid AUC computed here after each epoch, best
+weights kept, stop after 2 epochs without improvement, at most 30 epochs. Its own defaults stay
+as they are (l2_reg_embedding=1e-5 and l2_reg_linear=1e-5 on whole tables, init_std=1e-4, the
+summed BCE loss): that is what "DeepCTR-Torch" means in the reference numbers.
+  deepctr:dnn     DeepFM(linear_feature_columns=[], use_fm=False): embeddings -> MLP -> output,
+                  no linear part, which is exactly mtkd's `dnn` (DeepCTR-Torch has no plain DNN).
+  deepctr:deepfm  DeepFM(linear = dnn = all features, use_fm=True).
+
+Output: a Markdown table per dataset (model | profile | test AUC | test logloss | params | best
+epoch | train s), the target checks, and the per-seed results in WORKDIR/zoo_results.json (which
+is also the resume file: finished (dataset, model, profile, seed) cells are not run again unless
+--fresh is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import json
+import math
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+PRESETS = REPO / "configs" / "datasets"
+
+DATASETS = ("frappe", "criteo", "avazu", "synthetic")
+SPLIT_SEED = 2026
+
+ANCHOR_PARAMS = {"embedding_dim": 10, "hidden_units": [400, 400, 400], "dropout": 0.0, "batch_norm": False,
+                 "embedding_regularizer": 0.0}
+ANCHOR_LOOP = {"batch_size": 1024, "optimizer.lr": 0.001, "epochs": 30, "patience": 2, "monitor": "valid.auc",
+               "lr_patience": 0}
+
+# Chosen by `--tune` on Frappe's valid split (see benchmarks/README.md for the grid and its numbers).
+TUNED_PARAMS = {"embedding_dim": 10, "hidden_units": [400, 400, 400], "dropout": 0.2, "batch_norm": True,
+                "embedding_regularizer": 1e-4}
+TUNED_LOOP = {"batch_size": 1024, "optimizer.lr": 0.001, "epochs": 30, "patience": 2, "monitor": "valid.auc",
+              "lr_patience": 1}
+
+PROFILES = {"anchor": (ANCHOR_PARAMS, ANCHOR_LOOP), "tuned": (TUNED_PARAMS, TUNED_LOOP)}
+
+# Models with an explicit interaction component (compared with the DNN on synthetic data).
+INTERACTION = ("fm", "deepfm", "dcn", "dcnv2", "xdeepfm", "autoint", "autoint_plus", "fibinet", "ipnn", "nfm")
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def prepare_dataset(name: str, workdir: Path, synthetic_rows: int) -> Path:
+    from mtkd.data.prepare import prepare
+    from mtkd.data.schema import load_schema
+
+    out = workdir / "data" / (name if name != "synthetic" else f"synthetic{synthetic_rows}")
+    if name == "frappe":
+        files = [SHARED / "frappe" / "frappe.validation.libfm", SHARED / "frappe" / "frappe.test.libfm"]
+    elif name == "criteo":
+        files = [SHARED / "criteo" / "criteo_dac_train_first10k.txt"]
+    elif name == "avazu":
+        files = [SHARED / "avazu" / "avazu_train_first10k.csv"]
+    elif name == "synthetic":
+        from mtkd.data.synthetic import write_synthetic
+
+        csv = workdir / "data" / f"synthetic{synthetic_rows}.csv"
+        if not csv.exists():
+            csv.parent.mkdir(parents=True, exist_ok=True)
+            write_synthetic(csv, synthetic_rows, 0)
+        files = [csv]
+    else:
+        raise SystemExit(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    schema = load_schema(PRESETS / f"{name}.yaml")
+    if schema.split.seed != SPLIT_SEED:
+        raise SystemExit(f"{name}: preset split seed is not {SPLIT_SEED}")
+    prepare(schema, out, [str(f) for f in files])
+    return out
+
+
+# ---------------------------------------------------------------------------------- mtkd
+
+
+def overrides_for(model: str, profile: str) -> list[str]:
+    from mtkd.models import model_params
+
+    params, loop = PROFILES[profile]
+    known = model_params(model)
+    out = [f"params.{k}={json.dumps(v)}" for k, v in params.items() if k in known]
+    out += [f"{k}={v}" for k, v in loop.items()]
+    return out
+
+
+def run_mtkd(data_dir: Path, run_dir: Path, model: str, profile: str, seed: int,
+             extra: list[str] | None = None) -> dict[str, Any]:
+    from mtkd.config import load_train_config
+    from mtkd.train.run import train_run
+
+    cfg = load_train_config(None, overrides_for(model, profile) + list(extra or []), model=model, seed=seed,
+                            device="cpu")
+    t0 = time.perf_counter()
+    s = train_run(cfg, data_dir, run_dir, force=True, progress=False, log=lambda _m: None)
+    return {"test_auc": s["test"]["auc"], "test_logloss": s["test"]["logloss"],
+            "valid_auc": s["valid"]["auc"], "valid_logloss": s["valid"]["logloss"],
+            "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"], "params": s["params"],
+            "train_seconds": s["train_seconds"], "wall_seconds": round(time.perf_counter() - t0, 2)}
+
+
+# ---------------------------------------------------------------------------------- DeepCTR-Torch
+
+
+def import_deepctr():
+    try:
+        import requests  # noqa: F401
+    except ImportError:  # only used by deepctr_torch's version check against PyPI: stub it, stay offline
+        stub = types.ModuleType("requests")
+        stub.codes = types.SimpleNamespace(ok=200)
+        stub.get = lambda *a, **k: types.SimpleNamespace(status_code=0, text="{}")
+        sys.modules["requests"] = stub
+    try:
+        import deepctr_torch  # noqa: F401
+        from deepctr_torch.inputs import DenseFeat, SparseFeat
+        from deepctr_torch.models import DeepFM
+    except ImportError as e:
+        raise SystemExit(f"DeepCTR-Torch is not importable ({e}); `.venv/bin/pip install --no-deps deepctr-torch` "
+                         "or pass --no-deepctr") from e
+    return DeepFM, SparseFeat, DenseFeat
+
+
+def run_deepctr(data_dir: Path, model: str, seed: int, patience: int = 2, max_epochs: int = 30) -> dict[str, Any]:
+    import torch
+
+    from mtkd.data.store import Dataset
+    from mtkd.train.metrics import compute_metrics
+
+    DeepFM, SparseFeat, DenseFeat = import_deepctr()
+    ds = Dataset(data_dir)
+    fm = ds.feature_map
+    cat_names = [f"c_{f.name}" for f in fm.categorical]
+    num_names = [f"n_{n}" for n in fm.numeric]
+    columns = [SparseFeat(n, vocabulary_size=f.vocab_size, embedding_dim=ANCHOR_PARAMS["embedding_dim"])
+               for n, f in zip(cat_names, fm.categorical)]
+    columns += [DenseFeat(n, 1) for n in num_names]
+
+    def inputs(split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        a = ds.split(split).arrays
+        x = {n: np.asarray(a["cat"][:, i]).astype(np.int64) for i, n in enumerate(cat_names)}
+        if num_names:
+            x.update({n: np.asarray(a["num"][:, j], dtype=np.float32) for j, n in enumerate(num_names)})
+        return x, np.asarray(a["label"], dtype=np.float32)
+
+    (xtr, ytr), (xva, yva), (xte, yte) = inputs("train"), inputs("valid"), inputs("test")
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    hidden = tuple(ANCHOR_PARAMS["hidden_units"])
+    if model == "dnn":
+        net = DeepFM([], columns, use_fm=False, dnn_hidden_units=hidden, dnn_dropout=0, dnn_use_bn=False,
+                     task="binary", device="cpu", seed=seed)
+    elif model == "deepfm":
+        net = DeepFM(columns, columns, use_fm=True, dnn_hidden_units=hidden, dnn_dropout=0, dnn_use_bn=False,
+                     task="binary", device="cpu", seed=seed)
+    else:
+        raise ValueError(model)
+    net.compile(torch.optim.Adam(net.parameters(), lr=ANCHOR_LOOP["optimizer.lr"]), "binary_crossentropy",
+                metrics=[])
+
+    def scores(x: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
+        p = net.predict(dict(x), batch_size=65536).reshape(-1).clip(1e-7, 1 - 1e-7)
+        return compute_metrics("binary", y, np.log(p) - np.log1p(-p))
+
+    best, best_epoch, best_state, bad, seconds, epochs_run = -math.inf, 0, None, 0, 0.0, 0
+    for epoch in range(1, max_epochs + 1):
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            net.fit(dict(xtr), ytr, batch_size=ANCHOR_LOOP["batch_size"], epochs=1, verbose=0, shuffle=True)
+        seconds += time.perf_counter() - t0
+        epochs_run = epoch
+        auc = scores(xva, yva)["auc"]
+        if auc > best:
+            best, best_epoch, bad = auc, epoch, 0
+            best_state = copy.deepcopy(net.state_dict())
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    net.load_state_dict(best_state)
+    te, va = scores(xte, yte), scores(xva, yva)
+    return {"test_auc": te["auc"], "test_logloss": te["logloss"], "valid_auc": va["auc"],
+            "valid_logloss": va["logloss"], "best_epoch": best_epoch, "epochs_run": epochs_run,
+            "params": sum(p.numel() for p in net.parameters()), "train_seconds": round(seconds, 3)}
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def _ms(xs: list[float], digits: int) -> str:
+    if not xs:
+        return "-"
+    m = statistics.fmean(xs)
+    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["dataset"], r["model"], r["profile"]), []).append(r)
+    return cells
+
+
+def table(dataset: str, cells: dict, models: list[str], profiles: list[str], note: str = "") -> str:
+    lines = [f"### {dataset}{note}", "",
+             "| model | profile | test AUC (mean ± std) | test logloss (mean ± std) | params | best epoch (mean) "
+             "| train s (mean) | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        names = [m] + ([f"deepctr:{m}"] if (dataset, f"deepctr:{m}", "anchor") in cells else [])
+        for name in names:
+            for p in profiles:
+                rs = cells.get((dataset, name, p))
+                if not rs:
+                    continue
+                lines.append(
+                    f"| {name} | {p} | {_ms([r['test_auc'] for r in rs], 4)} | "
+                    f"{_ms([r['test_logloss'] for r in rs], 4)} | {rs[0]['params']:,} | "
+                    f"{statistics.fmean(r['best_epoch'] for r in rs):.1f} | "
+                    f"{statistics.fmean(r['train_seconds'] for r in rs):.1f} | {len(rs)} |")
+    return "\n".join(lines)
+
+
+def checks(cells: dict) -> list[str]:
+    """The issue's targets, stated with the numbers they rest on."""
+    out: list[str] = []
+
+    def mean_sd(key: tuple[str, str, str], metric: str = "test_auc") -> tuple[float, float, int] | None:
+        rs = cells.get(key)
+        if not rs:
+            return None
+        xs = [r[metric] for r in rs]
+        return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0), len(xs)
+
+    for m in ("dnn", "deepfm"):
+        ref = mean_sd(("frappe", f"deepctr:{m}", "anchor"))
+        anc = mean_sd(("frappe", m, "anchor"))
+        tun = mean_sd(("frappe", m, "tuned"))
+        if ref and anc:
+            noise = 2 * math.sqrt((ref[1] ** 2 + anc[1] ** 2) / 2)
+            ok = anc[0] >= ref[0] - noise
+            out.append(f"{'PASS' if ok else 'FAIL'} frappe {m} anchor vs DeepCTR-Torch: "
+                       f"{anc[0]:.4f} vs {ref[0]:.4f} (diff {anc[0] - ref[0]:+.4f}, noise band ±{noise:.4f})")
+        if ref and tun:
+            noise = 2 * math.sqrt((ref[1] ** 2 + tun[1] ** 2) / 2)
+            ok = tun[0] > ref[0] + noise
+            ll_t = mean_sd(("frappe", m, "tuned"), "test_logloss")
+            ll_r = mean_sd(("frappe", f"deepctr:{m}", "anchor"), "test_logloss")
+            out.append(f"{'PASS' if ok else 'FAIL'} frappe {m} tuned clearly better than DeepCTR-Torch: AUC "
+                       f"{tun[0]:.4f} vs {ref[0]:.4f} (diff {tun[0] - ref[0]:+.4f}, must exceed {noise:.4f}); "
+                       f"logloss {ll_t[0]:.4f} vs {ll_r[0]:.4f}")
+    for p in ("anchor", "tuned"):
+        dnn = mean_sd(("synthetic", "dnn", p))
+        if not dnn:
+            continue
+        for m in INTERACTION:
+            x = mean_sd(("synthetic", m, p))
+            if not x:
+                continue
+            noise = 2 * math.sqrt((dnn[1] ** 2 + x[1] ** 2) / 2)
+            ok = x[0] >= dnn[0] - noise
+            out.append(f"{'PASS' if ok else 'FAIL'} synthetic {p} {m} >= dnn: {x[0]:.4f} vs {dnn[0]:.4f} "
+                       f"(diff {x[0] - dnn[0]:+.4f}, noise band ±{noise:.4f})")
+    return out
+
+
+# ---------------------------------------------------------------------------------- tuning
+
+
+TUNE_GRID = [  # (batch_norm, dropout, embedding_regularizer, monitor, lr_patience)
+    (False, 0.0, 0.0, "valid.auc", 0),  # the anchor
+    (True, 0.1, 0.0, "valid.auc", 1),
+    (True, 0.2, 0.0, "valid.auc", 1),
+    (True, 0.1, 1e-4, "valid.auc", 1),
+    (True, 0.2, 1e-4, "valid.auc", 1),
+    (True, 0.1, 1e-3, "valid.auc", 1),
+    (True, 0.2, 1e-3, "valid.auc", 1),
+    (True, 0.2, 1e-2, "valid.auc", 1),
+    (True, 0.2, 1e-4, "valid.logloss", 1),
+]
+
+
+def tune(workdir: Path, models: list[str], seed: int) -> None:
+    """Score TUNE_GRID on Frappe's valid split (test metrics are not printed)."""
+    data = prepare_dataset("frappe", workdir, 0)
+    print("| model | batch_norm | dropout | emb reg | monitor | lr_patience | valid AUC | valid logloss | best epoch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m in models:
+        for bn, do, reg, mon, lrp in TUNE_GRID:
+            extra = [f"params.batch_norm={str(bn).lower()}", f"params.dropout={do}",
+                     f"params.embedding_regularizer={reg}", f"monitor={mon}", f"lr_patience={lrp}"]
+            r = run_mtkd(data, workdir / "runs" / "tune" / m, m, "anchor", seed, extra)
+            print(f"| {m} | {bn} | {do} | {reg:g} | {mon} | {lrp} | {r['valid_auc']:.4f} | "
+                  f"{r['valid_logloss']:.4f} | {r['best_epoch']} |", flush=True)
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    from mtkd.models import MODELS
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--models", default="all", help="all, or a comma list of " + ", ".join(MODELS))
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 2026, 2027, ... (model init and batch order)")
+    ap.add_argument("--synthetic-rows", type=int, default=200_000)
+    ap.add_argument("--workdir", default="/tmp/mtkd_zoo_bench")
+    ap.add_argument("--deepctr", action=argparse.BooleanOptionalAction, default=True,
+                    help="also train DeepCTR-Torch DNN and DeepFM on Frappe (default: on)")
+    ap.add_argument("--profile", choices=["anchor", "tuned", "both"], default="both")
+    ap.add_argument("--profile-for", default="",
+                    help="per-dataset profile override, e.g. 'synthetic=tuned,criteo=both'")
+    ap.add_argument("--fresh", action="store_true", help="ignore results already in WORKDIR/zoo_results.json")
+    ap.add_argument("--report-only", action="store_true", help="print the tables from the results file; train nothing")
+    ap.add_argument("--tune", action="store_true", help="run the tuning grid on Frappe's valid split and exit")
+    args = ap.parse_args()
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    models = list(MODELS) if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; known: {', '.join(MODELS)}")
+    if args.tune:
+        tune(workdir, [m for m in models if m in ("dnn", "deepfm")] or ["dnn"], SPLIT_SEED)
+        return
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    seeds = [SPLIT_SEED + i for i in range(args.seeds)]
+    default_profiles = ["anchor", "tuned"] if args.profile == "both" else [args.profile]
+    per_ds = {}
+    for item in filter(None, args.profile_for.split(",")):
+        k, v = item.split("=")
+        per_ds[k.strip()] = ["anchor", "tuned"] if v.strip() == "both" else [v.strip()]
+
+    results_path = workdir / "zoo_results.json"
+    rows: list[dict[str, Any]] = []
+    if results_path.exists() and not args.fresh:
+        rows = json.loads(results_path.read_text())["runs"]
+    done = {(r["dataset"], r["model"], r["profile"], r["seed"]) for r in rows}
+
+    def save() -> None:
+        meta = {"anchor": {**ANCHOR_PARAMS, **ANCHOR_LOOP}, "tuned": {**TUNED_PARAMS, **TUNED_LOOP},
+                "split_seed": SPLIT_SEED, "synthetic_rows": args.synthetic_rows}
+        tmp = results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"settings": meta, "runs": rows}, indent=1))
+        tmp.replace(results_path)
+
+    t_all = time.perf_counter()
+    for ds_name in datasets:
+        profiles = per_ds.get(ds_name, default_profiles)
+        data = None if args.report_only else prepare_dataset(ds_name, workdir, args.synthetic_rows)
+        jobs: list[tuple[str, str, int]] = [(m, p, s) for p in profiles for m in models for s in seeds]
+        if args.deepctr and ds_name == "frappe":
+            jobs += [(f"deepctr:{m}", "anchor", s) for m in ("dnn", "deepfm") if m in models for s in seeds]
+        for model, profile, seed in jobs:
+            if (ds_name, model, profile, seed) in done or args.report_only:
+                continue
+            t0 = time.perf_counter()
+            if model.startswith("deepctr:"):
+                r = run_deepctr(data, model.split(":", 1)[1], seed)
+            else:
+                r = run_mtkd(data, workdir / "runs" / ds_name / f"{model}-{profile}-{seed}", model, profile, seed)
+            rows.append({"dataset": ds_name, "model": model, "profile": profile, "seed": seed, **r})
+            done.add((ds_name, model, profile, seed))
+            save()
+            print(f"[{time.perf_counter() - t_all:7.0f}s] {ds_name:9s} {model:15s} {profile:6s} seed {seed}: "
+                  f"test AUC {r['test_auc']:.4f} logloss {r['test_logloss']:.4f} best epoch {r['best_epoch']} "
+                  f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+
+    cells = summarise(rows)
+    print(f"\n## mtkd model zoo: test metrics over seeds {seeds[0]}..{seeds[-1]} (split seed {SPLIT_SEED})\n")
+    print(f"anchor: {json.dumps({**ANCHOR_PARAMS, **ANCHOR_LOOP})}")
+    print(f"tuned:  {json.dumps({**TUNED_PARAMS, **TUNED_LOOP})}\n")
+    for ds_name in datasets:
+        note = f" ({args.synthetic_rows:,} rows)" if ds_name == "synthetic" else ""
+        print(table(ds_name, cells, models, ["anchor", "tuned"], note) + "\n")
+    lines = checks(cells)
+    if lines:
+        print("### targets\n")
+        for line in lines:
+            print("- " + line)
+    print(f"\nper-seed results: {results_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Distillation: cached teachers, KD losses, teacher weightings, objectives."""

@@ -1,0 +1,61 @@
+"""Turn a run's `distill:` config into an objective (offline KD or co-training)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from mtkd.config import DistillConfig, TrainConfig
+from mtkd.data.store import Dataset
+from mtkd.distill.objectives import CoTraining, Distillation
+from mtkd.distill.teachers import TeacherSet, TeacherSpec, score_teachers
+from mtkd.distill.weighting import build_weighting
+from mtkd.errors import ConfigError
+from mtkd.models import build_model
+from mtkd.models.base import CTRModel
+from mtkd.train.objectives import Objective, Supervised
+
+
+def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, model: CTRModel,
+                      teacher_scores: Callable[[], list[float]]) -> dict[str, Any]:
+    params = dict(d.weighting_params)
+    fmap = dataset.feature_map
+    if d.weighting == "single":
+        t = params.get("teacher", 0)
+        if isinstance(t, str):
+            if t not in names:
+                raise ConfigError(f"weighting single: teacher {t!r} is not among {names}")
+            params["teacher"] = names.index(t)
+    if d.weighting == "fixed" and "weights" not in params:
+        params["teacher_scores"] = teacher_scores()
+    if d.weighting == "gate":
+        params.setdefault("num_classes", fmap.output_dim)
+        if params.get("use_features") and hasattr(model, "embedding"):
+            params["feature_dim"] = fmap.num_fields * model.embedding.embedding_dim
+    return params
+
+
+def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device: str = "cpu",
+                    log: Callable[[str], None] = print) -> Objective:
+    task = dataset.feature_map.task
+    d = cfg.distill
+    if d is None:
+        return Supervised(task)
+    names = [t.name for t in d.teachers]
+    common = dict(alpha=d.alpha, temperature=d.temperature, kd=d.kd_loss, combine=d.combine,
+                  gate_features=bool(d.weighting_params.get("use_features", False)))
+    if d.mode == "cotrain":
+        teachers = {t.name: build_model(t.model, dataset.feature_map, **t.params) for t in d.teachers}
+        params = _weighting_params(d, names, dataset, model, lambda: _no_scores(d))
+        weighting = build_weighting(d.weighting, len(names), task, **params)
+        return CoTraining(task, teachers, weighting, student=model, share_embedding=d.share_embedding, **common)
+    specs = [TeacherSpec(t.name, run=t.run, score=t.score, kind=t.kind) for t in d.teachers]
+    score_teachers(dataset, specs, with_hidden=d.hint > 0, device=device, log=log)
+    teacher_set = TeacherSet(dataset, specs, with_hidden=d.hint > 0)
+    metric = "auc" if task == "binary" else "accuracy"
+    params = _weighting_params(d, names, dataset, model, lambda: teacher_set.metric("valid", metric))
+    weighting = build_weighting(d.weighting, len(names), task, **params)
+    return Distillation(task, teacher_set, weighting, hint=d.hint, student_hidden_dim=model.hidden_dim, **common)
+
+
+def _no_scores(d: DistillConfig) -> list[float]:
+    raise ConfigError("weighting fixed in co-training needs explicit `weights` (teachers have no scores yet)")

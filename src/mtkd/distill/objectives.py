@@ -1,0 +1,177 @@
+"""Distillation objectives, run by the same training loop as supervised training.
+
+`Distillation` is offline KD from cached teacher outputs; `CoTraining` trains teachers and
+the student together, teachers on their own cross-entropy, the student on cross-entropy plus
+KD to the detached (weighted) teacher outputs, so no KD gradient ever reaches a teacher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mtkd.data.batch import Batch
+from mtkd.distill.losses import HintRegression, default_kd_loss, kd_loss
+from mtkd.distill.weighting import WeightContext, Weighting, mixture
+from mtkd.models.base import CTRModel, ModelOutput
+from mtkd.train.metrics import compute_metrics
+from mtkd.train.objectives import Objective, task_loss
+
+
+class _KD(Objective):
+    """Shared part: weights, the KD term and its validation version (`valid.kd_loss`)."""
+
+    def __init__(self, task: str, names: list[str], weighting: Weighting, alpha: float = 0.5,
+                 temperature: float = 1.0, kd: str | None = None, combine: str = "mixture",
+                 gate_features: bool = False):
+        self.task = task
+        self.names = names
+        self.weighting = weighting
+        self.alpha = alpha
+        self.temperature = temperature
+        self.kd = kd or default_kd_loss(task)
+        self.combine = combine
+        self.gate_features = gate_features
+        self._eval: dict[str, Any] = {}
+
+    def _context(self, model: CTRModel, batch: Batch, out: ModelOutput, tl: Tensor) -> WeightContext:
+        feats = None
+        if self.gate_features and hasattr(model, "embedding"):
+            with torch.no_grad():
+                feats = model.embedding(batch).flatten(1)
+        return WeightContext(teacher_logits=tl, label=batch.label, task=self.task,
+                             student_logits=out.logits.detach(), features=feats,
+                             teacher_hidden=batch.teacher_hidden)
+
+    def kd_term(self, student_logits: Tensor, tl: Tensor, w: Tensor) -> Tensor:
+        """Per-row KD loss: to the weighted mixture, or the weighted sum of per-teacher losses."""
+        if self.combine == "mixture":
+            return kd_loss(self.kd, student_logits, mixture(w, tl), self.temperature)
+        per = torch.stack([kd_loss(self.kd, student_logits, tl[:, t], self.temperature)
+                           for t in range(tl.shape[1])], 1)
+        return (w * per).sum(1)
+
+    def student_loss(self, model: CTRModel, batch: Batch, out: ModelOutput,
+                     tl: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        ctx = self._context(model, batch, out, tl)
+        w = self.weighting(ctx)
+        kd = self.kd_term(out.logits, tl, w.detach()).mean()
+        ce = task_loss(self.task, out.logits, batch.label)
+        loss = self.alpha * ce + (1 - self.alpha) * kd + model.reg_loss()
+        aux = self.weighting.aux_loss(ctx, w)
+        logs = {"ce_loss": ce.detach(), "kd_loss": kd.detach()}
+        if aux is not None:
+            loss = loss + aux
+            logs["gate_loss"] = aux.detach()
+        wm = w.detach().mean(0)
+        for i, n in enumerate(self.names):
+            logs[f"w.{n}"] = wm[i]
+        return loss, logs, w
+
+    # -- validation: KD loss against the (weighted) teacher mixture, no gradient ---------------
+    def _eval_kd(self, split: str, model: CTRModel, batch: Batch, out: ModelOutput, tl: Tensor) -> None:
+        ctx = self._context(model, batch, out, tl)
+        w = self.weighting(ctx)
+        kd = self.kd_term(out.logits.float(), tl, w)
+        acc = self._eval.setdefault(split, {"kd": 0.0, "n": 0, "w": torch.zeros(len(self.names))})
+        acc["kd"] += float(kd.sum())
+        acc["n"] += int(kd.shape[0])
+        acc["w"] += w.float().sum(0).cpu()
+
+    def eval_result(self, split: str) -> dict[str, float]:
+        acc = self._eval.pop(split, None)
+        if not acc or not acc["n"]:
+            return {}
+        res = {"kd_loss": acc["kd"] / acc["n"]}
+        res.update({f"w.{n}": float(acc["w"][i] / acc["n"]) for i, n in enumerate(self.names)})
+        return res
+
+
+class Distillation(_KD):
+    """Offline KD: teacher logits come from the cache through the loader (batch.teacher_logits)."""
+
+    name = "distillation"
+
+    def __init__(self, task: str, teachers: Any, weighting: Weighting, hint: float = 0.0,
+                 student_hidden_dim: int = 0, **kw: Any):
+        super().__init__(task, list(teachers.names), weighting, **kw)
+        self.teachers = teachers
+        self.hint = hint
+        self.hints = nn.ModuleList(HintRegression(student_hidden_dim, d) for d in teachers.hidden_dims()) \
+            if hint > 0 else nn.ModuleList()
+
+    def modules(self) -> list[nn.Module]:
+        return [self.weighting, self.hints]
+
+    def loader_extra(self, split: str) -> dict[str, Any]:
+        return {"teacher_logits": self.teachers.logits(split),
+                "teacher_hidden": self.teachers.hidden(split) if self.hint > 0 else None}
+
+    def loss(self, model: CTRModel, batch: Batch, out: ModelOutput) -> tuple[Tensor, dict[str, Tensor]]:
+        assert batch.teacher_logits is not None, "the loader must join the cached teacher logits"
+        loss, logs, w = self.student_loss(model, batch, out, batch.teacher_logits)
+        if self.hint > 0 and batch.teacher_hidden is not None:
+            per = torch.stack([h(out.hidden, th) for h, th in zip(self.hints, batch.teacher_hidden)], 1)
+            hint = (w.detach() * per).sum(1).mean()
+            loss = loss + self.hint * hint
+            logs["hint_loss"] = hint.detach()
+        return loss, logs
+
+    def eval_batch(self, split: str, model: CTRModel, batch: Batch, out: ModelOutput) -> None:
+        if batch.teacher_logits is not None:
+            self._eval_kd(split, model, batch, out, batch.teacher_logits)
+
+
+class CoTraining(_KD):
+    """Teachers and student trained together from scratch in one run."""
+
+    name = "cotraining"
+
+    def __init__(self, task: str, teachers: dict[str, CTRModel], weighting: Weighting,
+                 student: CTRModel | None = None, share_embedding: bool = False, **kw: Any):
+        super().__init__(task, list(teachers), weighting, **kw)
+        self.teacher_models = nn.ModuleDict(teachers)
+        if share_embedding:
+            if student is None or not hasattr(student, "embedding"):
+                raise ValueError("share_embedding needs a student with an `embedding` table")
+            for t in self.teacher_models.values():
+                if not hasattr(t, "embedding") or t.embedding.embedding_dim != student.embedding.embedding_dim:
+                    raise ValueError("share_embedding needs teachers with the student's embedding_dim")
+                t.embedding = student.embedding
+        self._teacher_eval: dict[str, list] = {}
+
+    def modules(self) -> list[nn.Module]:
+        return [self.teacher_models, self.weighting]
+
+    def _teacher_logits(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        outs = [t(batch) for t in self.teacher_models.values()]
+        ce = sum(task_loss(self.task, o.logits, batch.label) for o in outs)
+        reg = sum(t.reg_loss() for t in self.teacher_models.values())
+        return torch.stack([o.logits for o in outs], 1), ce + reg
+
+    def loss(self, model: CTRModel, batch: Batch, out: ModelOutput) -> tuple[Tensor, dict[str, Tensor]]:
+        tl, teacher_loss = self._teacher_logits(batch)
+        loss, logs, _ = self.student_loss(model, batch, out, tl.detach())  # no KD gradient into teachers
+        logs["teacher_loss"] = teacher_loss.detach()
+        return loss + teacher_loss, logs
+
+    def eval_batch(self, split: str, model: CTRModel, batch: Batch, out: ModelOutput) -> None:
+        with torch.no_grad():
+            tl = torch.stack([t(batch).logits.float() for t in self.teacher_models.values()], 1)
+        self._eval_kd(split, model, batch, out, tl)
+        self._teacher_eval.setdefault(split, []).append((tl.cpu(), batch.label.cpu()))
+
+    def eval_result(self, split: str) -> dict[str, float]:
+        res = super().eval_result(split)
+        parts = self._teacher_eval.pop(split, [])
+        if parts:
+            tl = torch.cat([p[0] for p in parts]).numpy()
+            y = torch.cat([p[1] for p in parts]).numpy()
+            for i, n in enumerate(self.names):
+                for k, v in compute_metrics(self.task, y, tl[:, i]).items():
+                    if k in ("auc", "logloss", "accuracy"):
+                        res[f"teacher.{n}.{k}"] = float(v)
+        return res

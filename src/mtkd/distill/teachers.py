@@ -1,0 +1,187 @@
+"""Teachers and their cached outputs.
+
+A teacher is an mtkd run (`runs/deepfm`) or a score column of the dataset (predictions of
+a model trained elsewhere). `score_teachers` computes each teacher's logits (and, when
+asked, hidden vectors) for every split once and stores them beside the dataset in
+`DATA/teachers/<name>-<key>/`, where the key hashes the teacher's weights (or column) and
+the dataset checksum: retraining a teacher or re-preparing the data changes the key, so a
+stale cache is never read. Offline distillation then joins these arrays by row number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from mtkd.data.atomic import atomic_write_text
+from mtkd.data.loader import BatchLoader
+from mtkd.data.store import Dataset
+from mtkd.errors import ConfigError, MtkdError
+from mtkd.train.metrics import compute_metrics
+
+CACHE_DIR = "teachers"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """`run`: an mtkd run directory; or `score`: a score column (`kind`: probability or logit)."""
+
+    name: str
+    run: str | None = None
+    score: str | None = None
+    kind: str = "probability"
+
+    def __post_init__(self) -> None:
+        if (self.run is None) == (self.score is None):
+            raise ConfigError(f"teacher {self.name!r}: give exactly one of `run` or `score`")
+        if self.kind not in ("probability", "logit"):
+            raise ConfigError(f"teacher {self.name!r}: kind must be probability or logit")
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def teacher_key(spec: TeacherSpec, dataset: Dataset, with_hidden: bool) -> str:
+    if spec.run is not None:
+        best = Path(spec.run) / "best.pt"
+        if not best.exists():
+            raise MtkdError(f"teacher {spec.name!r}: {spec.run} has no best.pt; train it first")
+        ident = f"run:{_file_hash(best)}"
+    else:
+        ident = f"score:{spec.score}:{spec.kind}"
+    raw = f"{CACHE_VERSION}|{ident}|{dataset.checksum}|hidden={with_hidden}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def predict_split(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int = 65536,
+                  device: torch.device | str = "cpu", with_hidden: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits (and hidden vectors) of a whole split in row order."""
+    model.eval()
+    logits, hidden = [], []
+    for batch in BatchLoader(dataset, split, batch_size, shuffle=False):
+        out = model(batch.to(device))
+        logits.append(out.logits.float().cpu().numpy())
+        if with_hidden:
+            hidden.append(out.hidden.float().cpu().numpy())
+    return np.concatenate(logits), (np.concatenate(hidden) if with_hidden else None)
+
+
+def _score_column_logits(dataset: Dataset, split: str, spec: TeacherSpec) -> np.ndarray:
+    cols = list(dataset.feature_map.scores)
+    if spec.score not in cols:
+        raise ConfigError(f"teacher {spec.name!r}: score column {spec.score!r} is not in the dataset "
+                          f"(its schema declares scores: {cols}); add it under `scores:` and prepare again")
+    s = np.asarray(dataset.split(split).arrays["scores"][:, cols.index(spec.score)], dtype=np.float64)
+    if spec.kind == "logit":
+        return s.astype(np.float32)
+    if np.nanmin(s) < 0 or np.nanmax(s) > 1:
+        raise MtkdError(f"teacher {spec.name!r}: column {spec.score!r} has values outside [0, 1]; "
+                        "set kind: logit if it holds logits")
+    p = np.clip(s, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+def score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool = False,
+                   device: str = "cpu", log: Callable[[str], None] = print) -> list[Path]:
+    """Make sure every teacher's outputs are cached for every split; returns the cache dirs."""
+    from mtkd.train.run import load_run
+
+    root = dataset.root / CACHE_DIR
+    dirs = []
+    for spec in specs:
+        key = teacher_key(spec, dataset, with_hidden)
+        out = root / f"{spec.name}-{key}"
+        dirs.append(out)
+        if (out / "meta.json").exists():
+            log(f"teacher {spec.name}: cached ({out.name})")
+            continue
+        tmp = root / f".{out.name}.partial-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            meta: dict[str, Any] = {"name": spec.name, "run": spec.run, "score": spec.score, "kind": spec.kind,
+                                    "dataset_checksum": dataset.checksum, "with_hidden": with_hidden,
+                                    "splits": {}}
+            model = None
+            if spec.run is not None:
+                _, _, model = load_run(Path(spec.run), device)
+            for split in dataset.split_names:
+                if model is not None:
+                    logits, hidden = predict_split(model, dataset, split, device=device, with_hidden=with_hidden)
+                else:
+                    logits, hidden = _score_column_logits(dataset, split, spec), None
+                np.save(tmp / f"{split}_logits.npy", logits)
+                if hidden is not None:
+                    np.save(tmp / f"{split}_hidden.npy", hidden)
+                labels = np.asarray(dataset.split(split).arrays["label"])
+                meta["splits"][split] = {"rows": int(logits.shape[0]),
+                                         **compute_metrics(dataset.feature_map.task, labels, logits)}
+            atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+            for stale in root.glob(f"{spec.name}-*"):
+                if stale != out and stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        valid = meta["splits"].get("valid", {})
+        log(f"teacher {spec.name}: scored {sum(s['rows'] for s in meta['splits'].values()):,} rows "
+            f"(valid {', '.join(f'{k} {v:.4f}' for k, v in valid.items() if k != 'rows')})")
+    return dirs
+
+
+class TeacherSet:
+    """Cached outputs of several teachers, stacked per split: logits [N, T] or [N, T, C]."""
+
+    def __init__(self, dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool = False):
+        self.dataset = dataset
+        self.specs = specs
+        self.names = [s.name for s in specs]
+        if len(set(self.names)) != len(self.names):
+            raise ConfigError(f"teacher names must be unique: {self.names}")
+        self.dirs = []
+        for spec in specs:
+            d = dataset.root / CACHE_DIR / f"{spec.name}-{teacher_key(spec, dataset, with_hidden)}"
+            if not (d / "meta.json").exists():
+                raise MtkdError(f"teacher {spec.name!r} has no cached outputs for {dataset.root} "
+                                f"(or its cache is stale); run `mtkd score` first")
+            self.dirs.append(d)
+        self.meta = [json.loads((d / "meta.json").read_text()) for d in self.dirs]
+        self.with_hidden = with_hidden
+        self._logits: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def logits(self, split: str) -> np.ndarray:
+        if split not in self._logits:
+            arrs = [np.load(d / f"{split}_logits.npy", mmap_mode="r") for d in self.dirs]
+            self._logits[split] = np.ascontiguousarray(np.stack(arrs, axis=1), dtype=np.float32)
+        return self._logits[split]
+
+    def hidden(self, split: str) -> list[np.ndarray] | None:
+        if not self.with_hidden:
+            return None
+        return [np.load(d / f"{split}_hidden.npy", mmap_mode="r") for d in self.dirs]
+
+    def hidden_dims(self) -> list[int]:
+        return [int(np.load(d / "train_hidden.npy", mmap_mode="r").shape[1]) for d in self.dirs]
+
+    def metric(self, split: str, name: str) -> list[float]:
+        return [float(m["splits"][split][name]) for m in self.meta]

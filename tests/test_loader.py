@@ -1,0 +1,149 @@
+"""BatchLoader: every row once per epoch, seeded order per epoch, disjoint rank shards, typed batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import toy_rows, toy_schema, toy_schema_dict, write_delimited
+from mtkd.data.loader import BatchLoader
+from mtkd.data.prepare import prepare
+from mtkd.data.schema import schema_from_dict
+from mtkd.data.store import Dataset
+
+ROWS = 1000
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    root = tmp_path_factory.mktemp("loader")
+    path = write_delimited(root / "toy.csv", toy_rows(ROWS, seed=2))
+    prepare(toy_schema(), root / "ds", path, ratios=[0.9, 0.05, 0.05])
+    return Dataset(root / "ds")
+
+
+def epoch_indices(loader: BatchLoader) -> np.ndarray:
+    return np.concatenate([b.index.numpy() for b in loader])
+
+
+def test_each_row_once_per_epoch(dataset: Dataset) -> None:
+    loader = BatchLoader(dataset, "train", batch_size=64, seed=3)
+    n = dataset.split("train").rows
+    assert len(loader) == -(-n // 64)
+    for _ in range(3):
+        idx = epoch_indices(loader)
+        assert idx.size == n
+        np.testing.assert_array_equal(np.sort(idx), np.arange(n))
+    assert loader.epoch == 3
+
+
+def test_order_is_seeded_per_epoch(dataset: Dataset) -> None:
+    def order(seed: int, epoch: int) -> np.ndarray:
+        loader = BatchLoader(dataset, "train", batch_size=100, seed=seed)
+        loader.set_epoch(epoch)
+        return epoch_indices(loader)
+
+    np.testing.assert_array_equal(order(1, 0), order(1, 0))
+    np.testing.assert_array_equal(order(1, 4), order(1, 4))
+    assert not np.array_equal(order(1, 0), order(1, 1))
+    assert not np.array_equal(order(1, 0), order(2, 0))
+    assert not np.array_equal(order(1, 0), np.arange(order(1, 0).size))  # actually shuffled
+    # consecutive epochs of one loader equal fresh loaders set to those epochs (resume sees the same batches)
+    loader = BatchLoader(dataset, "train", batch_size=100, seed=1)
+    np.testing.assert_array_equal(epoch_indices(loader), order(1, 0))
+    np.testing.assert_array_equal(epoch_indices(loader), order(1, 1))
+
+
+def test_no_shuffle_is_file_order(dataset: Dataset) -> None:
+    loader = BatchLoader(dataset, "valid", batch_size=7, shuffle=False)
+    np.testing.assert_array_equal(epoch_indices(loader), np.arange(dataset.split("valid").rows))
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_rank_shards_are_disjoint_and_cover(dataset: Dataset, drop_last: bool) -> None:
+    n = dataset.split("train").rows
+    for epoch in (0, 1):
+        shards = []
+        for rank in range(3):
+            loader = BatchLoader(dataset, "train", batch_size=50, seed=9, rank=rank, world_size=3,
+                                 drop_last=drop_last)
+            loader.set_epoch(epoch)
+            idx = epoch_indices(loader)
+            assert len(list(loader)) == len(loader)
+            shards.append(idx)
+        sizes = [s.size for s in shards]
+        allidx = np.concatenate(shards)
+        assert np.unique(allidx).size == allidx.size  # disjoint
+        if drop_last:
+            assert all(s % 50 == 0 for s in sizes)
+        else:
+            assert max(sizes) - min(sizes) <= 1
+            np.testing.assert_array_equal(np.sort(allidx), np.arange(n))  # covering
+
+
+def test_drop_last(dataset: Dataset) -> None:
+    n = dataset.split("train").rows
+    loader = BatchLoader(dataset, "train", batch_size=64, drop_last=True)
+    batches = list(loader)
+    assert len(batches) == len(loader) == n // 64
+    assert all(len(b) == 64 for b in batches)
+
+
+def test_batch_types_and_values(dataset: Dataset) -> None:
+    split = dataset.split("train")
+    loader = BatchLoader(dataset, "train", batch_size=128, seed=0)
+    b = next(iter(loader))
+    assert len(b) == 128
+    assert b.cat.dtype == torch.int64 and b.cat.shape == (128, 2)
+    assert b.num.dtype == torch.float32 and b.num.shape == (128, 2)
+    assert b.label.dtype == torch.float32 and b.label.shape == (128,)
+    assert b.index.dtype == torch.int64
+    assert set(b.seq) == {"tags"} and b.seq["tags"].dtype == torch.int64 and b.seq["tags"].shape == (128, 3)
+    assert b.group is None and b.scores is None
+    idx = b.index.numpy()
+    np.testing.assert_array_equal(b.cat.numpy(), split.arrays["cat"][idx])
+    np.testing.assert_array_equal(b.num.numpy(), split.arrays["num"][idx])
+    np.testing.assert_array_equal(b.label.numpy(), split.arrays["label"][idx])
+    np.testing.assert_array_equal(b.seq["tags"].numpy(), split.arrays["seq_tags"][idx])
+    moved = b.to("cpu")
+    assert torch.equal(moved.cat, b.cat)
+
+
+def test_loader_from_split_and_bad_arguments(dataset: Dataset) -> None:
+    loader = BatchLoader(dataset.split("test"), batch_size=1000, shuffle=False)
+    (b,) = list(loader)
+    assert len(b) == dataset.split("test").rows
+    with pytest.raises(ValueError):
+        BatchLoader(dataset, "train", batch_size=0)
+    with pytest.raises(ValueError):
+        BatchLoader(dataset, "train", rank=3, world_size=3)
+
+
+def test_group_scores_and_multiclass_batches(tmp_path: Path) -> None:
+    rows = [[str(i % 3), f"u{i % 7}", f"c{i % 5}", f"{(i % 10) / 10:.1f}"] for i in range(200)]
+    path = write_delimited(tmp_path / "g.csv", rows, header=["y", "user", "c", "s"])
+    schema = schema_from_dict({"task": "multiclass", "label": "y", "group": "user", "scores": ["s"],
+                               "features": [{"name": "c", "type": "categorical"}]})
+    prepare(schema, tmp_path / "ds", path, ratios=[0.8, 0.1, 0.1], ordered=True)
+    ds = Dataset(tmp_path / "ds")
+    assert ds.feature_map.num_classes == 3 and ds.feature_map.scores == ("s",)
+    b = next(iter(BatchLoader(ds, "train", batch_size=32, shuffle=False)))
+    assert b.label.dtype == torch.int64 and set(b.label.tolist()) <= {0, 1, 2}
+    np.testing.assert_array_equal(b.label.numpy(), np.arange(32) % 3)
+    assert b.group.dtype == torch.int64 and b.group.shape == (32,)
+    assert b.group[0] == b.group[7] and b.group[0] != b.group[1]  # same user -> same group id
+    assert b.scores.dtype == torch.float32 and b.scores.shape == (32, 1)
+    np.testing.assert_allclose(b.scores[:, 0].numpy(), (np.arange(32) % 10) / 10, rtol=1e-6)
+    assert b.num is None and b.seq == {}
+    assert ds.manifest["splits"]["train"]["class_counts"].keys() == {"0", "1", "2"}
+
+
+def test_numeric_only_dataset_has_no_cat(tmp_path: Path) -> None:
+    d = toy_schema_dict(features=[{"name": "x", "type": "numeric", "fill_na": 0}])
+    path = write_delimited(tmp_path / "n.csv", toy_rows(100))
+    prepare(schema_from_dict(d), tmp_path / "ds", path)
+    b = next(iter(BatchLoader(Dataset(tmp_path / "ds"), "train", batch_size=10)))
+    assert b.cat is None and b.num.shape == (10, 1)
