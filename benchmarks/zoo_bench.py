@@ -356,9 +356,14 @@ def main() -> None:
                     help="per-dataset profile override, e.g. 'synthetic=tuned,criteo=both'")
     ap.add_argument("--fresh", action="store_true", help="ignore results already in WORKDIR/zoo_results.json")
     ap.add_argument("--report-only", action="store_true", help="print the tables from the results file; train nothing")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--tune", action="store_true", help="run the tuning grid on Frappe's valid split and exit")
     args = ap.parse_args()
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     models = list(MODELS) if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]

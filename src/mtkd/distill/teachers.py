@@ -120,7 +120,7 @@ def score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool
                                     "splits": {}}
             model = None
             if spec.run is not None:
-                _, _, model = load_run(Path(spec.run), device)
+                _, _, model = load_run(Path(spec.run), device, data=dataset.root)
             for split in dataset.split_names:
                 if model is not None:
                     logits, hidden = predict_split(model, dataset, split, device=device, with_hidden=with_hidden)

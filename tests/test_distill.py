@@ -1,0 +1,236 @@
+"""Distillation: KD losses, weightings, the gate, the teacher cache, co-training, kd_loss stopping."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtkd.config import load_train_config
+from mtkd.data.prepare import prepare
+from mtkd.data.schema import load_schema
+from mtkd.data.store import Dataset
+from mtkd.data.synthetic import write_synthetic
+from mtkd.distill.losses import HintRegression, kd_loss, logit_mse, soft_bce, soft_kl
+from mtkd.distill.objectives import CoTraining
+from mtkd.distill.teachers import TeacherSet, TeacherSpec, score_teachers
+from mtkd.distill.weighting import WEIGHTINGS, WeightContext, build_weighting, mixture
+from mtkd.errors import MtkdError
+from mtkd.models import build_model
+from mtkd.train.run import train_run
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+# ---------------------------------------------------------------- losses
+def test_soft_bce_matches_hand_computation():
+    zs, zt, t = torch.tensor([0.3, -1.2]), torch.tensor([2.0, -0.5]), 2.0
+    got = soft_bce(zs, zt, t)
+    for i in range(2):
+        ps, pt = 1 / (1 + math.exp(-zs[i] / t)), 1 / (1 + math.exp(-zt[i] / t))
+        want = -(pt * math.log(ps) + (1 - pt) * math.log(1 - ps)) * t * t
+        assert got[i].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_kl_matches_hand_computation():
+    zs = torch.tensor([[1.0, 0.0, -1.0]])
+    zt = torch.tensor([[0.5, 0.5, 2.0]])
+    t = 3.0
+    ps = np.exp(zs.numpy()[0] / t) / np.exp(zs.numpy()[0] / t).sum()
+    pt = np.exp(zt.numpy()[0] / t) / np.exp(zt.numpy()[0] / t).sum()
+    want = float((pt * np.log(pt / ps)).sum() * t * t)
+    assert soft_kl(zs, zt, t).item() == pytest.approx(want, rel=1e-5)
+    assert kd_loss("bce", zs, zt, t).item() == pytest.approx(want, rel=1e-5)  # multi-class -> KL
+
+
+def test_mse_and_hint():
+    assert logit_mse(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0])).tolist() == [1.0, 4.0]
+    hint = HintRegression(3, 2)
+    with torch.no_grad():
+        hint.proj.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+        hint.proj.bias.zero_()
+    out = hint(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[0.0, 0.0]]))
+    assert out.item() == pytest.approx((1 + 4) / 2)
+
+
+# ---------------------------------------------------------------- weightings
+@pytest.mark.parametrize("name", sorted(WEIGHTINGS))
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_every_weighting_sums_to_one(name, task):
+    torch.manual_seed(0)
+    b, t, c = 32, 3, 4
+    tl = torch.randn(b, t) if task == "binary" else torch.randn(b, t, c)
+    label = torch.randint(0, 2, (b,)).float() if task == "binary" else torch.randint(0, c, (b,))
+    kw = {"teacher_scores": [0.7, 0.8, 0.75]} if name == "fixed" else {}
+    if name == "gate":
+        kw["num_classes"] = 1 if task == "binary" else c
+    w = build_weighting(name, t, task, **kw)(WeightContext(tl, label, task))
+    assert w.shape == (b, t)
+    assert torch.all(w >= 0)
+    assert torch.allclose(w.sum(1), torch.ones(b), atol=1e-6)
+
+
+def test_best_and_confidence_prefer_the_right_teacher():
+    y = torch.tensor([1.0, 0.0])
+    tl = torch.tensor([[3.0, -3.0], [3.0, -3.0]])  # teacher 0 right on row 0, teacher 1 right on row 1
+    ctx = WeightContext(tl, y, "binary")
+    assert build_weighting("best", 2, "binary")(ctx).argmax(1).tolist() == [0, 1]
+    conf = build_weighting("confidence", 2, "binary")(ctx)
+    assert conf[0, 0] > conf[0, 1] and conf[1, 1] > conf[1, 0]
+
+
+def test_gate_downweights_a_noise_teacher():
+    torch.manual_seed(0)
+    n = 4000
+    true_logit = torch.randn(n) * 2
+    y = torch.bernoulli(torch.sigmoid(true_logit))
+    tl = torch.stack([true_logit + 0.1 * torch.randn(n), torch.randn(n) * 2], 1)  # informative, noise
+    gate = build_weighting("gate", 2, "binary")
+    opt = torch.optim.Adam(gate.parameters(), 1e-2)
+    for _ in range(300):
+        idx = torch.randint(0, n, (256,))
+        ctx = WeightContext(tl[idx], y[idx], "binary")
+        loss = gate.aux_loss(ctx, gate(ctx))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w = gate(WeightContext(tl, y, "binary")).mean(0)
+    assert w[1] < 0.15 < 0.85 < w[0]
+
+
+def test_mixture_shapes():
+    w = torch.tensor([[0.25, 0.75]])
+    assert mixture(w, torch.tensor([[4.0, 0.0]])).item() == pytest.approx(1.0)
+    assert mixture(w, torch.ones(1, 2, 3)).shape == (1, 3)
+
+
+# ---------------------------------------------------------------- with data and runs
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    write_synthetic(root / "s.csv", rows=3000, seed=5)
+    schema = load_schema(REPO / "configs/datasets/synthetic.yaml")
+    prepare(schema, root / "ds", root / "s.csv")
+    base = ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256", "epochs=2", "device=cpu"]
+    for name in ("deepfm", "dcn"):
+        train_run(load_train_config(None, base, model=name), root / "ds", root / name, **QUIET)
+    return root
+
+
+def _student(world, **sets):
+    base = ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256", "epochs=3", "device=cpu",
+            f"distill.teachers={json.dumps([{'name': 'deepfm', 'run': str(world / 'deepfm')}, {'name': 'dcn', 'run': str(world / 'dcn')}])}"]
+    return load_train_config(None, base + [f"{k}={json.dumps(v)}" for k, v in sets.items()], model="dnn")
+
+
+def test_cache_is_reused_and_invalidated(world, tmp_path):
+    ds = Dataset(world / "ds")
+    spec = TeacherSpec("deepfm", run=str(world / "deepfm"))
+    (d1,) = score_teachers(ds, [spec], log=lambda s: None)
+    mtime = (d1 / "train_logits.npy").stat().st_mtime_ns
+    (d1b,) = score_teachers(ds, [spec], log=lambda s: None)
+    assert d1b == d1 and (d1 / "train_logits.npy").stat().st_mtime_ns == mtime  # reused
+    logits = np.load(d1 / "valid_logits.npy")
+    assert logits.shape == (ds.split("valid").rows,)
+    # retraining the teacher changes its weights -> a new key, the stale cache is dropped
+    import shutil
+
+    shutil.copytree(world / "deepfm", tmp_path / "t")
+    base = ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256", "epochs=1", "device=cpu", "seed=9"]
+    train_run(load_train_config(None, base, model="deepfm"), world / "ds", tmp_path / "t", force=True, **QUIET)
+    spec_t = TeacherSpec("retrained", run=str(tmp_path / "t"))
+    (d2,) = score_teachers(ds, [spec_t], log=lambda s: None)
+    train_run(load_train_config(None, base + ["seed=10"], model="deepfm"), world / "ds", tmp_path / "t",
+              force=True, **QUIET)
+    (d3,) = score_teachers(ds, [spec_t], log=lambda s: None)
+    assert d3 != d2 and not d2.exists()
+    # a changed dataset (other rows) has another checksum -> another key
+    write_synthetic(tmp_path / "o.csv", rows=1500, seed=6)
+    prepare(load_schema(REPO / "configs/datasets/synthetic.yaml"), tmp_path / "ds2", tmp_path / "o.csv")
+    with pytest.raises(MtkdError, match="was trained on dataset"):
+        score_teachers(Dataset(tmp_path / "ds2"), [spec], log=lambda s: None)
+    with pytest.raises(MtkdError, match="run `mtkd score` first"):
+        TeacherSet(Dataset(tmp_path / "ds2"), [TeacherSpec("x", score="nope")])
+
+
+def test_offline_gate_distillation_logs_weights(world, tmp_path):
+    s = train_run(_student(world, **{"distill.weighting": "gate"}), world / "ds", tmp_path / "g", **QUIET)
+    lines = [json.loads(x) for x in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
+    assert {"train.w.deepfm", "train.w.dcn", "valid.kd_loss", "train.gate_loss"} <= set(lines[-1])
+    assert lines[-1]["train.w.deepfm"] + lines[-1]["train.w.dcn"] == pytest.approx(1.0, abs=1e-5)
+    assert 0.5 < s["test"]["auc"] <= 1
+
+
+@pytest.mark.parametrize("weighting", ["single", "fixed", "learned", "confidence", "best", "random"])
+def test_each_weighting_trains(world, tmp_path, weighting):
+    sets = {"distill.weighting": weighting, "epochs": 1}
+    if weighting == "single":
+        sets["distill.weighting_params"] = {"teacher": "dcn"}
+    s = train_run(_student(world, **sets), world / "ds", tmp_path / weighting, **QUIET)
+    assert math.isfinite(s["valid"]["kd_loss"])
+
+
+def test_sum_combine_and_hint(world, tmp_path):
+    s = train_run(_student(world, **{"distill.combine": "sum", "distill.hint": 0.1, "epochs": 1}), world / "ds",
+                  tmp_path / "h", **QUIET)
+    assert math.isfinite(s["valid"]["kd_loss"])
+
+
+def test_early_stopping_on_kd_loss(world, tmp_path):
+    c = _student(world, monitor="valid.kd_loss", patience=1, epochs=40, lr_patience=0,
+                 **{"optimizer.lr": 0.05, "params.hidden_units": [64, 64]})
+    s = train_run(c, world / "ds", tmp_path / "es", **QUIET)
+    assert s["stopped_early"] and s["epochs_run"] < 40
+    lines = [json.loads(x) for x in (tmp_path / "es" / "metrics.jsonl").read_text().splitlines()]
+    best = min(lines, key=lambda d: d["valid.kd_loss"])
+    assert best["epoch"] == s["best_epoch"] and s["valid"]["kd_loss"] == pytest.approx(best["valid.kd_loss"])
+
+
+def test_cotraining_sends_no_kd_gradient_to_teachers(world):
+    ds = Dataset(world / "ds")
+    fmap = ds.feature_map
+    torch.manual_seed(0)
+    student = build_model("dnn", fmap, embedding_dim=4, hidden_units=[8])
+    teachers = {"deepfm": build_model("deepfm", fmap, embedding_dim=4, hidden_units=[8])}
+    obj = CoTraining("binary", teachers, build_weighting("average", 1, "binary"), student=student, alpha=0.0)
+    from mtkd.data.loader import BatchLoader
+
+    batch = next(iter(BatchLoader(ds, "train", 64)))
+    out = student(batch)
+    # the KD part alone (alpha=0): gradients must reach the student only
+    _, logs, _ = obj.student_loss(student, batch, out, torch.stack([t(batch).logits for t in teachers.values()], 1).detach())
+    kd = logs["kd_loss"]
+    assert kd.requires_grad is False
+    loss, _, _ = obj.student_loss(student, batch, out,
+                                  torch.stack([t(batch).logits for t in teachers.values()], 1).detach())
+    loss.backward()
+    assert all(p.grad is None for p in teachers["deepfm"].parameters())
+    assert any(p.grad is not None for p in student.parameters())
+    # full co-training loss: teachers get gradients from their own cross-entropy only
+    student.zero_grad()
+    t_loss = obj.loss(student, batch, student(batch))[0]
+    t_loss.backward()
+    g_full = [p.grad.clone() for p in teachers["deepfm"].parameters()]
+    for p in teachers["deepfm"].parameters():
+        p.grad = None
+    _, ce_only = obj._teacher_logits(batch)
+    ce_only.backward()
+    for a, p in zip(g_full, teachers["deepfm"].parameters()):
+        assert torch.allclose(a, p.grad, atol=1e-7)
+
+
+def test_cotraining_run_with_shared_embedding(world, tmp_path):
+    teachers = [{"name": "deepfm", "model": "deepfm", "params": {"embedding_dim": 4, "hidden_units": [16]}},
+                {"name": "dcn", "model": "dcn", "params": {"embedding_dim": 4, "hidden_units": [16]}}]
+    c = load_train_config(None, ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256",
+                                 "epochs=2", "device=cpu", f"distill.teachers={json.dumps(teachers)}",
+                                 "distill.mode=cotrain", "distill.share_embedding=true",
+                                 "distill.weighting=gate"], model="dnn")
+    s = train_run(c, world / "ds", tmp_path / "co", **QUIET)
+    assert "teacher.deepfm.auc" in s["valid"] and s["valid"]["teacher.dcn.auc"] > 0.5
