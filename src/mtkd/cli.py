@@ -202,6 +202,20 @@ def distill_cmd(
     _print_summary(summary)
 
 
+@app.command("run")
+def run_cmd(experiment: Path = typer.Argument(..., help="Experiment YAML (see configs/demo.yaml)."),
+            force: bool = typer.Option(False, "--force", help="Retrain every run instead of reusing finished ones.")) -> None:
+    """Prepare, train teachers, score, distil students, evaluate, and write report.md / report.csv."""
+    from mtkd.config import load_experiment
+    from mtkd.pipeline import Experiment
+
+    cfg = load_experiment(experiment)
+    exp = Experiment(cfg, str(experiment), log=lambda s: err.print(s, markup=False, highlight=False))
+    exp.run(force=force)
+    out.print((exp.out / "report.md").read_text(), markup=False, highlight=False)
+    out.print(f"report: {exp.out / 'report.md'} and {exp.out / 'report.csv'}")
+
+
 @app.command("evaluate")
 def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
                  split: str = typer.Option("test", "--split", help="train, valid or test."),

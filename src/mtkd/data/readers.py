@@ -216,7 +216,8 @@ class DelimitedReader(RawReader):
             elif col in self.schema.scores:
                 what, fix = "a score column", "fix the value"
             else:
-                what, fix = "a numeric column", "fix the value, or declare the column `type: categorical` in the schema"
+                what = "a numeric column"
+                fix = "fix the value, or declare the column `type: categorical` in the schema"
             return DataError(f"{self.path}: {where}column {col!r}: {m.group(3)!r} is not a number, but {col!r} "
                              f"is {what}; {fix}.")
         if "Empty CSV file" in msg:  # a header without a line end, and nothing else
