@@ -201,16 +201,21 @@ def write_dataset(d: Data, root: Path) -> Path:
 # ------------------------------------------------------------------------------------------ compute ceiling
 
 
-def _rate(fn, flops: float, min_s: float = 0.6) -> float:
+def _rate(fn, flops: float, bursts: int = 5, min_s: float = 0.25) -> float:
+    """GFLOP/s: best of `bursts` runs of at least `min_s` seconds each (robust to other load)."""
     fn()
     fn()
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        reps += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_s and reps >= 3:
-            return reps * flops / dt / 1e9
+    best = 0.0
+    for _ in range(bursts):
+        reps, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            reps += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_s and reps >= 3:
+                break
+        best = max(best, reps * flops / dt / 1e9)
+    return best
 
 
 def measure_ceiling(device: torch.device) -> dict[str, float]:
@@ -281,11 +286,79 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def build_mtkd(kind: str, d: Data, sparse: bool, device: torch.device, seed: int = 0):
+class RowWiseAdam(torch.optim.Optimizer):
+    """Prototype (--proto), not part of mtkd: SparseAdam's lazy update without `grad.coalesce()`.
+
+    The batch's ids are de-duplicated without sorting (dedupe="slot": a persistent int64 slot per
+    table row; each id writes its position, reads back the winner, winners are the distinct rows),
+    or with `torch.unique(sorted=True, return_inverse=True)` (dedupe="sort"); their gradient rows
+    are summed with `index_add_`, and only those rows of the table and of its two moment buffers
+    are read and written. Same arithmetic as torch.optim.SparseAdam (global step for bias
+    correction)."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, dedupe: str = "slot"):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        self.dedupe = dedupe
+
+    def _rows(self, st: dict, idx: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.dedupe == "sort":
+            return torch.unique(idx, sorted=True, return_inverse=True)
+        if "slot" not in st:
+            st["slot"] = torch.empty(n_rows, dtype=torch.long, device=idx.device)
+        slot = st["slot"]
+        pos = torch.arange(idx.numel(), device=idx.device)
+        slot[idx] = pos  # duplicates: one writer wins, and every duplicate reads the same winner back
+        winner = slot[idx]
+        is_first = winner == pos
+        rows = idx[is_first]
+        compact = torch.cumsum(is_first, 0) - 1  # winner position -> 0..U-1
+        return rows, compact[winner]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_avg_sq"] = torch.zeros_like(p)
+                st["step"] += 1
+                if g.is_sparse:
+                    idx, vals = g._indices()[0], g._values()
+                    rows, inv = self._rows(st, idx, p.shape[0])
+                    gs = vals.new_zeros(rows.numel(), vals.shape[1]).index_add_(0, inv, vals)
+                else:
+                    rows = torch.arange(p.shape[0], device=p.device)
+                    gs = g
+                m = st["exp_avg"].index_select(0, rows).lerp_(gs, 1 - b1)
+                v = st["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(gs, gs, value=1 - b2)
+                st["exp_avg"].index_copy_(0, rows, m)
+                st["exp_avg_sq"].index_copy_(0, rows, v)
+                bc1, bc2 = 1 - b1 ** st["step"], 1 - b2 ** st["step"]
+                denom = v.div_(bc2).sqrt_().add_(eps)
+                p.index_add_(0, rows, m.div_(denom), alpha=-lr / bc1)
+
+
+def build_mtkd(kind: str, d: Data, sparse: bool, device: torch.device, seed: int = 0, proto: bool = False):
     torch.manual_seed(seed)
     model = build_model(kind, d.fmap, embedding_dim=EMB, hidden_units=list(HIDDEN), sparse=sparse).to(device)
     cfg = load_train_config(None, [], model=kind)
-    return model, build_optimizers(model, [], cfg)
+    if not proto:
+        return model, build_optimizers(model, [], cfg)
+    # Prototype of the suggested build_optimizers: fused Adam on dense parameters, row-wise lazy
+    # Adam on sparse tables.
+    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    ids = {id(t) for t in tables}
+    dense = [q for q in model.parameters() if id(q) not in ids]
+    opts = [torch.optim.Adam(dense, lr=cfg.optimizer.lr, fused=True)]
+    if tables:
+        opts.append(RowWiseAdam(tables, lr=cfg.optimizer.sparse_lr or cfg.optimizer.lr))
+    return model, opts
 
 
 def mtkd_step(model, opts, objective, b: Batch, amp: bool, device: torch.device, t: list[float] | None = None):
@@ -316,28 +389,31 @@ def mtkd_step(model, opts, objective, b: Batch, amp: bool, device: torch.device,
     return loss
 
 
-def time_mtkd(kind: str, d: Data, sparse: bool, amp: bool, steps: int, warmup: int,
-              device: torch.device) -> StepTiming:
-    model, opts = build_mtkd(kind, d, sparse, device)
+def time_mtkd(kind: str, d: Data, sparse: bool, amp: bool, steps: int, warmup: int, repeat: int,
+              device: torch.device, proto: bool = False) -> StepTiming:
+    """Best of `repeat` runs of `steps` steps (on distinct batches) after `warmup` steps. Phases are
+    timed inside the same runs (perf_counter reads; on CUDA each phase boundary synchronises)."""
+    model, opts = build_mtkd(kind, d, sparse, device, proto=proto)
     objective = Supervised("binary")
     model.train()
     for b in d.batches(0, warmup, device):
         mtkd_step(model, opts, objective, b, amp, device)
-    batches = d.batches(warmup, steps, device)
-    # Pass 1: wall clock without phase syncs (the number reported); pass 2 would double the cost,
-    # so phases are timed in the same pass (on CPU the perf_counter reads cost nothing).
-    t = [0.0, 0.0, 0.0, 0.0]
-    _sync(device)
-    t0 = time.perf_counter()
-    for b in batches:
-        mtkd_step(model, opts, objective, b, amp, device, t)
-    _sync(device)
-    dt = time.perf_counter() - t0
-    res = StepTiming(steps * BATCH / dt, 1e3 * t[0] / steps, 1e3 * t[2] / steps, 1e3 * t[3] / steps,
-                     1e3 * t[1] / steps)
+    best = StepTiming(samples_per_s=0.0)
+    for r in range(repeat):
+        batches = d.batches(warmup + r * steps, steps, device)
+        t = [0.0, 0.0, 0.0, 0.0]
+        _sync(device)
+        t0 = time.perf_counter()
+        for b in batches:
+            mtkd_step(model, opts, objective, b, amp, device, t)
+        _sync(device)
+        dt = time.perf_counter() - t0
+        if steps * BATCH / dt > best.samples_per_s:
+            best = StepTiming(steps * BATCH / dt, 1e3 * t[0] / steps, 1e3 * t[2] / steps, 1e3 * t[3] / steps,
+                              1e3 * t[1] / steps)
     del model, opts, batches
     gc.collect()
-    return res
+    return best
 
 
 def time_inference(model: nn.Module, d: Data, device: torch.device, amp: bool = False,
@@ -392,7 +468,7 @@ def run_trainer(kind: str, root: Path, sparse: bool, device: torch.device, workd
     return float(summary["train_samples_per_s"])
 
 
-def auc_check(kind: str, d: Data, sparse: bool, device: torch.device) -> tuple[float, float]:
+def auc_check(kind: str, d: Data, sparse: bool, device: torch.device, proto: bool = False) -> tuple[float, float]:
     """One epoch fp32 and one epoch bf16 from the same init on the same batches; test AUC of each."""
     aucs = []
     n_steps = d.train_rows // BATCH
@@ -400,7 +476,7 @@ def auc_check(kind: str, d: Data, sparse: bool, device: torch.device) -> tuple[f
     test = Batch(label=torch.from_numpy(d.label[lo:]), index=torch.arange(len(d.label) - lo),
                  cat=torch.from_numpy(d.cat[lo:]), num=torch.from_numpy(d.num[lo:])).to(device)
     for amp in (False, True):
-        model, opts = build_mtkd(kind, d, sparse, device, seed=1)
+        model, opts = build_mtkd(kind, d, sparse, device, seed=1, proto=proto)
         objective = Supervised("binary")
         for k in range(0, n_steps, 16):
             for b in d.batches(k, min(16, n_steps - k), device):
@@ -415,11 +491,11 @@ def auc_check(kind: str, d: Data, sparse: bool, device: torch.device) -> tuple[f
     return aucs[0], aucs[1]
 
 
-def profile_mtkd(kind: str, d: Data, sparse: bool, amp: bool, device: torch.device, steps: int = 5,
-                 top: int = 14) -> str:
+def profile_mtkd(kind: str, d: Data, sparse: bool, amp: bool, device: torch.device, steps: int = 4,
+                 top: int = 14, proto: bool = False) -> str:
     from torch.profiler import ProfilerActivity, profile
 
-    model, opts = build_mtkd(kind, d, sparse, device)
+    model, opts = build_mtkd(kind, d, sparse, device, proto=proto)
     objective = Supervised("binary")
     for b in d.batches(0, 3, device):
         mtkd_step(model, opts, objective, b, amp, device)
@@ -444,12 +520,26 @@ def profile_mtkd(kind: str, d: Data, sparse: bool, amp: bool, device: torch.devi
 # ------------------------------------------------------------------------------------------ DeepCTR-Torch
 
 
+def _offline_requests() -> types.ModuleType:
+    """Stand-in for `requests` while deepctr_torch imports: its __init__ starts a thread that asks
+    PyPI for a newer version. This answers 'no' without a network call (and without printing)."""
+    stub = types.ModuleType("requests")
+    stub.codes = types.SimpleNamespace(ok=200)
+    stub.get = lambda *a, **k: types.SimpleNamespace(status_code=0, text="{}")
+    return stub
+
+
 def import_deepctr():
-    try:
-        import requests  # noqa: F401
-    except ImportError:  # deepctr_torch imports requests only for its version check thread
-        sys.modules["requests"] = types.ModuleType("requests")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "deepctr_torch" not in sys.modules:
+        saved = sys.modules.get("requests")
+        sys.modules["requests"] = _offline_requests()
+        try:
+            import deepctr_torch  # noqa: F401
+        finally:
+            if saved is None:
+                sys.modules.pop("requests", None)
+            else:
+                sys.modules["requests"] = saved
     import deepctr_torch  # noqa: F401
     from deepctr_torch.inputs import DenseFeat, SparseFeat
     from deepctr_torch.models import DCN, PNN, DeepFM
@@ -496,20 +586,22 @@ def deepctr_manual_step(m, x, y):
     m.optim.step()
 
 
-def time_deepctr(kind: str, d: Data, steps: int, warmup: int, device: torch.device,
+def time_deepctr(kind: str, d: Data, steps: int, warmup: int, repeat: int, device: torch.device,
                  with_fit: bool) -> tuple[float, float, nn.Module | None]:
     m = build_deepctr(kind, d, device)
     m.train()
     for x, y in deepctr_batches(d, 0, warmup, device):
         deepctr_manual_step(m, x, y)
-    batches = deepctr_batches(d, warmup, steps, device)
-    _sync(device)
-    t0 = time.perf_counter()
-    for x, y in batches:
-        deepctr_manual_step(m, x, y)
-    _sync(device)
-    manual = steps * BATCH / (time.perf_counter() - t0)
-    del batches
+    manual = 0.0
+    for r in range(repeat):
+        batches = deepctr_batches(d, warmup + r * steps, steps, device)
+        _sync(device)
+        t0 = time.perf_counter()
+        for x, y in batches:
+            deepctr_manual_step(m, x, y)
+        _sync(device)
+        manual = max(manual, steps * BATCH / (time.perf_counter() - t0))
+        del batches
     fit = float("nan")
     if with_fit:
         m2 = build_deepctr(kind, d, device)
@@ -519,16 +611,19 @@ def time_deepctr(kind: str, d: Data, steps: int, warmup: int, device: torch.devi
             x = deepctr_x(d, lo, hi)
             return {n: x[:, j] for j, n in enumerate(names)}, d.label[lo:hi]
 
-        n_fit = min(steps * BATCH, d.train_rows - warmup * BATCH)
+        n_fit = min(steps * BATCH, (d.train_rows - warmup * BATCH) // repeat)
         xw, yw = as_dict(0, warmup * BATCH)
-        xf, yf = as_dict(warmup * BATCH, warmup * BATCH + n_fit)
+        fit = 0.0
         with contextlib.redirect_stdout(io.StringIO()):
             m2.fit(xw, yw, batch_size=BATCH, epochs=1, verbose=0)
-            _sync(device)
-            t0 = time.perf_counter()
-            m2.fit(xf, yf, batch_size=BATCH, epochs=1, verbose=0)
-            _sync(device)
-            fit = n_fit / (time.perf_counter() - t0)
+            for r in range(repeat):
+                lo = warmup * BATCH + r * n_fit
+                xf, yf = as_dict(lo, lo + n_fit)
+                _sync(device)
+                t0 = time.perf_counter()
+                m2.fit(xf, yf, batch_size=BATCH, epochs=1, verbose=0)
+                _sync(device)
+                fit = max(fit, n_fit / (time.perf_counter() - t0))
         del m2
     gc.collect()
     return manual, fit, m
@@ -559,6 +654,11 @@ class ModelResult:
     sparse: StepTiming = field(default_factory=StepTiming)
     bf16: StepTiming = field(default_factory=StepTiming)
     bf16_sparse: bool = False
+    proto_dense: StepTiming = field(default_factory=StepTiming)
+    proto_sparse: StepTiming = field(default_factory=StepTiming)
+    proto_bf16: StepTiming = field(default_factory=StepTiming)
+    proto_bf16_sparse: bool = False
+    proto_auc: tuple = ()
     trainer: float = float("nan")
     trainer_sparse: bool = False
     dc_manual: float = float("nan")
@@ -577,6 +677,12 @@ class ModelResult:
     def best_any(self) -> float:
         vals = [self.best_fp32] + ([self.bf16.samples_per_s] if not math.isnan(self.bf16.samples_per_s) else [])
         return max(vals)
+
+    @property
+    def best_proto(self) -> float:
+        vals = [x for x in (self.proto_dense.samples_per_s, self.proto_sparse.samples_per_s,
+                            self.proto_bf16.samples_per_s) if not math.isnan(x)]
+        return max(vals) if vals else float("nan")
 
     @property
     def deepctr(self) -> float:
@@ -624,11 +730,24 @@ def report(vname: str, d: Data, results: list[ModelResult], ceil: float, args) -
         "fewer FLOPs per sample (MLP input 429, not 624); its own fraction: "
         + ", ".join(f"{r.kind} {r.deepctr * 3 * r.dc_flops_fwd / (ceil * 1e9):.0%}" for r in results
                     if not math.isnan(r.deepctr)))
+    if args.proto:
+        log("")
+        log("  prototypes of the suggested optimiser changes (benchmark-only code, same models): "
+            "dense = Adam(fused=True) everywhere; sparse = row-wise lazy Adam on the tables + fused Adam on the rest")
+        prow = []
+        for r in results:
+            tf = 3 * r.flops_fwd
+            prow.append([r.kind, fmt(r.proto_dense.samples_per_s), fmt(r.proto_sparse.samples_per_s),
+                         fmt(r.proto_bf16.samples_per_s) + ((" (sparse)" if r.proto_bf16_sparse else " (dense)")
+                                                            if not math.isnan(r.proto_bf16.samples_per_s) else ""),
+                         f"{r.best_proto / r.deepctr:.2f}x", f"{r.best_proto * tf / (ceil * 1e9):.0%}"])
+        print_table(["model", "proto dense", "proto sparse", "proto bf16", "best proto / DeepCTR", "FLOP frac"], prow)
     log("")
     log(f"  per-step phases, ms (batch {BATCH}): forward+loss / zero_grad / backward / optimiser steps")
     prow = []
     for r in results:
-        for tag, t in (("dense", r.dense), ("sparse", r.sparse), ("bf16", r.bf16)):
+        for tag, t in (("dense", r.dense), ("sparse", r.sparse), ("bf16", r.bf16), ("proto dense", r.proto_dense),
+                       ("proto sparse", r.proto_sparse), ("proto bf16", r.proto_bf16)):
             if math.isnan(t.samples_per_s):
                 continue
             prow.append([r.kind, tag, f"{t.fwd_ms:.1f}", f"{t.zero_ms:.1f}", f"{t.bwd_ms:.1f}", f"{t.opt_ms:.1f}",
@@ -651,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-rows", type=int, default=50_000, help="held-out rows (AUC check, trainer's valid split)")
     ap.add_argument("--vocab", default="small,realistic", help="small,realistic")
     ap.add_argument("--models", default="dnn,deepfm,dcn")
-    ap.add_argument("--steps", type=int, default=24, help="timed steps per measurement")
+    ap.add_argument("--steps", type=int, default=16, help="timed steps per run")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is reported")
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--bf16", action="store_true", help="also time bf16 autocast and check its test AUC")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -659,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-trainer", action="store_true", help="skip the full Trainer.fit epoch")
     ap.add_argument("--no-deepctr-fit", action="store_true", help="time DeepCTR-Torch's manual loop only")
     ap.add_argument("--profile", action="store_true", help="torch.profiler top ops of the mtkd variants")
+    ap.add_argument("--proto", action="store_true",
+                    help="also time prototypes of suggested changes (fused Adam; row-wise lazy Adam for sparse tables)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", default=None, help="where the trainer's dataset goes (default: a temp dir)")
     ap.add_argument("--json", default=None, help="write all numbers here")
@@ -697,7 +819,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"  {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
         f"{torch.get_num_threads()}, device {device}; rows {args.rows:,} (+{args.test_rows:,} held out), "
         f"batch {BATCH}, embedding {EMB}, MLP {'-'.join(map(str, HIDDEN))}, Adam 1e-3, "
-        f"{args.warmup} warm-up + {args.steps} timed steps; {loadavg()}")
+        f"{args.warmup} warm-up + best of {args.repeat} x {args.steps} timed steps; {loadavg()}")
     ceil = measure_ceiling(device)
     log("  matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in ceil.items()))
     log(f"  fp32 ceiling used: {ceil['fp32_ceiling']:.0f} GFLOP/s (the highest fp32 rate above)")
@@ -724,16 +846,28 @@ def main(argv: list[str] | None = None) -> int:
                 r.flops_fwd = forward_flops(m, d.fmap, kind)
                 del m
                 gc.collect()
-                r.dense = time_mtkd(kind, d, False, False, args.steps, args.warmup, device)
+                r.dense = time_mtkd(kind, d, False, False, args.steps, args.warmup, args.repeat, device)
                 log(f"  {kind}: mtkd dense {fmt(r.dense.samples_per_s)}/s")
-                r.sparse = time_mtkd(kind, d, True, False, args.steps, args.warmup, device)
+                r.sparse = time_mtkd(kind, d, True, False, args.steps, args.warmup, args.repeat, device)
                 log(f"  {kind}: mtkd sparse {fmt(r.sparse.samples_per_s)}/s")
                 best_sparse = r.sparse.samples_per_s > r.dense.samples_per_s
                 if args.bf16:
                     r.bf16_sparse = best_sparse
-                    r.bf16 = time_mtkd(kind, d, best_sparse, True, args.steps, args.warmup, device)
+                    r.bf16 = time_mtkd(kind, d, best_sparse, True, args.steps, args.warmup, args.repeat, device)
                     log(f"  {kind}: mtkd bf16 ({'sparse' if best_sparse else 'dense'}) {fmt(r.bf16.samples_per_s)}/s")
-                r.dc_manual, r.dc_fit, dcm = time_deepctr(kind, d, args.steps, args.warmup, device,
+                if args.proto:
+                    r.proto_dense = time_mtkd(kind, d, False, False, args.steps, args.warmup, args.repeat, device,
+                                              proto=True)
+                    r.proto_sparse = time_mtkd(kind, d, True, False, args.steps, args.warmup, args.repeat, device,
+                                               proto=True)
+                    log(f"  {kind}: proto dense+fused Adam {fmt(r.proto_dense.samples_per_s)}/s, "
+                        f"proto sparse+row-wise Adam {fmt(r.proto_sparse.samples_per_s)}/s")
+                    if args.bf16:
+                        r.proto_bf16_sparse = r.proto_sparse.samples_per_s > r.proto_dense.samples_per_s
+                        r.proto_bf16 = time_mtkd(kind, d, r.proto_bf16_sparse, True, args.steps, args.warmup,
+                                                 args.repeat, device, proto=True)
+                        log(f"  {kind}: proto bf16 {fmt(r.proto_bf16.samples_per_s)}/s")
+                r.dc_manual, r.dc_fit, dcm = time_deepctr(kind, d, args.steps, args.warmup, args.repeat, device,
                                                           not args.no_deepctr_fit)
                 # DeepCTR's cross kernels are plain Parameters, not nn.Linear: add their 2*in per layer.
                 r.dc_flops_fwd = forward_flops(dcm, d.fmap, kind) + (
@@ -768,18 +902,27 @@ def main(argv: list[str] | None = None) -> int:
                     r.auc = auc_check(r.kind, datas[vname], r.bf16_sparse, device)
                     diff = r.auc[1] - r.auc[0]
                     ok = abs(diff) <= 0.001
-                    arow.append([vname, r.kind, "sparse" if r.bf16_sparse else "dense", f"{r.auc[0]:.5f}",
-                                 f"{r.auc[1]:.5f}", f"{diff:+.5f}", "ok" if ok else "OVER 0.001"])
+                    arow.append([vname, r.kind, "sparse SparseAdam" if r.bf16_sparse else "dense Adam",
+                                 f"{r.auc[0]:.5f}", f"{r.auc[1]:.5f}", f"{diff:+.5f}", "ok" if ok else "OVER 0.001"])
+                    if args.proto:
+                        r.proto_auc = auc_check(r.kind, datas[vname], r.proto_bf16_sparse, device, proto=True)
+                        diff = r.proto_auc[1] - r.proto_auc[0]
+                        arow.append([vname, r.kind, "proto " + ("sparse row-wise" if r.proto_bf16_sparse
+                                                                else "dense fused"),
+                                     f"{r.proto_auc[0]:.5f}", f"{r.proto_auc[1]:.5f}", f"{diff:+.5f}",
+                                     "ok" if abs(diff) <= 0.001 else "OVER 0.001"])
             print_table(["vocab", "model", "optimiser", "AUC fp32", "AUC bf16", "bf16 - fp32", "within 0.001"], arow)
 
         if args.profile:
             for vname in vnames:
                 for r in all_results[vname]:
-                    variants = [(False, False), (True, False)] + ([(r.bf16_sparse, True)] if args.bf16 else [])
-                    for sparse, amp in variants:
-                        log(f"\n== profile {vname} {r.kind} {'sparse' if sparse else 'dense'}"
-                            f"{' bf16' if amp else ''} (5 steps, self CPU time); {loadavg()}")
-                        log(profile_mtkd(r.kind, datas[vname], sparse, amp, device))
+                    variants = [(False, False, False), (True, False, False)] + \
+                        ([(r.bf16_sparse, True, False)] if args.bf16 else []) + \
+                        ([(r.proto_bf16_sparse, args.bf16, True)] if args.proto else [])
+                    for sparse, amp, proto in variants:
+                        log(f"\n== profile {vname} {r.kind} {'proto ' if proto else ''}{'sparse' if sparse else 'dense'}"
+                            f"{' bf16' if amp else ''} (4 steps, self CPU time); {loadavg()}")
+                        log(profile_mtkd(r.kind, datas[vname], sparse, amp, device, proto=proto))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -807,6 +950,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"(fp32 only {r.best_fp32 / r.deepctr:.2f}x; target >= {target}x)")
             if not ok:
                 failures.append(f"{vname} {r.kind}")
+        if args.proto:
+            for r in results:
+                if vname == "small" and r.kind == "dnn":
+                    frac = r.best_proto * 3 * r.flops_fwd / (ceil32 * 1e9)
+                    log(f"  (proto) small dnn: {frac:.0%} of the fp32 ceiling with the prototyped optimisers")
+                else:
+                    log(f"  (proto) {vname} {r.kind}: {r.best_proto / r.deepctr:.2f}x DeepCTR-Torch with the "
+                        "prototyped optimisers")
         if args.bf16:
             for r in results:
                 if r.auc and abs(r.auc[1] - r.auc[0]) > 0.001:
@@ -815,7 +966,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {"ceiling": ceil, "loadavg": os.getloadavg(), "args": vars(args),
                "results": {v: [{**r.__dict__, "dense": r.dense.__dict__, "sparse": r.sparse.__dict__,
-                                "bf16": r.bf16.__dict__} for r in rs] for v, rs in all_results.items()}}
+                                "bf16": r.bf16.__dict__, "proto_dense": r.proto_dense.__dict__,
+                                "proto_sparse": r.proto_sparse.__dict__, "proto_bf16": r.proto_bf16.__dict__}
+                               for r in rs] for v, rs in all_results.items()}}
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     return 1 if failures else 0
 

@@ -71,10 +71,14 @@ ANCHOR_PARAMS = {"embedding_dim": 10, "hidden_units": [400, 400, 400], "dropout"
 ANCHOR_LOOP = {"batch_size": 1024, "optimizer.lr": 0.001, "epochs": 30, "patience": 2, "monitor": "valid.auc",
                "lr_patience": 0}
 
-# Chosen by `--tune` on Frappe's valid split (see benchmarks/README.md for the grid and its numbers).
+# Chosen by `--tune` on Frappe's valid split (DNN, seed 2026; grid and numbers in benchmarks/README.md).
+# Batch norm is the big step (+0.02 valid AUC); dropout 0.2 and the embedding regulariser 1e-4 add a
+# little AUC; with early stopping on valid AUC the best-AUC epoch is over-confident (valid logloss
+# 0.344 against the anchor's 0.305), so the monitor is valid logloss: it is the grid point that beats
+# the anchor on both valid AUC and valid logloss.
 TUNED_PARAMS = {"embedding_dim": 10, "hidden_units": [400, 400, 400], "dropout": 0.2, "batch_norm": True,
                 "embedding_regularizer": 1e-4}
-TUNED_LOOP = {"batch_size": 1024, "optimizer.lr": 0.001, "epochs": 30, "patience": 2, "monitor": "valid.auc",
+TUNED_LOOP = {"batch_size": 1024, "optimizer.lr": 0.001, "epochs": 30, "patience": 2, "monitor": "valid.logloss",
               "lr_patience": 1}
 
 PROFILES = {"anchor": (ANCHOR_PARAMS, ANCHOR_LOOP), "tuned": (TUNED_PARAMS, TUNED_LOOP)}
@@ -316,10 +320,7 @@ TUNE_GRID = [  # (batch_norm, dropout, embedding_regularizer, monitor, lr_patien
     (True, 0.2, 0.0, "valid.auc", 1),
     (True, 0.1, 1e-4, "valid.auc", 1),
     (True, 0.2, 1e-4, "valid.auc", 1),
-    (True, 0.1, 1e-3, "valid.auc", 1),
-    (True, 0.2, 1e-3, "valid.auc", 1),
-    (True, 0.2, 1e-2, "valid.auc", 1),
-    (True, 0.2, 1e-4, "valid.logloss", 1),
+    (True, 0.2, 1e-4, "valid.logloss", 1),  # chosen: the only one better than the anchor on both valid metrics
 ]
 
 
@@ -354,6 +355,9 @@ def main() -> None:
     ap.add_argument("--profile", choices=["anchor", "tuned", "both"], default="both")
     ap.add_argument("--profile-for", default="",
                     help="per-dataset profile override, e.g. 'synthetic=tuned,criteo=both'")
+    ap.add_argument("--results", default="zoo_results.json",
+                    help="results file in WORKDIR; parallel processes sharing a workdir each take their own "
+                         "zoo_results*.json name, and every such file's cells are skipped and tabulated")
     ap.add_argument("--fresh", action="store_true", help="ignore results already in WORKDIR/zoo_results.json")
     ap.add_argument("--report-only", action="store_true", help="print the tables from the results file; train nothing")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
@@ -381,11 +385,15 @@ def main() -> None:
         k, v = item.split("=")
         per_ds[k.strip()] = ["anchor", "tuned"] if v.strip() == "both" else [v.strip()]
 
-    results_path = workdir / "zoo_results.json"
+    results_path = workdir / args.results
     rows: list[dict[str, Any]] = []
     if results_path.exists() and not args.fresh:
         rows = json.loads(results_path.read_text())["runs"]
     done = {(r["dataset"], r["model"], r["profile"], r["seed"]) for r in rows}
+    # Results of other processes sharing this workdir (--results NAME): skipped here, shown in the tables.
+    others = [r for p in sorted(workdir.glob("zoo_results*.json")) if p != results_path
+              for r in json.loads(p.read_text())["runs"]]
+    done |= {(r["dataset"], r["model"], r["profile"], r["seed"]) for r in others}
 
     def save() -> None:
         meta = {"anchor": {**ANCHOR_PARAMS, **ANCHOR_LOOP}, "tuned": {**TUNED_PARAMS, **TUNED_LOOP},
@@ -416,7 +424,10 @@ def main() -> None:
                   f"test AUC {r['test_auc']:.4f} logloss {r['test_logloss']:.4f} best epoch {r['best_epoch']} "
                   f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
 
-    cells = summarise(rows)
+    others = [r for p in sorted(workdir.glob("zoo_results*.json")) if p != results_path
+              for r in json.loads(p.read_text())["runs"]]
+    seen = {(r["dataset"], r["model"], r["profile"], r["seed"]) for r in rows}
+    cells = summarise(rows + [r for r in others if (r["dataset"], r["model"], r["profile"], r["seed"]) not in seen])
     print(f"\n## mtkd model zoo: test metrics over seeds {seeds[0]}..{seeds[-1]} (split seed {SPLIT_SEED})\n")
     print(f"anchor: {json.dumps({**ANCHOR_PARAMS, **ANCHOR_LOOP})}")
     print(f"tuned:  {json.dumps({**TUNED_PARAMS, **TUNED_LOOP})}\n")

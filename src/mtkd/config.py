@@ -83,7 +83,7 @@ class TrainConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     batch_size: int = Field(4096, ge=1)
-    eval_batch_size: int = Field(65536, ge=1)
+    eval_batch_size: int = Field(8192, ge=1)  # CIN and attention activations grow with it
     epochs: int = Field(10, ge=1, description="maximum number of epochs")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps; 0 = at each epoch's end")
     monitor: str = "valid.auc"
@@ -138,3 +138,74 @@ def load_train_config(path: Optional[Path], overrides: list[str], **fixed: Any) 
             data[k] = v
     source = str(path) if path is not None else "--set/--model options"
     return parse_model(TrainConfig, data, source)
+
+
+class DataSource(_Strict):
+    """Where an experiment's data comes from: synthetic rows, or raw files with a schema."""
+
+    schema_path: str = Field(alias="schema")
+    synth: Optional[dict[str, Any]] = None  # {rows, seed, task, classes}
+    train: list[str] = Field(default_factory=list)
+    valid: Optional[str] = None
+    test: Optional[str] = None
+    split: Optional[list[float]] = None
+    ordered: Optional[bool] = None
+    dir: Optional[str] = None  # default: <out>/data
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataSource":
+        if (self.synth is None) == (not self.train):
+            raise ValueError("give either `synth: {rows, seed}` or `train: [files]`")
+        return self
+
+
+class ModelSpec(_Strict):
+    """A teacher or student of an experiment; `set` holds any other training key for it alone."""
+
+    name: str
+    model: Optional[str] = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    distill: Optional[dict[str, Any]] = None  # students only: partial DistillConfig; teachers default to all
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudentBase(_Strict):
+    """Settings every student of an experiment shares (each student may override them)."""
+
+    model: str = "dnn"
+    params: dict[str, Any] = Field(default_factory=dict)
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExperimentConfig(_Strict):
+    """`mtkd run EXPERIMENT.yaml`: data, teachers, students, seeds."""
+
+    name: str = "experiment"
+    out: str = "runs/experiment"
+    data: DataSource
+    seeds: list[int] = Field(default_factory=lambda: [2026])
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    student: StudentBase = Field(default_factory=StudentBase)
+    teachers: list[ModelSpec] = Field(default_factory=list)
+    students: list[ModelSpec] = Field(default_factory=list)
+    inference_rows: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExperimentConfig":
+        names = [m.name for m in self.teachers + self.students]
+        if len(set(names)) != len(names):
+            raise ValueError(f"teacher and student names must be unique: {names}")
+        if not self.seeds:
+            raise ValueError("seeds is empty")
+        for t in self.teachers:
+            if t.model is None:
+                raise ValueError(f"teacher {t.name!r}: `model` is required")
+            if t.distill is not None:
+                raise ValueError(f"teacher {t.name!r}: teachers take no `distill`")
+        return self
+
+
+def load_experiment(path: Path) -> ExperimentConfig:
+    return parse_model(ExperimentConfig, load_yaml(path), str(path))

@@ -68,7 +68,7 @@ def teacher_key(spec: TeacherSpec, dataset: Dataset, with_hidden: bool) -> str:
 
 
 @torch.no_grad()
-def predict_split(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int = 65536,
+def predict_split(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int = 8192,
                   device: torch.device | str = "cpu", with_hidden: bool = False
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """Logits (and hidden vectors) of a whole split in row order."""

@@ -1,0 +1,172 @@
+"""`mtkd run EXPERIMENT.yaml`: prepare -> teachers -> score -> students -> evaluate -> report.
+
+Every step writes its outputs atomically and is skipped when they are already there, so an
+interrupted experiment continues where it stopped: finished runs are reused, unfinished ones
+resume from their last finished epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from mtkd.config import ExperimentConfig, ModelSpec, TrainConfig, load_experiment
+from mtkd.config_io import parse_model
+from mtkd.data.atomic import atomic_write_text
+from mtkd.data.store import Dataset
+from mtkd.errors import ConfigError
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+class Experiment:
+    def __init__(self, cfg: ExperimentConfig, source: str = "<experiment>", log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.source = source
+        self.out = Path(cfg.out)
+        self.log = log
+        self.data_dir = Path(cfg.data.dir) if cfg.data.dir else self.out / "data"
+
+    # ------------------------------------------------------------------ steps
+    def prepare(self) -> Dataset:
+        from mtkd.data.prepare import prepare
+        from mtkd.data.schema import load_schema
+        from mtkd.data.synthetic import write_synthetic
+
+        d = self.cfg.data
+        schema = load_schema(d.schema_path)
+        if d.synth is not None:
+            csv = self.out / "raw" / "synth.csv"
+            if not (csv.with_name(csv.name + ".meta.json")).exists():
+                s = d.synth
+                write_synthetic(csv, int(s.get("rows", 100_000)), int(s.get("seed", 0)), s.get("task", "binary"),
+                                int(s.get("classes", 4)))
+                self.log(f"wrote synthetic data {csv}")
+            train: list[Any] = [csv]
+        else:
+            train = list(d.train)
+        prepare(schema, self.data_dir, train, d.valid, d.test, d.split, d.ordered, force=False, log=self.log)
+        return Dataset(self.data_dir)
+
+    def run_dir(self, kind: str, name: str, seed: int) -> Path:
+        return self.out / kind / name / f"seed{seed}"
+
+    def teacher_config(self, t: ModelSpec, seed: int) -> TrainConfig:
+        d = _merge(self.cfg.defaults, {"model": t.model, "params": t.params})
+        d = _merge(d, t.set)
+        d["seed"] = seed
+        d.pop("distill", None)
+        return parse_model(TrainConfig, d, f"{self.source}: teacher {t.name}")
+
+    def student_config(self, s: ModelSpec, seed: int) -> TrainConfig:
+        base = self.cfg.student
+        d = _merge(self.cfg.defaults, {"model": s.model or base.model or "dnn",
+                                       "params": _merge(base.params, s.params)})
+        d = _merge(_merge(d, base.set), s.set)
+        d["seed"] = seed
+        if s.distill is not None:
+            d["distill"] = self._distill(s, seed)
+        return parse_model(TrainConfig, d, f"{self.source}: student {s.name}")
+
+    def _distill(self, s: ModelSpec, seed: int) -> dict[str, Any]:
+        dist = copy.deepcopy(s.distill or {})
+        by_name = {t.name: t for t in self.cfg.teachers}
+        names = dist.get("teachers", "all")
+        names = list(by_name) if names == "all" else names
+        if not isinstance(names, list) or not names:
+            raise ConfigError(f"{self.source}: student {s.name}: distill.teachers must be 'all' or a list of names")
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(f"{self.source}: student {s.name}: unknown teacher(s) {unknown}; "
+                              f"teachers are {list(by_name)}")
+        if dist.get("mode", "offline") == "cotrain":
+            dist["teachers"] = [{"name": n, "model": by_name[n].model,
+                                 "params": _merge(self.cfg.defaults.get("params", {}), by_name[n].params)}
+                                for n in names]
+        else:
+            dist["teachers"] = [{"name": n, "run": str(self.run_dir("teachers", n, seed))} for n in names]
+        if dist.get("weighting") == "single":
+            params = dist.setdefault("weighting_params", {})
+            params.setdefault("teacher", names[0])
+        return dist
+
+    def _train(self, cfg: TrainConfig, data: Path, out: Path, force: bool) -> dict[str, Any]:
+        from mtkd.train.run import train_run
+
+        summary_path = out / "summary.json"
+        if summary_path.exists() and not force:
+            from mtkd.train.run import check_run_dir, run_config_dict
+
+            check_run_dir(out, True, False, run_config_dict(cfg, Dataset(data)))  # refuses a changed config
+            return json.loads(summary_path.read_text())
+        return train_run(cfg, data, out, resume=not force, force=force, log=self.log, progress=False)
+
+    # ------------------------------------------------------------------ the whole path
+    def run(self, force: bool = False) -> list[dict[str, Any]]:
+        from mtkd.report import summarise, to_csv, to_markdown
+        from mtkd.serve.bench import batch_latency_ms, first_rows
+        from mtkd.train.run import load_run
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        ds = self.prepare()
+        task = ds.feature_map.task
+        plan: list[tuple[str, ModelSpec, Callable[[ModelSpec, int], TrainConfig]]] = \
+            [("teachers", t, self.teacher_config) for t in self.cfg.teachers] + \
+            [("students", s, self.student_config) for s in self.cfg.students]
+        configs = {(kind, m.name, seed): make(m, seed) for kind, m, make in plan for seed in self.cfg.seeds}
+        rows = []
+        sample = first_rows(ds, "test", min(self.cfg.inference_rows, ds.split("test").rows))
+        for kind, m, _ in plan:
+            summaries = []
+            for seed in self.cfg.seeds:
+                out = self.run_dir(kind, m.name, seed)
+                self.log(f"[{kind[:-1]} {m.name} seed {seed}]")
+                summaries.append(self._train(configs[(kind, m.name, seed)], self.data_dir, out, force))
+            _, _, model = load_run(self.run_dir(kind, m.name, self.cfg.seeds[0]))
+            latency = batch_latency_ms(model, sample) * 1000.0 / len(sample)
+            cfg0 = configs[(kind, m.name, self.cfg.seeds[0])]
+            rows.append(summarise(m.name, kind[:-1], _method(cfg0), summaries, latency, task))
+            self._write_report(rows, ds, task)
+        return rows
+
+    def _write_report(self, rows: list[dict[str, Any]], ds: Dataset, task: str) -> None:
+        from mtkd.report import to_csv, to_markdown
+
+        notes = [f"Data: `{ds.root}` ({ds.manifest['name']}, checksum {ds.checksum}); "
+                 f"test rows {ds.split('test').rows:,}; seeds {self.cfg.seeds}."]
+        meta = self.out / "raw" / "synth.csv.meta.json"
+        if meta.exists():
+            bayes = json.loads(meta.read_text())["bayes_optimal"]["test_split"]
+            if "auc" in bayes:
+                notes.append(f"Bayes-optimal test AUC {bayes['auc']:.4f}, logloss {bayes['logloss']:.4f} "
+                             "(true probabilities of the synthetic generator).")
+        notes.append("Latency: PyTorch eager forward of 1,000 test rows in one batch, median of 20, this machine.")
+        atomic_write_text(self.out / "report.md", to_markdown(rows, f"{self.cfg.name}: teachers and students",
+                                                               notes, task))
+        atomic_write_text(self.out / "report.csv", to_csv(rows))
+        atomic_write_text(self.out / "results.json", json.dumps(rows, indent=1))
+
+
+def _method(cfg: TrainConfig) -> str:
+    d = cfg.distill
+    if d is None:
+        return "no KD"
+    if d.mode == "cotrain":
+        return f"co-trained, {d.weighting}"
+    how = d.weighting
+    if d.weighting == "single":
+        how = f"single ({d.weighting_params.get('teacher')})"
+    extra = f", stop on {cfg.monitor}" if cfg.monitor != "valid.auc" else ""
+    return f"KD {how}{extra}"
+
+
+def run_experiment(path: Path, force: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    cfg = load_experiment(path)
+    return Experiment(cfg, str(path), log).run(force=force)

@@ -1,0 +1,59 @@
+"""The results table of an experiment: every teacher and student, mean ± std over seeds."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from typing import Any
+
+COLUMNS = ["model", "kind", "method", "seeds", "test_auc", "test_auc_std", "test_logloss", "test_logloss_std",
+           "params", "ms_per_1000_rows", "best_epoch", "train_seconds"]
+
+
+def _mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    if not xs:
+        return float("nan"), float("nan")
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def summarise(name: str, kind: str, method: str, runs: list[dict[str, Any]], latency_ms: float | None,
+              task: str = "binary") -> dict[str, Any]:
+    """One table row from the summaries of one model's runs (one per seed)."""
+    key = "auc" if task == "binary" else "accuracy"
+    auc_m, auc_s = _mean_std([r["test"].get(key, float("nan")) for r in runs])
+    ll_m, ll_s = _mean_std([r["test"].get("logloss", float("nan")) for r in runs])
+    return {
+        "model": name, "kind": kind, "method": method, "seeds": len(runs),
+        "test_auc": auc_m, "test_auc_std": auc_s, "test_logloss": ll_m, "test_logloss_std": ll_s,
+        "params": runs[0]["params"] if runs else None,
+        "ms_per_1000_rows": latency_ms,
+        "best_epoch": statistics.fmean(r["best_epoch"] for r in runs) if runs else None,
+        "train_seconds": statistics.fmean(r["train_seconds"] for r in runs) if runs else None,
+    }
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k) for k in COLUMNS})
+    return buf.getvalue()
+
+
+def to_markdown(rows: list[dict[str, Any]], title: str, notes: list[str], task: str = "binary") -> str:
+    metric = "AUC" if task == "binary" else "accuracy"
+    lines = [f"# {title}", "", *notes, "",
+             f"| model | kind | method | test {metric} (mean ± std) | test logloss (mean ± std) | params | "
+             "ms / 1,000 rows | best epoch | train s |",
+             "|---|---|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lat = "" if r["ms_per_1000_rows"] is None else f"{r['ms_per_1000_rows']:.2f}"
+        lines.append(
+            f"| {r['model']} | {r['kind']} | {r['method']} | {r['test_auc']:.4f} ± {r['test_auc_std']:.4f} | "
+            f"{r['test_logloss']:.4f} ± {r['test_logloss_std']:.4f} | {r['params']:,} | {lat} | "
+            f"{r['best_epoch']:.1f} | {r['train_seconds']:.1f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Serving: export, prediction from raw files, HTTP service, latency benchmarks."""

@@ -1,0 +1,107 @@
+"""`mtkd run`: the whole path on a tiny experiment, reports, and resuming without redoing work."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mtkd.cli import main
+from mtkd.config import load_experiment
+from mtkd.pipeline import Experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _experiment(tmp_path: Path, students: list[dict]) -> Path:
+    exp = {
+        "name": "tiny",
+        "out": str(tmp_path / "exp"),
+        "data": {"schema": str(REPO / "configs/datasets/synthetic.yaml"), "synth": {"rows": 3000, "seed": 1}},
+        "seeds": [1, 2],
+        "defaults": {"batch_size": 512, "epochs": 2, "device": "cpu",
+                     "params": {"embedding_dim": 4, "hidden_units": [16]}},
+        "teachers": [{"name": "deepfm", "model": "deepfm"}, {"name": "dcn", "model": "dcn"}],
+        "students": students,
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    return path
+
+
+STUDENTS = [
+    {"name": "dnn"},
+    {"name": "kd_dcn", "distill": {"teachers": ["dcn"], "weighting": "single"}},
+    {"name": "kd_gate", "distill": {"weighting": "gate"}, "set": {"monitor": "valid.kd_loss"}},
+]
+
+
+def test_run_writes_report_with_every_model(tmp_path, capsys):
+    path = _experiment(tmp_path, STUDENTS + [{"name": "co", "distill": {"mode": "cotrain", "weighting": "average"}}])
+    assert main(["run", str(path)]) == 0
+    out = tmp_path / "exp"
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert [r["model"] for r in rows] == ["deepfm", "dcn", "dnn", "kd_dcn", "kd_gate", "co"]
+    assert all(r["seeds"] == "2" for r in rows)
+    for r in rows:
+        assert 0.5 < float(r["test_auc"]) <= 1 and float(r["test_auc_std"]) >= 0
+        assert float(r["ms_per_1000_rows"]) > 0 and int(r["params"]) > 0
+    md = (out / "report.md").read_text()
+    assert "Bayes-optimal test AUC" in md and "KD single (dcn)" in md and "stop on valid.kd_loss" in md
+    assert "kd_gate" in capsys.readouterr().out
+    # students distil from the teachers of their own seed
+    cfg = yaml.safe_load((out / "students/kd_dcn/seed2/config.yaml").read_text())
+    assert cfg["train"]["distill"]["teachers"][0]["run"].endswith("teachers/dcn/seed2")
+
+
+def test_resume_after_interruption_redoes_nothing(tmp_path, monkeypatch):
+    path = _experiment(tmp_path, STUDENTS)
+    exp = Experiment(load_experiment(path), str(path), log=lambda s: None)
+    import mtkd.train.run as run_mod
+
+    real = run_mod.train_run
+    calls: list[str] = []
+
+    def interrupt_on_gate(cfg, data, out, *a, **kw):
+        calls.append(str(out))
+        if "kd_gate" in str(out):
+            raise KeyboardInterrupt
+        return real(cfg, data, out, *a, **kw)
+
+    monkeypatch.setattr(run_mod, "train_run", interrupt_on_gate)
+    with pytest.raises(KeyboardInterrupt):
+        exp.run()
+    out = tmp_path / "exp"
+    done = sorted(out.glob("*/*/seed*/summary.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in done}
+    assert len(done) == 2 * 2 + 2 * 2  # teachers and the first two students, both seeds
+    monkeypatch.setattr(run_mod, "train_run", real)
+    calls.clear()
+    rows = Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    assert [r["model"] for r in rows][-1] == "kd_gate"
+    assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished runs were not redone
+    teacher_cache = list((out / "data" / "teachers").glob("*-*"))
+    assert len(teacher_cache) == 2 * 2 - 2 or len(teacher_cache) >= 2
+
+
+def test_changed_experiment_is_refused(tmp_path):
+    path = _experiment(tmp_path, [{"name": "dnn"}])
+    Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    data = yaml.safe_load(path.read_text())
+    data["defaults"]["epochs"] = 3
+    path.write_text(yaml.safe_dump(data))
+    from mtkd.errors import MtkdError
+
+    with pytest.raises(MtkdError, match="different configuration"):
+        Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+
+
+def test_bad_experiment_config(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"data": {"schema": "x.yaml", "synth": {"rows": 10}},
+                                    "students": [{"name": "s", "distil": {}}]}))
+    assert main(["run", str(path)]) == 2
+    assert "students[0].distil" in capsys.readouterr().err
