@@ -9,7 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
+
+torch.set_flush_denormal(True)  # before torch's thread pool starts (see mtkd.models)
+torch.set_num_threads(1)  # tiny test models: a second thread only adds synchronisation
 
 from mtkd.cli import main as cli_main
 from mtkd.data.schema import Schema, schema_from_dict
