@@ -2,8 +2,8 @@
 
 Each epoch draws a permutation from (seed, epoch), so the order is the same for the same
 seed and different each epoch, and so a resumed run sees the batches the uninterrupted run
-would have seen. Rows of a batch are gathered with one numpy fancy-index per array (sorted
-indices, for locality in the memory map); nothing loops over rows in Python. Under
+would have seen. Rows of a batch are gathered with one `np.take` per array; nothing loops
+over rows in Python. Under
 torch.distributed each rank takes a disjoint shard of every epoch's permutation.
 """
 
@@ -46,7 +46,9 @@ class BatchLoader:
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        self.arrays = dict(self.split.arrays)
+        # Plain ndarray views of the memory maps: np.take on them is ~2x faster than indexing
+        # np.memmap objects (measured 10.7M vs 5.0M rows/s gathering cat+num+label).
+        self.arrays = {k: np.asarray(v) for k, v in self.split.arrays.items()}
         # Cached teacher outputs, row-aligned with the split: joined by row number, so a
         # distillation batch costs one more fancy-index, not a teacher forward pass.
         self.teacher_logits = teacher_logits
@@ -80,24 +82,26 @@ class BatchLoader:
         n = len(order)
         stop = n - n % self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if self.shuffle:
-                idx = np.sort(idx)
-            yield self.gather(idx)
+            yield self.gather(order[start : start + self.batch_size])
         self.epoch += 1
 
     def gather(self, idx: np.ndarray) -> Batch:
+        """One batch: a row gather per array (no sort: sorting costs more than the locality saves)."""
         a = self.arrays
-        seq = {k[4:]: torch.from_numpy(v[idx].astype(np.int64)) for k, v in a.items() if k.startswith("seq_")}
-        label = a["label"][idx]
+
+        def take(name: str) -> np.ndarray:
+            return np.take(a[name], idx, axis=0)
+
+        seq = {k[4:]: torch.from_numpy(take(k).astype(np.int64)) for k in a if k.startswith("seq_")}
+        label = take("label")
         return Batch(
             label=torch.from_numpy(label if label.dtype == np.float32 else label.astype(np.int64)),
             index=torch.from_numpy(idx.astype(np.int64)),
-            cat=torch.from_numpy(a["cat"][idx].astype(np.int64)) if "cat" in a else None,
-            num=torch.from_numpy(np.ascontiguousarray(a["num"][idx])) if "num" in a else None,
+            cat=torch.from_numpy(take("cat").astype(np.int64)) if "cat" in a else None,
+            num=torch.from_numpy(take("num")) if "num" in a else None,
             seq=seq,
-            group=torch.from_numpy(np.ascontiguousarray(a["group"][idx])) if "group" in a else None,
-            scores=torch.from_numpy(np.ascontiguousarray(a["scores"][idx])) if "scores" in a else None,
+            group=torch.from_numpy(take("group")) if "group" in a else None,
+            scores=torch.from_numpy(take("scores")) if "scores" in a else None,
             teacher_logits=None if self.teacher_logits is None
             else torch.from_numpy(np.ascontiguousarray(self.teacher_logits[idx], dtype=np.float32)),
             teacher_hidden=None if self.teacher_hidden is None
