@@ -234,3 +234,23 @@ def test_cotraining_run_with_shared_embedding(world, tmp_path):
                                  "distill.weighting=gate"], model="dnn")
     s = train_run(c, world / "ds", tmp_path / "co", **QUIET)
     assert "teacher.deepfm.auc" in s["valid"] and s["valid"]["teacher.dcn.auc"] > 0.5
+
+
+def test_valid_rows_train_and_holdout_kd_stopping(world, tmp_path):
+    c = _student(world, monitor="valid.kd_loss", epochs=2,
+                 **{"distill.weighting": "gate", "distill.valid_holdout": 0.25})
+    s = train_run(c, world / "ds", tmp_path / "vh", **QUIET)
+    ds = Dataset(world / "ds")
+    lines = [json.loads(x) for x in (tmp_path / "vh" / "metrics.jsonl").read_text().splitlines()]
+    assert "valid.kd_loss" in lines[0]
+    # the held-out slice is about a quarter of valid; the rest joined the training rows
+    from mtkd.data.merged import MergedDataset
+
+    m = MergedDataset(ds, 0.25, seed=c.seed)
+    assert m.split("train").rows + m.split("valid").rows == ds.split("train").rows + ds.split("valid").rows
+    assert 0.15 < m.split("valid").rows / ds.split("valid").rows < 0.35
+    assert s["test"]["auc"] > 0.5
+    from mtkd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="monitor: valid.kd_loss"):
+        _student(world, **{"distill.valid_holdout": 0.25})

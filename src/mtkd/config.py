@@ -59,6 +59,8 @@ class DistillConfig(_Strict):
     combine: Literal["mixture", "sum"] = "mixture"
     hint: float = Field(0.0, ge=0, description="weight of hint regression to the teachers' hidden vectors")
     share_embedding: bool = False
+    valid_holdout: Optional[float] = Field(
+        None, gt=0, lt=1, description="train on train + valid except this fraction of valid, stop on its kd_loss")
 
     @model_validator(mode="after")
     def _check(self) -> "DistillConfig":
@@ -71,6 +73,9 @@ class DistillConfig(_Strict):
             if self.mode == "offline" and t.model is not None:
                 raise ValueError(f"teacher {t.name!r}: `model` teachers are trained in mode: cotrain; "
                                  "offline distillation takes `run` or `score`")
+            if self.valid_holdout is not None and self.weighting in ("confidence", "best"):
+                raise ValueError(f"valid_holdout stops on a slice without labels; weighting {self.weighting!r} "
+                                 "needs labels (use average, fixed, learned, gate or single)")
             if self.mode == "cotrain" and t.model is None:
                 raise ValueError(f"teacher {t.name!r}: mode cotrain trains teachers from scratch; give `model`")
         return self
@@ -102,6 +107,9 @@ class TrainConfig(_Strict):
     def _check(self) -> "TrainConfig":
         if not self.monitor.startswith(("valid.", "train.")):
             raise ValueError(f"monitor {self.monitor!r} must name a logged quantity such as valid.auc or valid.logloss")
+        if self.distill is not None and self.distill.valid_holdout is not None and self.monitor != "valid.kd_loss":
+            raise ValueError("distill.valid_holdout trains on labelled validation rows, so the run must stop on "
+                             "the unlabelled held-out slice: set monitor: valid.kd_loss")
         return self
 
 

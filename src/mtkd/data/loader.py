@@ -34,7 +34,7 @@ class BatchLoader:
         teacher_logits: np.ndarray | None = None,
         teacher_hidden: list[np.ndarray] | None = None,
     ):
-        self.split = data.split(split) if isinstance(data, Dataset) else data
+        self.split = data.split(split) if hasattr(data, "split_names") else data
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not 0 <= rank < world_size:

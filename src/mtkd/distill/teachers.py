@@ -164,21 +164,30 @@ class TeacherSet:
             self.dirs.append(d)
         self.meta = [json.loads((d / "meta.json").read_text()) for d in self.dirs]
         self.with_hidden = with_hidden
+        self.view: Any = None  # a MergedDataset when validation rows train the student
         self._logits: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.specs)
 
+    def _load(self, split: str, what: str, i: int) -> np.ndarray:
+        """One teacher's array for `split`; a MergedDataset's splits are gathered from base splits."""
+        view = self.view
+        if view is None:
+            return np.load(self.dirs[i] / f"{split}_{what}.npy", mmap_mode="r")
+        parts = {b: np.load(self.dirs[i] / f"{b}_{what}.npy", mmap_mode="r") for b, _ in view.row_map(split)}
+        return view.gather(split, parts)
+
     def logits(self, split: str) -> np.ndarray:
         if split not in self._logits:
-            arrs = [np.load(d / f"{split}_logits.npy", mmap_mode="r") for d in self.dirs]
+            arrs = [self._load(split, "logits", i) for i in range(len(self.dirs))]
             self._logits[split] = np.ascontiguousarray(np.stack(arrs, axis=1), dtype=np.float32)
         return self._logits[split]
 
     def hidden(self, split: str) -> list[np.ndarray] | None:
         if not self.with_hidden:
             return None
-        return [np.load(d / f"{split}_hidden.npy", mmap_mode="r") for d in self.dirs]
+        return [self._load(split, "hidden", i) for i in range(len(self.dirs))]
 
     def hidden_dims(self) -> list[int]:
         return [int(np.load(d / "train_hidden.npy", mmap_mode="r").shape[1]) for d in self.dirs]

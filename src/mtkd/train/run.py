@@ -73,6 +73,11 @@ def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, for
     from mtkd.distill.build import build_objective
 
     objective = build_objective(cfg, dataset, model, device=str(resolve_device(cfg.device)), log=log)
+    if cfg.distill is not None and cfg.distill.valid_holdout is not None:
+        from mtkd.data.merged import MergedDataset
+
+        dataset = MergedDataset(dataset, cfg.distill.valid_holdout, seed=cfg.seed)
+        objective.teachers.view = dataset  # type: ignore[attr-defined]
     trainer = Trainer(cfg, dataset, model, objective, out, log=log, progress=progress)
     return trainer.fit(resume=resume)
 

@@ -1,0 +1,63 @@
+"""A dataset whose training split also holds most validation rows.
+
+For "early stopping by distillation loss" with the validation rows put to use: the student
+trains on train + (valid minus a held-out slice), with hard labels and teacher soft labels,
+and stops on its KD loss over the held-out slice, which needs no labels. Rows are chosen by
+a seeded hash of their row number, so the slice is the same on every run and resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtkd.data.hashing import uniform_from_index
+from mtkd.data.store import Dataset, Split
+
+
+class MergedDataset:
+    """Splits: train = train + valid[~holdout], valid = valid[holdout], test = test."""
+
+    def __init__(self, base: Dataset, holdout: float = 0.2, seed: int = 0):
+        if not 0 < holdout < 1:
+            raise ValueError("holdout must be in (0, 1)")
+        self.base = base
+        self.root: Path = base.root
+        self.feature_map = base.feature_map
+        self.manifest = base.manifest
+        self.holdout = holdout
+        valid_rows = base.split("valid").rows
+        held = uniform_from_index(np.arange(valid_rows), seed) < holdout
+        self._map: dict[str, list[tuple[str, np.ndarray | None]]] = {
+            "train": [("train", None), ("valid", np.flatnonzero(~held))],
+            "valid": [("valid", np.flatnonzero(held))],
+            "test": [("test", None)],
+        }
+        self._splits: dict[str, Split] = {}
+
+    @property
+    def checksum(self) -> str:
+        return f"{self.base.checksum}+valid{self.holdout}"
+
+    @property
+    def split_names(self) -> list[str]:
+        return [s for s in ("train", "valid", "test") if all(b in self.base.split_names for b, _ in self._map[s])]
+
+    def row_map(self, split: str) -> list[tuple[str, np.ndarray | None]]:
+        """(base split, row numbers or None for all) making up `split`, in order."""
+        return self._map[split]
+
+    def gather(self, split: str, parts: dict[str, Any]) -> np.ndarray:
+        """Rows of `split` from per-base-split arrays (e.g. cached teacher logits)."""
+        return np.concatenate([np.asarray(parts[b]) if idx is None else np.asarray(parts[b])[idx]
+                               for b, idx in self._map[split]])
+
+    def split(self, name: str) -> Split:
+        if name not in self._splits:
+            bases = {b: self.base.split(b).arrays for b, _ in self._map[name]}
+            keys = list(next(iter(bases.values())))
+            arrays = {k: self.gather(name, {b: a[k] for b, a in bases.items()}) for k in keys}
+            self._splits[name] = Split(name, int(arrays["label"].shape[0]), arrays)
+        return self._splits[name]
