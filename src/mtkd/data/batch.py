@@ -50,5 +50,5 @@ class Batch:
             scores=mv(self.scores),
             teacher_logits=mv(self.teacher_logits),
             teacher_hidden=None if self.teacher_hidden is None
-            else [h.to(device, non_blocking=non_blocking) for h in self.teacher_hidden],
+            else [None if h is None else h.to(device, non_blocking=non_blocking) for h in self.teacher_hidden],
         )

@@ -53,7 +53,8 @@ class BatchLoader:
         # distillation batch costs one more fancy-index, not a teacher forward pass.
         self.teacher_logits = teacher_logits
         self.teacher_hidden = teacher_hidden
-        for arr in ([teacher_logits] if teacher_logits is not None else []) + list(teacher_hidden or []):
+        for arr in ([teacher_logits] if teacher_logits is not None else []) + [
+                h for h in (teacher_hidden or []) if h is not None]:
             if arr.shape[0] != self.split.rows:
                 raise ValueError(f"teacher outputs have {arr.shape[0]} rows, split {self.split.name!r} has "
                                  f"{self.split.rows}")
@@ -105,5 +106,6 @@ class BatchLoader:
             teacher_logits=None if self.teacher_logits is None
             else torch.from_numpy(np.ascontiguousarray(self.teacher_logits[idx], dtype=np.float32)),
             teacher_hidden=None if self.teacher_hidden is None
-            else [torch.from_numpy(np.ascontiguousarray(h[idx], dtype=np.float32)) for h in self.teacher_hidden],
+            else [None if h is None else torch.from_numpy(np.ascontiguousarray(h[idx], dtype=np.float32))
+                  for h in self.teacher_hidden],
         )

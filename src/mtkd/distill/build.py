@@ -8,6 +8,7 @@ from mtkd.config import DistillConfig, TrainConfig
 from mtkd.data.store import Dataset
 from mtkd.distill.objectives import CoTraining, Distillation
 from mtkd.distill.teachers import TeacherSet, TeacherSpec, score_teachers
+import mtkd.distill.policy  # noqa: F401  (registers the policy and lr_ensemble weightings)
 from mtkd.distill.weighting import build_weighting
 from mtkd.errors import ConfigError
 from mtkd.models import build_model
@@ -16,7 +17,8 @@ from mtkd.train.objectives import Objective, Supervised
 
 
 def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, model: CTRModel,
-                      teacher_scores: Callable[[], list[float]]) -> dict[str, Any]:
+                      teacher_scores: Callable[[], list[float]],
+                      teacher_hidden_dims: Callable[[], list[int]] = lambda: []) -> dict[str, Any]:
     params = dict(d.weighting_params)
     fmap = dataset.feature_map
     if d.weighting == "single":
@@ -27,6 +29,11 @@ def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, mode
             params["teacher"] = names.index(t)
     if d.weighting == "fixed" and "weights" not in params:
         params["teacher_scores"] = teacher_scores()
+    if d.weighting == "policy":
+        hidden = teacher_hidden_dims()
+        p = 1 if fmap.task == "binary" else fmap.output_dim
+        use_hidden = params.get("use_hidden", True)
+        params["state_dims"] = [(h if use_hidden else 0) + 2 * p + 2 for h in hidden]
     if d.weighting == "gate":
         params.setdefault("num_classes", fmap.output_dim)
         if params.get("use_features") and hasattr(model, "embedding"):
@@ -49,10 +56,12 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
         weighting = build_weighting(d.weighting, len(names), task, **params)
         return CoTraining(task, teachers, weighting, student=model, share_embedding=d.share_embedding, **common)
     specs = [TeacherSpec(t.name, run=t.run, score=t.score, kind=t.kind) for t in d.teachers]
-    score_teachers(dataset, specs, with_hidden=d.hint > 0, device=device, log=log)
-    teacher_set = TeacherSet(dataset, specs, with_hidden=d.hint > 0)
+    with_hidden = d.hint > 0 or (d.weighting == "policy" and d.weighting_params.get("use_hidden", True))
+    score_teachers(dataset, specs, with_hidden=with_hidden, device=device, log=log)
+    teacher_set = TeacherSet(dataset, specs, with_hidden=with_hidden)
     metric = "auc" if task == "binary" else "accuracy"
-    params = _weighting_params(d, names, dataset, model, lambda: teacher_set.metric("valid", metric))
+    params = _weighting_params(d, names, dataset, model, lambda: teacher_set.metric("valid", metric),
+                               teacher_set.hidden_dims)
     weighting = build_weighting(d.weighting, len(names), task, **params)
     return Distillation(task, teacher_set, weighting, hint=d.hint, student_hidden_dim=model.hidden_dim, **common)
 

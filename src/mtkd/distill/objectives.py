@@ -58,7 +58,10 @@ class _KD(Objective):
                      tl: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         ctx = self._context(model, batch, out, tl)
         w = self.weighting(ctx)
-        kd = self.kd_term(out.logits, tl, w.detach()).mean()
+        kd_rows = self.kd_term(out.logits, tl, w.detach())
+        if getattr(self.weighting, "trains_itself", False):  # a policy may select no teacher: label only
+            kd_rows = kd_rows * (w.detach().sum(1) > 0.5)
+        kd = kd_rows.mean()
         ce = task_loss(self.task, out.logits, batch.label)
         loss = self.alpha * ce + (1 - self.alpha) * kd + model.reg_loss()
         aux = self.weighting.aux_loss(ctx, w)
@@ -100,7 +103,7 @@ class Distillation(_KD):
         super().__init__(task, list(teachers.names), weighting, **kw)
         self.teachers = teachers
         self.hint = hint
-        self.hints = nn.ModuleList(HintRegression(student_hidden_dim, d) for d in teachers.hidden_dims()) \
+        self.hints = nn.ModuleList(HintRegression(student_hidden_dim, max(d, 1)) for d in teachers.hidden_dims()) \
             if hint > 0 else nn.ModuleList()
 
     def modules(self) -> list[nn.Module]:
@@ -108,14 +111,15 @@ class Distillation(_KD):
 
     def loader_extra(self, split: str) -> dict[str, Any]:
         return {"teacher_logits": self.teachers.logits(split),
-                "teacher_hidden": self.teachers.hidden(split) if self.hint > 0 else None}
+                "teacher_hidden": self.teachers.hidden(split)}
 
     def loss(self, model: CTRModel, batch: Batch, out: ModelOutput) -> tuple[Tensor, dict[str, Tensor]]:
         assert batch.teacher_logits is not None, "the loader must join the cached teacher logits"
         loss, logs, w = self.student_loss(model, batch, out, batch.teacher_logits)
         if self.hint > 0 and batch.teacher_hidden is not None:
-            per = torch.stack([h(out.hidden, th) for h, th in zip(self.hints, batch.teacher_hidden)], 1)
-            hint = (w.detach() * per).sum(1).mean()
+            have = [i for i, th in enumerate(batch.teacher_hidden) if th is not None]  # score teachers: none
+            per = torch.stack([self.hints[i](out.hidden, batch.teacher_hidden[i]) for i in have], 1)
+            hint = (w.detach()[:, have] * per).sum(1).mean()
             loss = loss + self.hint * hint
             logs["hint_loss"] = hint.detach()
         return loss, logs
@@ -123,6 +127,44 @@ class Distillation(_KD):
     def eval_batch(self, split: str, model: CTRModel, batch: Batch, out: ModelOutput) -> None:
         if batch.teacher_logits is not None:
             self._eval_kd(split, model, batch, out, batch.teacher_logits)
+
+    # -- hooks for the reinforced-selection policy ---------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        if hasattr(self.weighting, "epoch"):
+            self.weighting.epoch = epoch
+
+    def bind(self, trainer: Any) -> None:
+        self._trainer = trainer
+
+    def _valid_probe(self) -> Any:
+        """A fixed slice of up to 4,096 validation rows and a function scoring the student on it."""
+        from mtkd.data.loader import BatchLoader
+        from mtkd.train.metrics import compute_metrics
+
+        if not hasattr(self, "_probe"):
+            tr = self._trainer
+            batch = next(iter(BatchLoader(tr.dataset, "valid", 4096, shuffle=True, seed=12345)))
+            self._probe = batch.to(tr.device)
+        key = "auc" if self.task == "binary" else "accuracy"
+
+        def score() -> float:
+            model = self._trainer.model
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                z = model(self._probe).logits
+            model.train(was)
+            return float(compute_metrics(self.task, self._probe.label.cpu().numpy(), z.float().cpu().numpy())[key])
+
+        return score
+
+    def after_step(self, model: CTRModel, batch: Batch, out: ModelOutput, step: int) -> dict[str, Tensor] | None:
+        hook = getattr(self.weighting, "after_student_step", None)
+        if hook is None:
+            return None
+        probe = self._valid_probe() if getattr(self.weighting, "reward_kind", "") == "valid" else None
+        logs = hook(model, batch, batch.teacher_logits, step, probe)
+        return {(f"sel.{self.names[int(k[4:])]}" if k.startswith("sel.") else k): v for k, v in logs.items()}
 
 
 class CoTraining(_KD):

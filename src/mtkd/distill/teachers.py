@@ -184,13 +184,19 @@ class TeacherSet:
             self._logits[split] = np.ascontiguousarray(np.stack(arrs, axis=1), dtype=np.float32)
         return self._logits[split]
 
-    def hidden(self, split: str) -> list[np.ndarray] | None:
+    def hidden(self, split: str) -> list[np.ndarray | None] | None:
+        """Hidden vectors per teacher (None for score-column teachers, which have none)."""
         if not self.with_hidden:
             return None
-        return [self._load(split, "hidden", i) for i in range(len(self.dirs))]
+        return [self._load(split, "hidden", i) if (d / "train_hidden.npy").exists() else None
+                for i, d in enumerate(self.dirs)]
 
     def hidden_dims(self) -> list[int]:
-        return [int(np.load(d / "train_hidden.npy", mmap_mode="r").shape[1]) for d in self.dirs]
+        """Hidden size per teacher; 0 for teachers without hidden vectors."""
+        if not self.with_hidden:
+            return [0] * len(self.dirs)
+        return [int(np.load(d / "train_hidden.npy", mmap_mode="r").shape[1]) if (d / "train_hidden.npy").exists()
+                else 0 for d in self.dirs]
 
     def metric(self, split: str, name: str) -> list[float]:
         return [float(m["splits"][split][name]) for m in self.meta]

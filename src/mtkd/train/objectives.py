@@ -36,8 +36,16 @@ class Objective:
     def loss(self, model: CTRModel, batch: Batch, out: ModelOutput) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
-    def after_step(self, model: CTRModel, batch: Batch, out: ModelOutput, step: int) -> None:
-        """Hook after each optimiser step (the policy update of reinforced selection)."""
+    def after_step(self, model: CTRModel, batch: Batch, out: ModelOutput, step: int) -> dict[str, Tensor] | None:
+        """Hook after each optimiser step (the policy update of reinforced selection); may return
+        more quantities to log."""
+        return None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook at the start of each epoch (schedules such as the policy's warm-up)."""
+
+    def bind(self, trainer: Any) -> None:
+        """Called once by the trainer, for objectives that need its data or evaluation."""
 
     def loader_extra(self, split: str) -> dict[str, Any]:
         """Extra row-aligned arrays the loader joins into batches (cached teacher outputs)."""

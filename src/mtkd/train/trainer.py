@@ -78,6 +78,7 @@ def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig)
     which updates only the rows a batch touched (the fast path for 10M-id vocabularies)."""
     sparse_ids: set[int] = set()
     sparse: list[nn.Parameter] = []
+    extra = [m for m in extra if not getattr(m, "trains_itself", False)]  # e.g. the policy's own Adam
     for mod in [model, *extra]:
         for m in mod.modules():
             if isinstance(m, nn.Embedding) and m.sparse and id(m.weight) not in sparse_ids:
@@ -159,6 +160,7 @@ class Trainer:
         self.progress = Progress(progress and rank == 0)
         self.train_loader = BatchLoader(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
                                         rank=rank, world_size=world_size, **objective.loader_extra("train"))
+        objective.bind(self)
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt(self) -> dict[str, Any]:
@@ -262,6 +264,7 @@ class Trainer:
         self.train_loader.set_epoch(st.epoch)
         self.model.train()
         self.objective.train(True)
+        self.objective.on_epoch_start(st.epoch)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # no per-step GPU sync
         logs_sum: dict[str, torch.Tensor] = {}
@@ -281,7 +284,9 @@ class Trainer:
                                                cfg.grad_clip)
             for o in self.optimizers:
                 o.step()
-            self.objective.after_step(self.model, b, out, st.step)
+            more = self.objective.after_step(self.model, b, out, st.step)
+            if more:
+                logs = {**logs, **more}
             st.step += 1
             n = len(batch)
             seen += n
