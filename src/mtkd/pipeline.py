@@ -58,8 +58,19 @@ class Experiment:
     def run_dir(self, kind: str, name: str, seed: int) -> Path:
         return self.out / kind / name / f"seed{seed}"
 
+    def _defaults_for(self, model: str) -> dict[str, Any]:
+        """`defaults`, keeping only the shared hyper-parameters this model takes (LR has no MLP);
+        a model's own `params` stay strict."""
+        from mtkd.models import model_params
+
+        d = copy.deepcopy(self.cfg.defaults)
+        if "params" in d:
+            valid = set(model_params(model))
+            d["params"] = {k: v for k, v in d["params"].items() if k in valid}
+        return d
+
     def teacher_config(self, t: ModelSpec, seed: int) -> TrainConfig:
-        d = _merge(self.cfg.defaults, {"model": t.model, "params": t.params})
+        d = _merge(self._defaults_for(t.model or ""), {"model": t.model, "params": t.params})
         d = _merge(d, t.set)
         d["seed"] = seed
         d.pop("distill", None)
@@ -67,8 +78,8 @@ class Experiment:
 
     def student_config(self, s: ModelSpec, seed: int) -> TrainConfig:
         base = self.cfg.student
-        d = _merge(self.cfg.defaults, {"model": s.model or base.model or "dnn",
-                                       "params": _merge(base.params, s.params)})
+        model = s.model or base.model or "dnn"
+        d = _merge(self._defaults_for(model), {"model": model, "params": _merge(base.params, s.params)})
         d = _merge(_merge(d, base.set), s.set)
         d["seed"] = seed
         if s.distill is not None:
@@ -88,7 +99,8 @@ class Experiment:
                               f"teachers are {list(by_name)}")
         if dist.get("mode", "offline") == "cotrain":
             dist["teachers"] = [{"name": n, "model": by_name[n].model,
-                                 "params": _merge(self.cfg.defaults.get("params", {}), by_name[n].params)}
+                                 "params": _merge(self._defaults_for(by_name[n].model or "").get("params", {}),
+                                                  by_name[n].params)}
                                 for n in names]
         else:
             dist["teachers"] = [{"name": n, "run": str(self.run_dir("teachers", n, seed))} for n in names]

@@ -209,7 +209,7 @@ class LREnsemble(Weighting):
 
     def forward(self, ctx: WeightContext) -> Tensor:
         w = self.coef.clamp_min(0)
-        w = w / w.sum() if float(w.sum()) > 0 else torch.full_like(w, 1.0 / self.num_teachers)
+        w = w / w.sum() if float(w.sum().detach()) > 0 else torch.full_like(w, 1.0 / self.num_teachers)
         return w.expand(ctx.teacher_logits.shape[0], -1)
 
     def aux_loss(self, ctx: WeightContext, weights: Tensor) -> Tensor:

@@ -1,0 +1,204 @@
+"""Reinforced teacher selection: state, REINFORCE direction, rewards, repeatability, save/reload."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtkd.config import load_train_config
+from mtkd.data.prepare import prepare
+from mtkd.data.schema import load_schema
+from mtkd.data.synthetic import write_synthetic
+from mtkd.distill.policy import Policy, reward_ce, reward_ce_kd, state_features
+from mtkd.distill.weighting import WeightContext, build_weighting
+from mtkd.train.checkpoint import load_checkpoint
+from mtkd.train.run import train_run
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def _ctx(b=8, t=2, task="binary", c=3, hidden=(5, 7)):
+    g = torch.Generator().manual_seed(0)
+    if task == "binary":
+        tl, s, y = torch.randn(b, t, generator=g), torch.randn(b, generator=g), torch.randint(0, 2, (b,), generator=g).float()
+    else:
+        tl, s, y = torch.randn(b, t, c, generator=g), torch.randn(b, c, generator=g), torch.randint(0, c, (b,), generator=g)
+    th = [torch.randn(b, h, generator=g) for h in hidden]
+    return WeightContext(tl, y, task, student_logits=s, teacher_hidden=th)
+
+
+@pytest.mark.parametrize("task,p", [("binary", 1), ("multiclass", 3)])
+def test_state_vector_has_documented_shape(task, p):
+    ctx = _ctx(task=task)
+    for t, h in enumerate((5, 7)):
+        s = state_features(ctx, t)
+        assert s.shape == (8, h + 2 * p + 2)
+        assert torch.isfinite(s).all()
+    assert state_features(ctx, 0, use_hidden=False).shape == (8, 2 * p + 2)
+
+
+def test_state_values_by_hand():
+    ctx = WeightContext(torch.tensor([[0.0]]), torch.tensor([1.0]), "binary", student_logits=torch.tensor([0.0]))
+    s = state_features(ctx, 0)
+    # p_t = 0.5, CE = log 2, KL(teacher||student) = 0 (same distribution), p_s = 0.5
+    assert torch.allclose(s, torch.tensor([[0.5, torch.log1p(torch.log(torch.tensor(2.0))), 0.0, 0.5]]), atol=1e-6)
+
+
+def test_rewards_by_hand():
+    z, y = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0])
+    want = -torch.tensor([F.softplus(torch.tensor(0.0)).item() - 0.0, F.softplus(torch.tensor(2.0)).item()])
+    assert torch.allclose(reward_ce(z, y, "binary"), want, atol=1e-6)
+    tl = torch.tensor([[0.0, 0.0], [2.0, 2.0]])  # teachers agree with the student: KD = entropy of p
+    p = torch.sigmoid(tl[:, 0])
+    ent = -(p * torch.log(p) + (1 - p) * torch.log(1 - p))
+    assert torch.allclose(reward_ce_kd(z, y, tl, "binary"), want - ent, atol=1e-5)
+    zm = torch.tensor([[2.0, 0.0, 0.0]])
+    assert reward_ce(zm, torch.tensor([0]), "multiclass").item() == pytest.approx(
+        -(-torch.log_softmax(zm, 1)[0, 0]).item())
+
+
+@pytest.mark.parametrize("action", ["bernoulli", "categorical"])
+def test_reinforce_favours_the_informative_teacher(action):
+    """Selecting teacher 0 (informative) earns reward 1, teacher 1 (noise) earns -1."""
+    torch.manual_seed(0)
+    ctx = _ctx(b=256, hidden=(5, 7))
+    pol = Policy(2, "binary", state_dims=[5 + 4, 7 + 4], action=action, lr=0.05, warmup_epochs=0)
+    pol.train()
+
+    def probs():
+        sc = pol.scores(pol.states(ctx))
+        return torch.sigmoid(sc).mean(0) if action == "bernoulli" else torch.softmax(sc, 1).mean(0)
+
+    before = probs().detach()
+    for _ in range(60):
+        pol(ctx)
+        a = pol._last["actions"]
+        pol.reinforce(pol._last["states"], a, a[:, 0] - a[:, 1])
+    after = probs().detach()
+    assert after[0] > before[0] + 0.2 and after[1] < before[1] - 0.2
+
+
+def test_no_gradient_into_teachers_or_policy_from_student_loss():
+    ctx = _ctx()
+    ctx.teacher_logits.requires_grad_(False)
+    pol = Policy(2, "binary", state_dims=[9, 11], warmup_epochs=0)
+    w = pol(ctx)
+    assert not w.requires_grad  # the student's KD loss cannot push gradients into the policy
+    assert all(not s.requires_grad for s in pol._last["states"])
+
+
+def test_policy_weights_rows():
+    pol = Policy(3, "binary", state_dims=[9, 11, 4], warmup_epochs=0)
+    ctx = _ctx(t=3, hidden=(5, 7, 0))
+    ctx.teacher_hidden = [ctx.teacher_hidden[0], ctx.teacher_hidden[1], None]
+    w = pol(ctx)
+    sums = w.sum(1)
+    assert torch.all(((sums - 1).abs() < 1e-6) | (sums == 0))  # a selection, or none (label only)
+    pol.eval()
+    w = pol(ctx)
+    assert torch.allclose(w.sum(1), torch.ones(8))
+    pol.epoch, pol.warmup_epochs = 0, 1
+    assert torch.allclose(pol(ctx), torch.full((8, 3), 1 / 3))  # warm-up: average
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("policy")
+    write_synthetic(root / "s.csv", rows=2500, seed=8)
+    prepare(load_schema(REPO / "configs/datasets/synthetic.yaml"), root / "ds", root / "s.csv")
+    base = ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256", "epochs=2", "device=cpu"]
+    train_run(load_train_config(None, base, model="deepfm"), root / "ds", root / "deepfm", **QUIET)
+    lr_base = ["batch_size=256", "epochs=2", "device=cpu"]  # a deliberately poor teacher
+    train_run(load_train_config(None, lr_base, model="lr"), root / "ds", root / "lr", **QUIET)
+    return root
+
+
+def _cfg(world, **sets):
+    teachers = [{"name": "deepfm", "run": str(world / "deepfm")}, {"name": "lr", "run": str(world / "lr")}]
+    base = ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256", "epochs=3", "device=cpu",
+            f"distill.teachers={json.dumps(teachers)}", "distill.weighting=policy"]
+    return load_train_config(None, base + [f"{k}={json.dumps(v)}" for k, v in sets.items()], model="dnn")
+
+
+@pytest.mark.parametrize("reward", ["ce", "ce_kd", "valid"])
+def test_policy_runs_with_each_reward_and_logs_selection(world, tmp_path, reward):
+    c = _cfg(world, **{"distill.weighting_params": {"reward": reward, "warmup_epochs": 1, "episode_steps": 3}})
+    train_run(c, world / "ds", tmp_path / reward, **QUIET)
+    last = json.loads((tmp_path / reward / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0 <= last["train.sel.deepfm"] <= 1 and 0 <= last["train.sel.lr"] <= 1
+    assert "train.reward" in last
+
+
+def test_same_seed_repeats_and_policy_is_saved(world, tmp_path):
+    c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 1, "hidden": 8}})
+    a = train_run(c, world / "ds", tmp_path / "a", **QUIET)
+    b = train_run(c, world / "ds", tmp_path / "b", **QUIET)
+    assert a["valid"] == b["valid"]
+    la = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    lb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda ls: [{k: v for k, v in json.loads(x).items() if "seconds" not in k and "per_s" not in k} for x in ls]
+    assert strip(la) == strip(lb)
+    ck = load_checkpoint(tmp_path / "a" / "best.pt")
+    pol_state = ck["objective"]["module0"]
+    assert any(k.startswith("heads.") for k in pol_state) and "_extra_state" in pol_state
+    # reload into a fresh policy: same scores
+    from mtkd.distill.build import build_objective
+    from mtkd.data.store import Dataset
+    from mtkd.models import build_model
+
+    ds = Dataset(world / "ds")
+    obj = build_objective(c, ds, build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[16]), log=lambda s: None)
+    obj.load_state_dict(ck["objective"])
+    assert obj.weighting.epoch == ck["objective"]["module0"]["_extra_state"]["epoch"]
+    for k, v in obj.weighting.state_dict().items():
+        if k != "_extra_state":
+            assert torch.equal(v, pol_state[k])
+
+
+def test_policy_resume_equals_uninterrupted(world, tmp_path):
+    from tests.test_trainer import _Interrupt  # noqa: F401  (same mechanism as the trainer test)
+
+    c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 1}})
+    full = train_run(c, world / "ds", tmp_path / "full", **QUIET)
+    import mtkd.train.trainer as tr
+
+    orig = tr.Trainer._save_last
+    calls = {"n": 0}
+
+    def save_then_die(self):
+        orig(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    tr.Trainer._save_last = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_run(c, world / "ds", tmp_path / "cut", **QUIET)
+    finally:
+        tr.Trainer._save_last = orig
+    resumed = train_run(c, world / "ds", tmp_path / "cut", resume=True, **QUIET)
+    assert resumed["valid"] == full["valid"] and resumed["test"] == full["test"]
+
+
+def test_lr_ensemble_learns_to_trust_the_informative_teacher():
+    torch.manual_seed(0)
+    n = 4000
+    true = torch.randn(n) * 2
+    y = torch.bernoulli(torch.sigmoid(true))
+    tl = torch.stack([true, torch.randn(n) * 2], 1)
+    w = build_weighting("lr_ensemble", 2, "binary")
+    opt = torch.optim.Adam(w.parameters(), 0.05)
+    for _ in range(200):
+        ctx = WeightContext(tl, y, "binary")
+        loss = w.aux_loss(ctx, w(ctx))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    weights = w(WeightContext(tl, y, "binary"))[0]
+    assert weights[0] > 0.8
