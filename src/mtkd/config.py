@@ -91,7 +91,7 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(8192, ge=1)  # CIN and attention activations grow with it
     epochs: int = Field(10, ge=1, description="maximum number of epochs")
     eval_every: int = Field(0, ge=0, description="evaluate every N steps; 0 = at each epoch's end")
-    monitor: str = "valid.auc"
+    monitor: str = Field("auto", description="auto = valid.auc (binary) or valid.accuracy (multi-class)")
     patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0)
     lr_patience: int = Field(1, ge=0, description="evaluations without improvement before the LR drops")
@@ -105,7 +105,7 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
-        if not self.monitor.startswith(("valid.", "train.")):
+        if self.monitor != "auto" and not self.monitor.startswith(("valid.", "train.")):
             raise ValueError(f"monitor {self.monitor!r} must name a logged quantity such as valid.auc or valid.logloss")
         if self.distill is not None and self.distill.valid_holdout is not None and self.monitor != "valid.kd_loss":
             raise ValueError("distill.valid_holdout trains on labelled validation rows, so the run must stop on "

@@ -175,7 +175,7 @@ def _method(cfg: TrainConfig) -> str:
     how = d.weighting
     if d.weighting == "single":
         how = f"single ({d.weighting_params.get('teacher')})"
-    extra = f", stop on {cfg.monitor}" if cfg.monitor != "valid.auc" else ""
+    extra = f", stop on {cfg.monitor}" if cfg.monitor not in ("auto", "valid.auc", "valid.accuracy") else ""
     return f"KD {how}{extra}"
 
 

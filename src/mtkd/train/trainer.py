@@ -155,7 +155,9 @@ class Trainer:
         self.log = log if rank == 0 else (lambda s: None)
         self.rank, self.world_size = rank, world_size
         self.optimizers = build_optimizers(self.model, objective.modules(), cfg)
-        self.mode = metric_mode(cfg.monitor)
+        self.monitor = cfg.monitor if cfg.monitor != "auto" else (
+            "valid.auc" if self.task == "binary" else "valid.accuracy")
+        self.mode = metric_mode(self.monitor)
         self.state = TrainState()
         self.progress = Progress(progress and rank == 0)
         self.train_loader = BatchLoader(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -327,11 +329,11 @@ class Trainer:
         record.update({f"valid.{k}": v for k, v in valid.items()})
         record["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else None
         record["eval_seconds"] = round(time.perf_counter() - t, 3)
-        if cfg.monitor not in record:
+        if self.monitor not in record:
             from mtkd.errors import MtkdError
 
-            raise MtkdError(f"monitor {cfg.monitor!r} is not logged; logged: {sorted(k for k in record if '.' in k)}")
-        value = float(record[cfg.monitor])
+            raise MtkdError(f"monitor {self.monitor!r} is not logged; logged: {sorted(k for k in record if '.' in k)}")
+        value = float(record[self.monitor])
         improved = st.best is None or (value > st.best + cfg.min_delta if self.mode == "max"
                                        else value < st.best - cfg.min_delta)
         if improved:
@@ -351,7 +353,7 @@ class Trainer:
                  f"{'  *' if improved else ''}")
         if st.bad_evals >= cfg.patience:
             st.stopped_early = True
-            self.log(f"early stop: {cfg.monitor} did not improve for {cfg.patience} evaluation(s); "
+            self.log(f"early stop: {self.monitor} did not improve for {cfg.patience} evaluation(s); "
                      f"best {st.best:.5f} at epoch {st.best_epoch}")
             return True
         return False
@@ -379,7 +381,7 @@ class Trainer:
         st = self.state
         summary: dict[str, Any] = {
             "model": self.cfg.model,
-            "monitor": self.cfg.monitor,
+            "monitor": self.monitor,
             "best": st.best,
             "best_epoch": st.best_epoch,
             "epochs_run": st.epoch,
