@@ -439,7 +439,8 @@ def main() -> None:
         print("### targets\n")
         for line in lines:
             print("- " + line)
-    print(f"\nper-seed results: {results_path}")
+    files = sorted(str(p) for p in workdir.glob("zoo_results*.json"))
+    print(f"\nper-seed results: {', '.join(files) or '(none)'}")
 
 
 if __name__ == "__main__":

@@ -94,10 +94,12 @@ def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig)
     opts: list[torch.optim.Optimizer] = []
     if dense:
         kw: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
+        # fused kernels: one pass over all parameters instead of ~6 ops per tensor (CPU and CUDA)
+        fused = {"fused": True} if all(p.dtype.is_floating_point for p in dense) else {}
         if o.name == "adam":
-            opts.append(torch.optim.Adam(dense, **kw))
+            opts.append(torch.optim.Adam(dense, **kw, **fused))
         elif o.name == "adamw":
-            opts.append(torch.optim.AdamW(dense, **kw))
+            opts.append(torch.optim.AdamW(dense, **kw, **fused))
         elif o.name == "sgd":
             opts.append(torch.optim.SGD(dense, **kw))
         else:
