@@ -237,8 +237,9 @@ def _ms(xs: list[float], digits: int) -> str:
     if not xs:
         return "-"
     m = statistics.fmean(xs)
-    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    if len(xs) == 1:
+        return f"{m:.{digits}f} (one seed)"
+    return f"{m:.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:

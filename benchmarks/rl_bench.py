@@ -1,0 +1,171 @@
+"""Reinforced teacher selection against the baseline weightings, a poor teacher in the pool, and
+the policy's cost per epoch.
+
+    nice -n 10 .venv/bin/python benchmarks/rl_bench.py --workdir /tmp/kdb            # everything
+    .venv/bin/python benchmarks/rl_bench.py --quick --workdir /tmp/rlb_quick         # smoke test, minutes
+    nice -n 10 .venv/bin/python benchmarks/rl_bench.py --datasets frappe,synthetic_mc
+
+Datasets: Frappe, the Criteo and Avazu 10k samples, synthetic binary and synthetic 4-class
+(`write_synthetic`, 50k rows by default). Seeds 2026-2028. Same settings and WORKDIR layout as
+kd_bench.py (see its docstring): the teachers (DeepFM, DCN, xDeepFM, AutoInt+) and the students
+both scripts share (dnn, kd_average, kd_confidence, kd_gate) are trained once and reused.
+
+Students (DNN 128-64, alpha 0.5, temperature 1; binary: soft-label BCE, multi-class: KL):
+  baselines  kd_average = U-Ensemble, kd_random = Rand-Single, kd_fixed = W-Ensemble (weights from
+             the teachers' valid AUC above 0.5 / valid accuracy), kd_lr_ensemble = LR-Ensemble,
+             kd_best = Best-Single (per instance, lowest CE), kd_confidence (CA-MKD), kd_gate.
+  policy     policy_ce / policy_ce_kd / policy_valid: Bernoulli selection per (instance, teacher),
+             linear heads on the documented state, REINFORCE with a moving-average baseline, policy
+             Adam lr 1e-3, 1 warm-up epoch with the plain average; `valid` rewards the change of AUC
+             (accuracy) on a 4,096-row validation probe over episodes of 5 steps.
+  poor       the four teachers plus LR (a deliberately weak teacher): poor_average, poor_gate and
+             poor_policy_ce; the LR teacher's selection rate (policy) and mean weight (gate) per epoch.
+Cost: one epoch of each policy vs one epoch of kd_average (policy active from the first step, min of
+--speed-repeats back-to-back runs; target <= 1.3x), and the median train.samples_per_s of the
+benchmark runs after the warm-up epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as C  # noqa: E402
+
+DATASETS = "frappe,criteo,avazu,synthetic,synthetic_mc"
+BASELINES = {"kd_average": "U-Ensemble", "kd_random": "Rand-Single", "kd_fixed": "W-Ensemble",
+             "kd_lr_ensemble": "LR-Ensemble", "kd_best": "Best-Single", "kd_confidence": "confidence",
+             "kd_gate": "gate"}
+REWARDS = ["ce", "ce_kd", "valid"]
+POOR = "lr"
+
+
+def policy(reward: str) -> dict:
+    p = {"reward": reward, "action": "bernoulli", "warmup_epochs": 1, "lr": 1e-3}
+    if reward == "valid":
+        p["episode_steps"] = 5
+    return p
+
+
+def teachers() -> list[dict]:
+    return [{"name": t, "model": t} for t in C.TEACHERS] + [{"name": POOR, "model": "lr"}]
+
+
+def students() -> list[dict]:
+    T, P = C.TEACHERS, C.TEACHERS + [POOR]
+    out = [{"name": "dnn"}]
+    out += [{"name": n, "distill": {"teachers": T, "weighting": n[3:]}} for n in BASELINES]
+    out += [{"name": f"policy_{r}", "distill": {"teachers": T, "weighting": "policy", "weighting_params": policy(r)}}
+            for r in REWARDS]
+    out += [{"name": "poor_average", "distill": {"teachers": P, "weighting": "average"}},
+            {"name": "poor_gate", "distill": {"teachers": P, "weighting": "gate"}},
+            {"name": "poor_policy_ce", "distill": {"teachers": P, "weighting": "policy",
+                                                   "weighting_params": policy("ce")}}]
+    return out
+
+
+def bench(ds: str, args: argparse.Namespace) -> str:
+    out = Path(args.workdir) / ds
+    log = out / "rl_bench.log"
+    studs = students()
+    cfg = C.experiment(ds, args, teachers(), studs, "rl_bench")
+    rows = C.run(cfg, log)
+    exp = C.make_experiment(cfg, log)
+    task = exp.prepare().feature_map.task
+    metric = "AUC" if task == "binary" else "accuracy"
+    by = {r["model"]: r for r in rows}
+    labels = {n: f"{n} ({lab})" for n, lab in BASELINES.items()}
+    labels[POOR] = f"{POOR} (poor teacher)"
+    lines = [C.table(rows, f"{ds}: teachers, baselines and the policy ({len(args.seeds)} seeds)", task, labels), ""]
+    lines.append(f"Policy vs U-Ensemble ({ds}, test {metric}):")
+    base = [n for n in BASELINES if n != "kd_average"]
+    best_base = max(base, key=lambda n: by[n]["test_auc"])
+    for r in REWARDS:
+        lines.append(C.claim(f"policy ({r}) beats U-Ensemble", by[f"policy_{r}"], by["kd_average"], metric))
+    for r in REWARDS:
+        lines.append(C.claim(f"policy ({r}) beats the best other baseline ({best_base}, by test: optimistic)",
+                             by[f"policy_{r}"], by[best_base], metric))
+    lines += ["", f"Poor teacher ({POOR}) in the pool ({ds}, test {metric}):",
+              C.claim("the poor teacher hurts averaging", by["kd_average"], by["poor_average"], metric),
+              C.claim("policy (ce) beats averaging with the poor teacher in the pool",
+                      by["poor_policy_ce"], by["poor_average"], metric),
+              C.claim("gate beats averaging with the poor teacher in the pool", by["poor_gate"],
+                      by["poor_average"], metric), "", selection(out, args)]
+    lines += ["", cost(exp, out, studs, args)]
+    return "\n".join(lines)
+
+
+def _per_epoch(out: Path, name: str, key: str, seeds: list[int]) -> list[float | None]:
+    runs = [C.metrics(out, "students", name, s) for s in seeds]
+    n = max((len(r) for r in runs), default=0)
+    res = []
+    for e in range(n):
+        xs = [r[e][key] for r in runs if e < len(r) and key in r[e]]
+        res.append(statistics.fmean(xs) if xs else None)
+    return res
+
+
+def selection(out: Path, args: argparse.Namespace) -> str:
+    """Per epoch (mean over the seeds still running): policy selection rate of each teacher, gate weight."""
+    names = C.TEACHERS + [POOR]
+    sel = {t: _per_epoch(out, "poor_policy_ce", f"train.sel.{t}", args.seeds) for t in names}
+    gate = {t: _per_epoch(out, "poor_gate", f"train.w.{t}", args.seeds) for t in names}
+    n = max(len(sel[POOR]), len(gate[POOR]))
+    f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["Selection over epochs (train split; mean over seeds; epoch 1 of the policy is the warm-up average, "
+             "so no selection):", "",
+             "| epoch | " + " | ".join(f"policy sel {t}" for t in names) + " | " +
+             " | ".join(f"gate w {t}" for t in names) + " |",
+             "|---:|" + "---:|" * (2 * len(names))]
+    for e in range(n):
+        cells = [f(sel[t][e] if e < len(sel[t]) else None) for t in names] + \
+                [f(gate[t][e] if e < len(gate[t]) else None) for t in names]
+        lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost(exp, out: Path, studs: list[dict], args: argparse.Namespace) -> str:
+    names = ["kd_average"] + [f"policy_{r}" for r in REWARDS]
+    specs = {s["name"]: s for s in studs if s["name"] in names}
+
+    def active_now(name, cfg):  # time the policy itself, not its warm-up epoch
+        if name.startswith("policy"):
+            cfg = cfg.model_copy(deep=True)
+            cfg.distill.weighting_params["warmup_epochs"] = 0
+        return cfg
+
+    secs = C.time_epochs(exp, specs, args.seeds[0], out / "speed_rl", args.speed_repeats, active_now)
+    sps = {n: C.median_sps(out, n, args.seeds, skip_first=1) for n in names}
+    parts = [f"Cost ({C.load()}): one training epoch, min of {args.speed_repeats} back-to-back runs: "
+             f"kd_average {secs['kd_average']:.2f} s"]
+    for r in REWARDS:
+        n = f"policy_{r}"
+        ratio = secs[n] / secs["kd_average"]
+        parts.append(f"{n} {secs[n]:.2f} s = {ratio:.2f}x ({'PASS' if ratio <= 1.3 else 'FAIL'} <= 1.3x; "
+                     f"benchmark runs' median samples/s after warm-up: {sps['kd_average'] / sps[n]:.2f}x)")
+    return "; ".join(parts) + "."
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    C.add_common_args(p, DATASETS)
+    args = C.resolve_args(p.parse_args(), DATASETS, "criteo,synthetic_mc")
+    t0 = time.perf_counter()
+    print(f"rl_bench: datasets {args.datasets}, seeds {args.seeds}, epochs <= {args.epochs}, "
+          f"synthetic rows {args.synthetic_rows:,}, workdir {args.workdir}; {C.load()}", flush=True)
+    parts = []
+    for ds in args.datasets:
+        text = bench(ds, args)
+        print("\n" + text + "\n", flush=True)
+        parts.append(text)
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    (Path(args.workdir) / f"rl_bench_{'_'.join(args.datasets)}.md").write_text("\n\n".join(parts) + "\n")
+    print(f"rl_bench done in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
