@@ -464,3 +464,18 @@ def test_presets_prepare_shared_files(tmp_path: Path, run_cli, shared_data: Path
     assert train.arrays["cat"].min() >= 1
     assert set(np.unique(train.arrays["label"])) == {0.0, 1.0}
     assert ds.verify() == []
+
+
+def test_infinite_numeric_value_is_refused_with_its_line(tmp_path, capsys):
+    from mtkd.cli import main
+
+    csv = tmp_path / "inf.csv"
+    csv.write_text("label,x,c\n0,1.5,a\n1,inf,b\n0,2,a\n")
+    schema = tmp_path / "s.yaml"
+    schema.write_text("label: label\nfeatures:\n  - {name: x, type: numeric, transform: standardize}\n"
+                      "  - {name: c, type: categorical}\nsplit: {ratios: [1.0]}\n")
+    rc = main(["data", "prepare", "--schema", str(schema), "--train", str(csv), "--split", "0.4,0.3,0.3",
+               "--out", str(tmp_path / "ds")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "line 3" in err and "'x'" in err and "finite" in err
+    assert not (tmp_path / "ds").exists()

@@ -164,7 +164,8 @@ def prepare(
         log(f"{out}: already prepared from the same files and schema; nothing to do")
         return existing
     for stale in out.parent.glob(f".{out.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):  # never a prepare still running
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     tmp.mkdir(parents=True)
     try:
@@ -183,6 +184,29 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != os.getpid() or False
+
+
+def _check_numeric(reader: RawReader, batch: pa.RecordBatch, start: int, schema: Schema) -> None:
+    """Infinite values would turn standardised columns into NaN: refuse them with their line."""
+    for name, spec in schema.specs():
+        if spec.type != "numeric":
+            continue
+        x = batch.column(name).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(np.isinf(x))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(f"{reader.path}: line {reader.line_of(start + i)}, column {name!r}: {x[i]!r} is not a "
+                            "finite number; fix the value or leave the field empty (missing values get fill_na)")
 
 
 def _p(x: str | Path | None) -> Path | None:
@@ -266,6 +290,7 @@ def _fit(schema: Schema, source: Source, readers: list[RawReader], spool: _Spool
     for reader, batch, local, start in _blocks(readers):
         n = batch.num_rows
         _check_labels(reader, None, batch, local, schema)
+        _check_numeric(reader, batch, local, schema)
         part = source.assign(start, n, total)
         counts = [c + int(k) for c, k in zip(counts, np.bincount(part, minlength=len(counts)))]
         mask = part == 0
@@ -295,6 +320,8 @@ def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: li
             n = batch.num_rows
             if src is not sources[0] or schema.task == "multiclass":
                 _check_labels(reader, encoder, batch, local, schema)
+            if src is not sources[0]:
+                _check_numeric(reader, batch, local, schema)
             arrays = encoder.transform(batch)
             arrays["label"], _ = encoder.encode_labels(batch.column(schema.label))
             part = src.assign(start, n, total)
