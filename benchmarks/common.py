@@ -69,6 +69,7 @@ def resolve_args(args: argparse.Namespace, default_datasets: str, quick_datasets
     import torch
 
     torch.set_num_threads(max(1, args.threads))
+    keep_teacher_caches()
     return args
 
 
@@ -87,6 +88,27 @@ def experiment(ds: str, args: argparse.Namespace, teachers: list[dict[str, Any]]
     return {"name": f"{name} {ds}", "out": str(Path(args.workdir) / ds), "data": data_source(ds, args.synthetic_rows),
             "seeds": args.seeds, "defaults": defaults(ds, args), "student": STUDENT,
             "teachers": teachers, "students": students}
+
+
+def keep_teacher_caches() -> None:
+    """Work around a bug in `mtkd.distill.teachers.score_teachers`: after writing the cache of
+    teacher `deepfm` it deletes every other `teachers/deepfm-*` directory as stale, including the
+    caches of the same-named teachers of the other seeds (and of the other `with_hidden` variant).
+    Every student run then re-scores all its teachers, and a run that reads a cache another process
+    is rewriting fails with FileNotFoundError. Here only that clean-up is skipped (the `.partial`
+    directories of a failed scoring are still removed); results are unchanged."""
+    import shutil
+    import types
+
+    import mtkd.distill.teachers as teachers
+
+    def rmtree(path: Any, ignore_errors: bool = False, **kw: Any) -> None:
+        p = Path(path)
+        if p.parent.name == teachers.CACHE_DIR and not p.name.startswith("."):
+            return  # a finished cache of another run/seed: keep it
+        shutil.rmtree(path, ignore_errors=ignore_errors, **kw)
+
+    teachers.shutil = types.SimpleNamespace(rmtree=rmtree)
 
 
 def make_experiment(cfg: dict[str, Any], log_file: Path):
