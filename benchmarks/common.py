@@ -56,6 +56,8 @@ def add_common_args(p: argparse.ArgumentParser, datasets: str) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 when sharing the CPUs)")
     p.add_argument("--speed-repeats", type=int, default=3, help="timed epochs per model for the speed ratio")
     p.add_argument("--quick", action="store_true", help="smoke test: 3k synthetic rows, 1 seed, 2 epochs")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: tables from the runs finished in WORKDIR (unfinished rows left out)")
 
 
 def resolve_args(args: argparse.Namespace, default_datasets: str, quick_datasets: str) -> argparse.Namespace:
@@ -70,12 +72,20 @@ def resolve_args(args: argparse.Namespace, default_datasets: str, quick_datasets
 
     torch.set_num_threads(max(1, args.threads))
     keep_teacher_caches()
+    global REPORT_ONLY
+    REPORT_ONLY = args.report_only
     return args
+
+
+REPORT_ONLY = False
 
 
 def defaults(ds: str, args: argparse.Namespace) -> dict[str, Any]:
     """Training settings of every teacher and student (models drop the params they lack)."""
-    return {"batch_size": BATCH.get(ds, 2048), "epochs": args.epochs, "patience": args.patience,
+    batch = BATCH.get(ds, 2048)
+    if ds.startswith("synthetic") and args.synthetic_rows < 40_000:
+        batch = 512  # keep >= 16 steps per epoch on small synthetic data
+    return {"batch_size": batch, "epochs": args.epochs, "patience": args.patience,
             "lr_patience": 1, "optimizer": {"lr": 0.002},
             "params": {"embedding_dim": 16, "hidden_units": [256, 128]}}
 
@@ -125,8 +135,31 @@ def make_experiment(cfg: dict[str, Any], log_file: Path):
     return Experiment(parse_model(ExperimentConfig, cfg, cfg["name"]), cfg["name"], log)
 
 
+def collect(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Report rows of the models whose runs have finished for every seed (no training, no latency)."""
+    from mtkd.data.store import Dataset
+    from mtkd.pipeline import _method
+    from mtkd.report import summarise
+
+    exp = make_experiment(cfg, Path(cfg["out"]) / "report_only.log")
+    task = Dataset(exp.data_dir).feature_map.task
+    out, rows = Path(cfg["out"]), []
+    for kind, specs in (("teachers", exp.cfg.teachers), ("students", exp.cfg.students)):
+        for m in specs:
+            paths = [out / kind / m.name / f"seed{s}" / "summary.json" for s in exp.cfg.seeds]
+            if not all(p.exists() for p in paths):
+                print(f"  [{cfg['name']}: {m.name} not finished for every seed: left out]")
+                continue
+            runs = [json.loads(p.read_text()) for p in paths]
+            make = exp.teacher_config if kind == "teachers" else exp.student_config
+            rows.append(summarise(m.name, kind[:-1], _method(make(m, exp.cfg.seeds[0])), runs, None, task))
+    return rows
+
+
 def run(cfg: dict[str, Any], log_file: Path) -> list[dict[str, Any]]:
     """Run (or reuse) an experiment; returns the report rows."""
+    if REPORT_ONLY:
+        return collect(cfg)
     t = time.perf_counter()
     rows = make_experiment(cfg, log_file).run()
     print(f"  [{cfg['name']}: {len(rows)} rows in {time.perf_counter() - t:.0f} s; log {log_file}]", flush=True)
@@ -173,7 +206,9 @@ def verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
     return "HOLDS" if diff > 0 else "DOES NOT HOLD"
 
 
-def claim(text: str, a: dict[str, Any], b: dict[str, Any], metric: str = "AUC") -> str:
+def claim(text: str, a: dict[str, Any] | None, b: dict[str, Any] | None, metric: str = "AUC") -> str:
+    if a is None or b is None:
+        return f"- {text}: not finished"
     diff = a["test_auc"] - b["test_auc"]
     pooled = math.sqrt((a["test_auc_std"] ** 2 + b["test_auc_std"] ** 2) / 2)
     return (f"- {text}: {a['model']} {fmt(a)} vs {b['model']} {fmt(b)} (test {metric}; diff {diff:+.4f}, "
@@ -207,3 +242,13 @@ def median_sps(out: Path, name: str, seeds: list[int], skip_first: int = 0) -> f
 
 def load() -> str:
     return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+class Rows(dict):
+    """Report rows by model name; a model that has not finished is None."""
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        super().__init__({r["model"]: r for r in rows})
+
+    def __missing__(self, key: str) -> None:
+        return None

@@ -904,6 +904,7 @@ def main(argv: list[str] | None = None) -> int:
                     ok = abs(diff) <= 0.001
                     arow.append([vname, r.kind, "sparse SparseAdam" if r.bf16_sparse else "dense Adam",
                                  f"{r.auc[0]:.5f}", f"{r.auc[1]:.5f}", f"{diff:+.5f}", "ok" if ok else "OVER 0.001"])
+                    log(f"  {vname} {r.kind}: AUC fp32 {r.auc[0]:.5f}, bf16 {r.auc[1]:.5f}")
                     if args.proto:
                         r.proto_auc = auc_check(r.kind, datas[vname], r.proto_bf16_sparse, device, proto=True)
                         diff = r.proto_auc[1] - r.proto_auc[0]
