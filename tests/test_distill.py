@@ -254,3 +254,17 @@ def test_valid_rows_train_and_holdout_kd_stopping(world, tmp_path):
 
     with pytest.raises(ConfigError, match="monitor: valid.kd_loss"):
         _student(world, **{"distill.valid_holdout": 0.25})
+
+
+def test_caches_of_other_runs_with_the_same_name_survive(world, tmp_path):
+    """Seeds of an experiment share teacher names; scoring one must not drop another's cache."""
+    import shutil
+
+    ds = Dataset(world / "ds")
+    shutil.copytree(world / "dcn", tmp_path / "dcn_other")
+    base = ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256", "epochs=1", "device=cpu", "seed=3"]
+    train_run(load_train_config(None, base, model="dcn"), world / "ds", tmp_path / "dcn_other", force=True, **QUIET)
+    (a,) = score_teachers(ds, [TeacherSpec("dcn", run=str(world / "dcn"))], log=lambda s: None)
+    (b,) = score_teachers(ds, [TeacherSpec("dcn", run=str(tmp_path / "dcn_other"))], log=lambda s: None)
+    assert a != b and (a / "meta.json").exists() and (b / "meta.json").exists()
+    shutil.rmtree(b)

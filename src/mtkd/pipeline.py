@@ -44,7 +44,16 @@ class Experiment:
         schema = load_schema(d.schema_path)
         if d.synth is not None:
             csv = self.out / "raw" / "synth.csv"
-            if not (csv.with_name(csv.name + ".meta.json")).exists():
+            meta = csv.with_name(csv.name + ".meta.json")
+            if meta.exists():
+                old = json.loads(meta.read_text())
+                want = {"rows": int(d.synth.get("rows", 100_000)), "seed": int(d.synth.get("seed", 0)),
+                        "task": d.synth.get("task", "binary")}
+                have = {k: old.get(k) for k in want}
+                if have != want:
+                    raise ConfigError(f"{self.source}: {self.out} holds synthetic data made with {have}, not "
+                                      f"{want}; use another `out` or delete {self.out}")
+            else:
                 s = d.synth
                 write_synthetic(csv, int(s.get("rows", 100_000)), int(s.get("seed", 0)), s.get("task", "binary"),
                                 int(s.get("classes", 4)))
@@ -175,7 +184,11 @@ def _method(cfg: TrainConfig) -> str:
     how = d.weighting
     if d.weighting == "single":
         how = f"single ({d.weighting_params.get('teacher')})"
+    if d.weighting == "policy":
+        how = f"policy ({d.weighting_params.get('reward', 'ce')} reward)"
     extra = f", stop on {cfg.monitor}" if cfg.monitor not in ("auto", "valid.auc", "valid.accuracy") else ""
+    if d.valid_holdout is not None:
+        extra += f", valid rows in training (held out {d.valid_holdout:g})"
     return f"KD {how}{extra}"
 
 

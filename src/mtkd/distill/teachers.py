@@ -133,10 +133,13 @@ def score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool
                 meta["splits"][split] = {"rows": int(logits.shape[0]),
                                          **compute_metrics(dataset.feature_map.task, labels, logits)}
             atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
-            for stale in root.glob(f"{spec.name}-*"):
-                if stale != out and stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
-            os.replace(tmp, out)
+            _drop_stale(root, spec, with_hidden, out)
+            try:
+                os.replace(tmp, out)
+            except OSError:  # another process cached the same key meanwhile: theirs is as good
+                if not (out / "meta.json").exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -144,6 +147,23 @@ def score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool
         log(f"teacher {spec.name}: scored {sum(s['rows'] for s in meta['splits'].values()):,} rows "
             f"(valid {', '.join(f'{k} {v:.4f}' for k, v in valid.items() if k != 'rows')})")
     return dirs
+
+
+def _drop_stale(root: Path, spec: TeacherSpec, with_hidden: bool, keep: Path) -> None:
+    """Remove caches of the SAME teacher (same run directory or score column, same hidden
+    setting) under an older key: it was retrained. Caches of other runs that share the name
+    (other seeds of an experiment) are left alone."""
+    for other in root.glob(f"{spec.name}-*"):
+        if other == keep or not (other / "meta.json").exists():
+            continue
+        try:
+            m = json.loads((other / "meta.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        same = (m.get("run") == spec.run and m.get("score") == spec.score and m.get("kind") == spec.kind
+                and bool(m.get("with_hidden")) == with_hidden)
+        if same:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 class TeacherSet:
