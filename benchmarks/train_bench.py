@@ -70,7 +70,6 @@ from mtkd.train.trainer import configure_torch
 
 configure_torch()  # flush denormals before any torch op: ~10x on CPU with 1e-4 embeddings
 
-import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mtkd.config import load_train_config  # noqa: E402
@@ -774,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is reported")
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--bf16", action="store_true", help="also time bf16 autocast and check its test AUC")
+    ap.add_argument("--no-auc", action="store_true", help="with --bf16: skip the fp32-vs-bf16 test AUC check")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-trainer", action="store_true", help="skip the full Trainer.fit epoch")
@@ -892,7 +892,7 @@ def main(argv: list[str] | None = None) -> int:
             if root is not None:
                 shutil.rmtree(root, ignore_errors=True)
 
-        if args.bf16:
+        if args.bf16 and not args.no_auc:
             log("")
             log(f"== bf16 accuracy check: one epoch ({args.rows:,} rows) fp32 vs bf16 autocast from the same init "
                 f"on the same batches, test AUC on {args.test_rows:,} held-out rows; {loadavg()}")

@@ -212,7 +212,7 @@ def run_cmd(experiment: Path = typer.Argument(..., help="Experiment YAML (see co
     cfg = load_experiment(experiment)
     exp = Experiment(cfg, str(experiment), log=lambda s: err.print(s, markup=False, highlight=False))
     exp.run(force=force)
-    out.print((exp.out / "report.md").read_text(), markup=False, highlight=False)
+    print((exp.out / "report.md").read_text())  # plain: a Markdown table must not be re-wrapped
     out.print(f"report: {exp.out / 'report.md'} and {exp.out / 'report.csv'}")
 
 
