@@ -74,8 +74,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """Dense parameters get the configured optimiser; sparse embedding tables get SparseAdam,
-    which updates only the rows a batch touched (the fast path for 10M-id vocabularies)."""
+    """Dense parameters get the configured optimiser; sparse embedding tables get a row-wise lazy
+    Adam, which updates only the rows a batch touched (the fast path for 10M-id vocabularies)."""
     sparse_ids: set[int] = set()
     sparse: list[nn.Parameter] = []
     extra = [m for m in extra if not getattr(m, "trains_itself", False)]  # e.g. the policy's own Adam
@@ -111,7 +111,9 @@ def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig)
         elif o.name == "adagrad":
             opts.append(torch.optim.Adagrad(sparse, lr=lr))
         else:
-            opts.append(torch.optim.SparseAdam(sparse, lr=lr))
+            from mtkd.train.rowwise_adam import RowWiseAdam
+
+            opts.append(RowWiseAdam(sparse, lr=lr))
     return opts
 
 

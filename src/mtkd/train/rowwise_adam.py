@@ -1,0 +1,62 @@
+"""Row-wise lazy Adam for sparse embedding tables.
+
+Same arithmetic as `torch.optim.SparseAdam` (moments and weights of only the rows a batch
+touched; a global step for bias correction), without `grad.coalesce()`, whose sort dominated
+the step on 10M-row tables: ids are de-duplicated through a per-table slot buffer (each id
+writes its position, reads the winner back; winners are the distinct rows), their gradient
+rows summed with `index_add_`, and only those rows of the table and moments are touched.
+Measured in benchmarks/train_bench.py --proto: about 2x SparseAdam for the DNN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+class RowWiseAdam(torch.optim.Optimizer):
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
+        self._slots: dict[int, torch.Tensor] = {}  # scratch, not state: never saved in checkpoints
+
+    def _rows(self, p: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distinct rows, index of each id's row among them)."""
+        slot = self._slots.get(id(p))
+        if slot is None or slot.shape[0] != p.shape[0] or slot.device != idx.device:
+            slot = self._slots[id(p)] = torch.empty(p.shape[0], dtype=torch.long, device=idx.device)
+        pos = torch.arange(idx.numel(), device=idx.device)
+        slot[idx] = pos
+        winner = slot[idx]
+        first = winner == pos
+        compact = torch.cumsum(first, 0) - 1
+        return idx[first], compact[winner]
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["exp_avg"] = torch.zeros_like(p)
+                    st["exp_avg_sq"] = torch.zeros_like(p)
+                st["step"] += 1
+                if g.is_sparse:
+                    idx, vals = g._indices()[0], g._values()
+                    rows, inv = self._rows(p, idx)
+                    gs = vals.new_zeros(rows.numel(), vals.shape[1]).index_add_(0, inv, vals)
+                else:
+                    rows = torch.arange(p.shape[0], device=p.device)
+                    gs = g
+                m = st["exp_avg"].index_select(0, rows).lerp_(gs, 1 - b1)
+                v = st["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(gs, gs, value=1 - b2)
+                st["exp_avg"].index_copy_(0, rows, m)
+                st["exp_avg_sq"].index_copy_(0, rows, v)
+                bc1, bc2 = 1 - b1 ** st["step"], 1 - b2 ** st["step"]
+                denom = v.div_(bc2).sqrt_().add_(eps)
+                p.index_add_(0, rows, m.div_(denom), alpha=-lr / bc1)
