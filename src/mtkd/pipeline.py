@@ -168,7 +168,7 @@ class Experiment:
             if "auc" in bayes:
                 notes.append(f"Bayes-optimal test AUC {bayes['auc']:.4f}, logloss {bayes['logloss']:.4f} "
                              "(true probabilities of the synthetic generator).")
-        notes.append("Latency: PyTorch eager forward of 1,000 test rows in one batch, median of 20, this machine.")
+        notes.append("Latency: PyTorch eager forward of 1,000 test rows in one batch, best of 20, this machine.")
         atomic_write_text(self.out / "report.md", to_markdown(rows, f"{self.cfg.name}: teachers and students",
                                                                notes, task))
         atomic_write_text(self.out / "report.csv", to_csv(rows))
