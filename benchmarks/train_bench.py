@@ -1,8 +1,9 @@
 """Training and inference throughput: mtkd vs DeepCTR-Torch (and FuxiCTR where installed).
 
-    .venv/bin/python benchmarks/train_bench.py                                  # everything, ~15 min on 2 cores
-    .venv/bin/python benchmarks/train_bench.py --vocab small --models dnn --steps 10 --no-trainer
-    .venv/bin/python benchmarks/train_bench.py --bf16 --profile                 # + bf16 column, AUC check, op profile
+    .venv/bin/python benchmarks/train_bench.py                       # both vocabularies, ~12 min on 2 idle cores
+    .venv/bin/python benchmarks/train_bench.py --bf16                # + bf16 autocast and its test-AUC check (~+8 min)
+    .venv/bin/python benchmarks/train_bench.py --vocab small --models dnn --steps 8 --repeat 1 --no-trainer
+    .venv/bin/python benchmarks/train_bench.py --profile             # + torch.profiler top ops per mtkd variant
 
 Setup (the issue's): DNN, DeepFM and DCN with embedding 16, MLP 400-400-400, Adam 1e-3, batch
 4096, on Criteo-shaped synthetic rows (26 categorical, 13 numeric) built in memory. Two vocabulary
@@ -17,13 +18,15 @@ pairwise interaction and the numeric columns, so that AUC means something.
 What is measured, per vocabulary and model, all on the same rows in the same process:
 
   mtkd dense   the trainer's hot path (model(batch), BCE-with-logits via `Supervised.loss`,
-               zero_grad, backward, every optimiser's step) with `sparse=False`: Adam everywhere.
-  mtkd sparse  the same with `sparse=True`: SparseAdam on the embedding tables, Adam on the rest
-               (`mtkd.train.trainer.build_optimizers`).
-  mtkd bf16    (--bf16) the faster of the two under torch.autocast(bfloat16), as `amp: bf16` does.
+               zero_grad, backward, every optimiser's step) with `sparse=False`, optimisers from
+               `mtkd.train.trainer.build_optimizers` (the configured Adam on everything).
+  mtkd sparse  the same with `sparse=True`: embedding tables get sparse gradients and
+               build_optimizers' sparse-table optimiser, the rest the configured Adam.
+  mtkd bf16    (--bf16) both of the above under torch.autocast(bfloat16), as `amp: bf16` does; the
+               faster is shown, and its test AUC after one epoch is compared with fp32's.
   trainer      (--no-trainer to skip) `Trainer.fit` for one epoch over a prepared dataset directory
-               written in the store format, reading `train.samples_per_s` (loader included); it uses
-               the faster fp32 variant above.
+               written in the store format, reading its `train_samples_per_s` (loader included); it
+               uses whichever of dense / sparse was faster.
   DeepCTR      DeepCTR-Torch 0.3.0 on the same rows: the faster of `model.fit(..., verbose=0)` and a
                manual loop through `model(x)` with its own loss, regularisation term and optimiser.
                DNN = `PNN(use_inner=False, use_outter=False)` (DeepCTR-Torch has no plain DNN; this
@@ -34,10 +37,15 @@ What is measured, per vocabulary and model, all on the same rows in the same pro
                embeds them (39*16 = 624), so mtkd does ~1.4x the first layer's FLOPs.
 
 Steps are timed after `--warmup` steps (optimiser state allocated), `--steps` of them, on
-distinct batches. FLOPs per sample are counted from the model (2*in*out per nn.Linear, plus the
-FM / cross-network element-wise work), training = 3x forward. The compute ceiling is the measured
-float32 matmul rate (higher of MLP-shaped mm and a 2048^2 square mm); each model's throughput is
-reported as a fraction of ceiling / (training FLOPs per sample).
+distinct batches. Every variant runs once per round (fresh model each time) and the best of
+`--repeat` rounds is reported, so a burst of other work on the machine spoils one round of each
+variant rather than every run of one; the phase table shows, per best round, the share of the
+machine's CPU that other processes took meanwhile ("others", from /proc/stat).
+
+FLOPs per sample are counted from the model (2*in*out per nn.Linear, plus the FM and cross-network
+element-wise work); training = 3x forward. The compute ceiling is the measured float32 matmul rate
+(the highest of MLP-shaped, 4096x400x400 and 2048^2 square mm); each model's "FLOP fraction" is
+samples/s * training FLOPs per sample / that ceiling (bf16 runs are measured against it too).
 
 Targets (issue): small vocabulary: DNN >= 75% of the fp32 ceiling, DeepFM and DCN >= 1.25x
 DeepCTR-Torch; realistic vocabulary: all three >= 3x DeepCTR-Torch. Exit status 1 when one fails.
@@ -270,14 +278,48 @@ def forward_flops(model: nn.Module, fmap: FeatureMap, kind: str) -> float:
 # ------------------------------------------------------------------------------------------ mtkd
 
 
+class CpuMeter:
+    """How much of the machine other processes used during a measurement (from /proc/stat and our
+    own CPU time): the contention that halves a 2-core timing. NaN where /proc/stat is missing."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.mine0 = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, float, float]:
+        busy = float("nan")
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:9]]
+            busy = (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError):
+            pass
+        t = os.times()
+        return time.perf_counter(), busy, t.user + t.system
+
+    def others(self) -> float:
+        t1, busy1, mine1 = self._read()
+        wall = max(t1 - self.t0, 1e-9)
+        return max(0.0, ((busy1 - self.busy0) - (mine1 - self.mine0)) / (wall * (os.cpu_count() or 1)))
+
+
 @dataclass
-class StepTiming:
+class Timing:
+    """One measurement: samples/s and per-step phases (ms), and the share of the machine's CPU that
+    other processes took meanwhile. `best` keeps the fastest of several rounds."""
+
     samples_per_s: float = float("nan")
     fwd_ms: float = float("nan")
+    zero_ms: float = float("nan")
     bwd_ms: float = float("nan")
     opt_ms: float = float("nan")
-    zero_ms: float = float("nan")
+    others: float = float("nan")
     note: str = ""
+
+    def best(self, other: "Timing") -> "Timing":
+        if math.isnan(self.samples_per_s) or other.samples_per_s > self.samples_per_s:
+            return other
+        return self
 
 
 def _sync(device: torch.device) -> None:
@@ -285,79 +327,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-class RowWiseAdam(torch.optim.Optimizer):
-    """Prototype (--proto), not part of mtkd: SparseAdam's lazy update without `grad.coalesce()`.
-
-    The batch's ids are de-duplicated without sorting (dedupe="slot": a persistent int64 slot per
-    table row; each id writes its position, reads back the winner, winners are the distinct rows),
-    or with `torch.unique(sorted=True, return_inverse=True)` (dedupe="sort"); their gradient rows
-    are summed with `index_add_`, and only those rows of the table and of its two moment buffers
-    are read and written. Same arithmetic as torch.optim.SparseAdam (global step for bias
-    correction)."""
-
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, dedupe: str = "slot"):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
-        self.dedupe = dedupe
-
-    def _rows(self, st: dict, idx: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.dedupe == "sort":
-            return torch.unique(idx, sorted=True, return_inverse=True)
-        if "slot" not in st:
-            st["slot"] = torch.empty(n_rows, dtype=torch.long, device=idx.device)
-        slot = st["slot"]
-        pos = torch.arange(idx.numel(), device=idx.device)
-        slot[idx] = pos  # duplicates: one writer wins, and every duplicate reads the same winner back
-        winner = slot[idx]
-        is_first = winner == pos
-        rows = idx[is_first]
-        compact = torch.cumsum(is_first, 0) - 1  # winner position -> 0..U-1
-        return rows, compact[winner]
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["exp_avg"] = torch.zeros_like(p)
-                    st["exp_avg_sq"] = torch.zeros_like(p)
-                st["step"] += 1
-                if g.is_sparse:
-                    idx, vals = g._indices()[0], g._values()
-                    rows, inv = self._rows(st, idx, p.shape[0])
-                    gs = vals.new_zeros(rows.numel(), vals.shape[1]).index_add_(0, inv, vals)
-                else:
-                    rows = torch.arange(p.shape[0], device=p.device)
-                    gs = g
-                m = st["exp_avg"].index_select(0, rows).lerp_(gs, 1 - b1)
-                v = st["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(gs, gs, value=1 - b2)
-                st["exp_avg"].index_copy_(0, rows, m)
-                st["exp_avg_sq"].index_copy_(0, rows, v)
-                bc1, bc2 = 1 - b1 ** st["step"], 1 - b2 ** st["step"]
-                denom = v.div_(bc2).sqrt_().add_(eps)
-                p.index_add_(0, rows, m.div_(denom), alpha=-lr / bc1)
-
-
-def build_mtkd(kind: str, d: Data, sparse: bool, device: torch.device, seed: int = 0, proto: bool = False):
+def build_mtkd(kind: str, d: Data, sparse: bool, device: torch.device, seed: int = 0):
+    """The model and the optimisers exactly as `mtkd train` builds them (`build_optimizers`)."""
     torch.manual_seed(seed)
     model = build_model(kind, d.fmap, embedding_dim=EMB, hidden_units=list(HIDDEN), sparse=sparse).to(device)
     cfg = load_train_config(None, [], model=kind)
-    if not proto:
-        return model, build_optimizers(model, [], cfg)
-    # Prototype of the suggested build_optimizers: fused Adam on dense parameters, row-wise lazy
-    # Adam on sparse tables.
-    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
-    ids = {id(t) for t in tables}
-    dense = [q for q in model.parameters() if id(q) not in ids]
-    opts = [torch.optim.Adam(dense, lr=cfg.optimizer.lr, fused=True)]
-    if tables:
-        opts.append(RowWiseAdam(tables, lr=cfg.optimizer.sparse_lr or cfg.optimizer.lr))
-    return model, opts
+    return model, build_optimizers(model, [], cfg)
 
 
 def mtkd_step(model, opts, objective, b: Batch, amp: bool, device: torch.device, t: list[float] | None = None):
@@ -388,31 +363,31 @@ def mtkd_step(model, opts, objective, b: Batch, amp: bool, device: torch.device,
     return loss
 
 
-def time_mtkd(kind: str, d: Data, sparse: bool, amp: bool, steps: int, warmup: int, repeat: int,
-              device: torch.device, proto: bool = False) -> StepTiming:
-    """Best of `repeat` runs of `steps` steps (on distinct batches) after `warmup` steps. Phases are
-    timed inside the same runs (perf_counter reads; on CUDA each phase boundary synchronises)."""
-    model, opts = build_mtkd(kind, d, sparse, device, proto=proto)
+def time_mtkd(kind: str, d: Data, sparse: bool, amp: bool, steps: int, warmup: int, rnd: int,
+              device: torch.device) -> Timing:
+    """`warmup` steps (optimiser state allocated), then `steps` timed steps on distinct batches
+    (round `rnd` uses its own). Phases are timed in the same run (perf_counter reads; on CUDA each
+    phase boundary synchronises)."""
+    model, opts = build_mtkd(kind, d, sparse, device)
     objective = Supervised("binary")
     model.train()
-    for b in d.batches(0, warmup, device):
+    first = rnd * (warmup + steps)
+    for b in d.batches(first, warmup, device):
         mtkd_step(model, opts, objective, b, amp, device)
-    best = StepTiming(samples_per_s=0.0)
-    for r in range(repeat):
-        batches = d.batches(warmup + r * steps, steps, device)
-        t = [0.0, 0.0, 0.0, 0.0]
-        _sync(device)
-        t0 = time.perf_counter()
-        for b in batches:
-            mtkd_step(model, opts, objective, b, amp, device, t)
-        _sync(device)
-        dt = time.perf_counter() - t0
-        if steps * BATCH / dt > best.samples_per_s:
-            best = StepTiming(steps * BATCH / dt, 1e3 * t[0] / steps, 1e3 * t[2] / steps, 1e3 * t[3] / steps,
-                              1e3 * t[1] / steps)
+    batches = d.batches(first + warmup, steps, device)
+    t = [0.0, 0.0, 0.0, 0.0]
+    _sync(device)
+    meter = CpuMeter()
+    t0 = time.perf_counter()
+    for b in batches:
+        mtkd_step(model, opts, objective, b, amp, device, t)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    res = Timing(steps * BATCH / dt, 1e3 * t[0] / steps, 1e3 * t[1] / steps, 1e3 * t[2] / steps,
+                 1e3 * t[3] / steps, meter.others())
     del model, opts, batches
     gc.collect()
-    return best
+    return res
 
 
 def time_inference(model: nn.Module, d: Data, device: torch.device, amp: bool = False,
@@ -425,6 +400,7 @@ def time_inference(model: nn.Module, d: Data, device: torch.device, amp: bool = 
                  cat=torch.from_numpy(d.cat[lo:lo + 256]), num=torch.from_numpy(d.num[lo:lo + 256])).to(device)
     b1 = Batch(label=b256.label[:1], index=b256.index[:1], cat=b256.cat[:1], num=b256.num[:1])
     out = {}
+    meter = CpuMeter()
     with torch.inference_mode(), ctx():
         for b in big[:2]:
             model(b)
@@ -443,11 +419,21 @@ def time_inference(model: nn.Module, d: Data, device: torch.device, amp: bool = 
                 model(b).logits.sum().item()
                 lat.append(time.perf_counter() - s)
             out[name] = 1e3 * statistics.median(lat)
+    out["others"] = meter.others()
     model.train()
     return out
 
 
-def run_trainer(kind: str, root: Path, sparse: bool, device: torch.device, workdir: Path) -> float:
+def best_inference(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    if not a:
+        return b
+    return {"samples_per_s": max(a["samples_per_s"], b["samples_per_s"]), "p50_1_ms": min(a["p50_1_ms"], b["p50_1_ms"]),
+            "p50_256_ms": min(a["p50_256_ms"], b["p50_256_ms"]), "others": min(a["others"], b["others"])}
+
+
+def run_trainer(kind: str, root: Path, sparse: bool, device: torch.device, workdir: Path) -> Timing:
+    """One `Trainer.fit` epoch (loader, loop, end-of-epoch evaluation and checkpoint); reports the
+    trainer's own `train_samples_per_s` (the training loop only, loader included)."""
     from mtkd.data.store import Dataset
     from mtkd.train.trainer import Trainer
 
@@ -460,14 +446,16 @@ def run_trainer(kind: str, root: Path, sparse: bool, device: torch.device, workd
     run = workdir / f"run_{kind}"
     shutil.rmtree(run, ignore_errors=True)
     tr = Trainer(cfg, ds, model, Supervised("binary"), run, device=device, log=lambda s: None, progress=False)
+    meter = CpuMeter()
     summary = tr.fit()
+    others = meter.others()
     del tr, model
     shutil.rmtree(run, ignore_errors=True)
     gc.collect()
-    return float(summary["train_samples_per_s"])
+    return Timing(float(summary["train_samples_per_s"]), others=others, note="sparse" if sparse else "dense")
 
 
-def auc_check(kind: str, d: Data, sparse: bool, device: torch.device, proto: bool = False) -> tuple[float, float]:
+def auc_check(kind: str, d: Data, sparse: bool, device: torch.device) -> tuple[float, float]:
     """One epoch fp32 and one epoch bf16 from the same init on the same batches; test AUC of each."""
     aucs = []
     n_steps = d.train_rows // BATCH
@@ -475,7 +463,7 @@ def auc_check(kind: str, d: Data, sparse: bool, device: torch.device, proto: boo
     test = Batch(label=torch.from_numpy(d.label[lo:]), index=torch.arange(len(d.label) - lo),
                  cat=torch.from_numpy(d.cat[lo:]), num=torch.from_numpy(d.num[lo:])).to(device)
     for amp in (False, True):
-        model, opts = build_mtkd(kind, d, sparse, device, seed=1, proto=proto)
+        model, opts = build_mtkd(kind, d, sparse, device, seed=1)
         objective = Supervised("binary")
         for k in range(0, n_steps, 16):
             for b in d.batches(k, min(16, n_steps - k), device):
@@ -491,10 +479,10 @@ def auc_check(kind: str, d: Data, sparse: bool, device: torch.device, proto: boo
 
 
 def profile_mtkd(kind: str, d: Data, sparse: bool, amp: bool, device: torch.device, steps: int = 4,
-                 top: int = 14, proto: bool = False) -> str:
+                 top: int = 14) -> str:
     from torch.profiler import ProfilerActivity, profile
 
-    model, opts = build_mtkd(kind, d, sparse, device, proto=proto)
+    model, opts = build_mtkd(kind, d, sparse, device)
     objective = Supervised("binary")
     for b in d.batches(0, 3, device):
         mtkd_step(model, opts, objective, b, amp, device)
@@ -585,47 +573,51 @@ def deepctr_manual_step(m, x, y):
     m.optim.step()
 
 
-def time_deepctr(kind: str, d: Data, steps: int, warmup: int, repeat: int, device: torch.device,
-                 with_fit: bool) -> tuple[float, float, nn.Module | None]:
+def time_deepctr(kind: str, d: Data, steps: int, warmup: int, rnd: int, device: torch.device) -> Timing:
+    """Its training step through `model(x)`, as its fit() body does it, on the same batches as mtkd's."""
     m = build_deepctr(kind, d, device)
     m.train()
-    for x, y in deepctr_batches(d, 0, warmup, device):
+    first = rnd * (warmup + steps)
+    for x, y in deepctr_batches(d, first, warmup, device):
         deepctr_manual_step(m, x, y)
-    manual = 0.0
-    for r in range(repeat):
-        batches = deepctr_batches(d, warmup + r * steps, steps, device)
-        _sync(device)
-        t0 = time.perf_counter()
-        for x, y in batches:
-            deepctr_manual_step(m, x, y)
-        _sync(device)
-        manual = max(manual, steps * BATCH / (time.perf_counter() - t0))
-        del batches
-    fit = float("nan")
-    if with_fit:
-        m2 = build_deepctr(kind, d, device)
-        names = [f"C{i + 1}" for i in range(N_CAT)] + [f"I{i + 1}" for i in range(N_NUM)]
-
-        def as_dict(lo, hi):
-            x = deepctr_x(d, lo, hi)
-            return {n: x[:, j] for j, n in enumerate(names)}, d.label[lo:hi]
-
-        n_fit = min(steps * BATCH, (d.train_rows - warmup * BATCH) // repeat)
-        xw, yw = as_dict(0, warmup * BATCH)
-        fit = 0.0
-        with contextlib.redirect_stdout(io.StringIO()):
-            m2.fit(xw, yw, batch_size=BATCH, epochs=1, verbose=0)
-            for r in range(repeat):
-                lo = warmup * BATCH + r * n_fit
-                xf, yf = as_dict(lo, lo + n_fit)
-                _sync(device)
-                t0 = time.perf_counter()
-                m2.fit(xf, yf, batch_size=BATCH, epochs=1, verbose=0)
-                _sync(device)
-                fit = max(fit, n_fit / (time.perf_counter() - t0))
-        del m2
+    batches = deepctr_batches(d, first + warmup, steps, device)
+    _sync(device)
+    meter = CpuMeter()
+    t0 = time.perf_counter()
+    for x, y in batches:
+        deepctr_manual_step(m, x, y)
+    _sync(device)
+    res = Timing(steps * BATCH / (time.perf_counter() - t0), others=meter.others(), note="manual")
+    del m, batches
     gc.collect()
-    return manual, fit, m
+    return res
+
+
+def time_deepctr_fit(kind: str, d: Data, steps: int, warmup: int, rnd: int, device: torch.device) -> Timing:
+    """`model.fit(x, y, batch_size=4096, epochs=1, verbose=0)` over `steps` batches of rows, after a
+    warm-up fit over `warmup` batches."""
+    m = build_deepctr(kind, d, device)
+    names = [f"C{i + 1}" for i in range(N_CAT)] + [f"I{i + 1}" for i in range(N_NUM)]
+
+    def as_dict(lo: int, hi: int):
+        x = deepctr_x(d, lo, hi)
+        return {n: x[:, j] for j, n in enumerate(names)}, d.label[lo:hi]
+
+    first = (rnd * (warmup + steps) * BATCH) % max(BATCH, d.train_rows - (warmup + steps) * BATCH)
+    xw, yw = as_dict(first, first + warmup * BATCH)
+    xf, yf = as_dict(first + warmup * BATCH, first + (warmup + steps) * BATCH)
+    n = len(yf)
+    with contextlib.redirect_stdout(io.StringIO()):
+        m.fit(xw, yw, batch_size=BATCH, epochs=1, verbose=0)
+        _sync(device)
+        meter = CpuMeter()
+        t0 = time.perf_counter()
+        m.fit(xf, yf, batch_size=BATCH, epochs=1, verbose=0)
+        _sync(device)
+        res = Timing(n / (time.perf_counter() - t0), others=meter.others(), note="fit")
+    del m
+    gc.collect()
+    return res
 
 
 def time_deepctr_inference(m: nn.Module, d: Data, device: torch.device, batches_4096: int = 12) -> float:
@@ -644,59 +636,56 @@ def time_deepctr_inference(m: nn.Module, d: Data, device: torch.device, batches_
 
 # ------------------------------------------------------------------------------------------ report
 
+# mtkd training-step measurements: name -> (sparse embedding tables, bf16 autocast).
+MTKD_VARIANTS = {
+    "dense": (False, False),
+    "sparse": (True, False),
+    "bf16 dense": (False, True),
+    "bf16 sparse": (True, True),
+}
+
 
 @dataclass
 class ModelResult:
     kind: str
     flops_fwd: float = 0.0
-    dense: StepTiming = field(default_factory=StepTiming)
-    sparse: StepTiming = field(default_factory=StepTiming)
-    bf16: StepTiming = field(default_factory=StepTiming)
-    bf16_sparse: bool = False
-    proto_dense: StepTiming = field(default_factory=StepTiming)
-    proto_sparse: StepTiming = field(default_factory=StepTiming)
-    proto_bf16: StepTiming = field(default_factory=StepTiming)
-    proto_bf16_sparse: bool = False
-    proto_auc: tuple = ()
-    trainer: float = float("nan")
-    trainer_sparse: bool = False
-    dc_manual: float = float("nan")
-    dc_fit: float = float("nan")
     dc_flops_fwd: float = 0.0
+    t: dict = field(default_factory=dict)  # variant name -> best Timing over the rounds
     infer: dict = field(default_factory=dict)
     infer_bf16: dict = field(default_factory=dict)
     dc_infer: float = float("nan")
     auc: tuple = ()
 
+    def sps(self, name: str) -> float:
+        return self.t[name].samples_per_s if name in self.t else float("nan")
+
+    def best_of(self, names) -> tuple[float, str]:
+        vals = [(self.sps(n), n) for n in names if not math.isnan(self.sps(n))]
+        return max(vals) if vals else (float("nan"), "")
+
     @property
     def best_fp32(self) -> float:
-        return max(x for x in (self.dense.samples_per_s, self.sparse.samples_per_s) if not math.isnan(x))
+        return self.best_of(["dense", "sparse"])[0]
 
     @property
     def best_any(self) -> float:
-        vals = [self.best_fp32] + ([self.bf16.samples_per_s] if not math.isnan(self.bf16.samples_per_s) else [])
-        return max(vals)
-
-    @property
-    def best_proto(self) -> float:
-        vals = [x for x in (self.proto_dense.samples_per_s, self.proto_sparse.samples_per_s,
-                            self.proto_bf16.samples_per_s) if not math.isnan(x)]
-        return max(vals) if vals else float("nan")
+        return self.best_of(["dense", "sparse", "bf16 dense", "bf16 sparse"])[0]
 
     @property
     def deepctr(self) -> float:
-        vals = [v for v in (self.dc_manual, self.dc_fit) if not math.isnan(v)]
-        return max(vals) if vals else float("nan")
+        return self.best_of(["deepctr manual", "deepctr fit"])[0]
+
+    def bf16_choice(self) -> bool:
+        """Whether the faster bf16 variant is the sparse one."""
+        return self.best_of(["bf16 dense", "bf16 sparse"])[1].endswith("sparse")
 
 
-def fmt(x: float, unit: str = "k") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x / 1e3:.1f}k" if unit == "k" else f"{x:.2f}"
+def fmt(x: float) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x / 1e3:.1f}k"
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     log("  " + " | ".join(h.ljust(w[i]) for i, h in enumerate(headers)))
     log("  " + "-+-".join("-" * x for x in w))
     for r in rows:
@@ -704,63 +693,99 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def report(vname: str, d: Data, results: list[ModelResult], ceil: float, args) -> None:
+    def frac(r: ModelResult, sps: float) -> str:
+        return "-" if math.isnan(sps) else f"{sps * 3 * r.flops_fwd / (ceil * 1e9):.0%}"
+
+    def ratio(a: float, b: float) -> str:
+        return "-" if math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
+
+    def best_label(r: ModelResult, names) -> str:
+        v, n = r.best_of(names)
+        return "-" if not n else f"{fmt(v)} ({n.split()[-1]})"
+
     log("")
-    log(f"== training samples/s, {vname} vocabulary ({sum(d.vocab):,} ids in all, "
-        f"{d.unique_per_batch:,.0f} distinct ids per batch of {BATCH}), device {args.device}, "
-        f"threads {torch.get_num_threads()}; {loadavg()}")
-    headers = ["model", "mtkd dense", "mtkd sparse", "mtkd bf16", "trainer e2e", "DeepCTR manual/fit",
-               "best fp32 / DeepCTR", "best / DeepCTR", "FLOP frac fp32", "FLOP frac best", "GFLOP/sample"]
+    log(f"== training samples/s, {vname} vocabulary ({sum(d.vocab):,} ids in all, {d.unique_per_batch:,.0f} distinct "
+        f"ids per batch of {BATCH}), device {args.device}, threads {torch.get_num_threads()}, best of {args.repeat} "
+        f"rounds of {args.steps} steps; {loadavg()}")
     rows = []
     for r in results:
-        tf = 3 * r.flops_fwd
-        rows.append([
-            r.kind, fmt(r.dense.samples_per_s), fmt(r.sparse.samples_per_s),
-            fmt(r.bf16.samples_per_s) + ((" (sparse)" if r.bf16_sparse else " (dense)")
-                                         if not math.isnan(r.bf16.samples_per_s) else ""),
-            fmt(r.trainer) + ((" (sparse)" if r.trainer_sparse else " (dense)") if not math.isnan(r.trainer) else ""),
-            f"{fmt(r.dc_manual)} / {fmt(r.dc_fit)}",
-            f"{r.best_fp32 / r.deepctr:.2f}x" if not math.isnan(r.deepctr) else "-",
-            f"{r.best_any / r.deepctr:.2f}x" if not math.isnan(r.deepctr) else "-",
-            f"{r.best_fp32 * tf / (ceil * 1e9):.0%}", f"{r.best_any * tf / (ceil * 1e9):.0%}",
-            f"{tf / 1e9:.5f}",
-        ])
-    print_table(headers, rows)
-    log(f"  FLOP fraction = samples/s * 3 * forward FLOPs / fp32 ceiling {ceil:.0f} GFLOP/s. DeepCTR-Torch does "
-        "fewer FLOPs per sample (MLP input 429, not 624); its own fraction: "
+        rows.append([r.kind, fmt(r.sps("dense")), fmt(r.sps("sparse")),
+                     best_label(r, ["bf16 dense", "bf16 sparse"]) if args.bf16 else "-",
+                     f"{fmt(r.sps('trainer'))} ({r.t['trainer'].note})" if "trainer" in r.t else "-",
+                     f"{fmt(r.sps('deepctr manual'))} / {fmt(r.sps('deepctr fit'))}",
+                     ratio(r.best_fp32, r.deepctr), ratio(r.best_any, r.deepctr),
+                     frac(r, r.best_fp32), frac(r, r.best_any)])
+    print_table(["model", "mtkd dense", "mtkd sparse", "mtkd bf16", "trainer e2e", "DeepCTR manual / fit",
+                 "best fp32 / DeepCTR", "best / DeepCTR", "FLOP frac fp32", "FLOP frac best"], rows)
+    log(f"  mtkd training GFLOP/sample (3x forward): "
+        + ", ".join(f"{r.kind} {3 * r.flops_fwd / 1e9:.5f}" for r in results)
+        + f"; fraction = samples/s * that / fp32 ceiling {ceil:.0f} GFLOP/s. DeepCTR-Torch's MLP input is 429 wide "
+        "(numeric values unembedded), not 624, so it does fewer FLOPs per sample; its own fraction: "
         + ", ".join(f"{r.kind} {r.deepctr * 3 * r.dc_flops_fwd / (ceil * 1e9):.0%}" for r in results
                     if not math.isnan(r.deepctr)))
-    if args.proto:
-        log("")
-        log("  prototypes of the suggested optimiser changes (benchmark-only code, same models): "
-            "dense = Adam(fused=True) everywhere; sparse = row-wise lazy Adam on the tables + fused Adam on the rest")
-        prow = []
-        for r in results:
-            tf = 3 * r.flops_fwd
-            prow.append([r.kind, fmt(r.proto_dense.samples_per_s), fmt(r.proto_sparse.samples_per_s),
-                         fmt(r.proto_bf16.samples_per_s) + ((" (sparse)" if r.proto_bf16_sparse else " (dense)")
-                                                            if not math.isnan(r.proto_bf16.samples_per_s) else ""),
-                         f"{r.best_proto / r.deepctr:.2f}x", f"{r.best_proto * tf / (ceil * 1e9):.0%}"])
-        print_table(["model", "proto dense", "proto sparse", "proto bf16", "best proto / DeepCTR", "FLOP frac"], prow)
     log("")
-    log(f"  per-step phases, ms (batch {BATCH}): forward+loss / zero_grad / backward / optimiser steps")
-    prow = []
+    log(f"  per-step phases of the best round, ms (batch {BATCH}); 'others' = share of the machine's CPU other "
+        "processes took during that round")
+    rows = []
     for r in results:
-        for tag, t in (("dense", r.dense), ("sparse", r.sparse), ("bf16", r.bf16), ("proto dense", r.proto_dense),
-                       ("proto sparse", r.proto_sparse), ("proto bf16", r.proto_bf16)):
-            if math.isnan(t.samples_per_s):
-                continue
-            prow.append([r.kind, tag, f"{t.fwd_ms:.1f}", f"{t.zero_ms:.1f}", f"{t.bwd_ms:.1f}", f"{t.opt_ms:.1f}",
-                         f"{1e3 * BATCH / t.samples_per_s:.1f}"])
-    print_table(["model", "variant", "fwd", "zero", "bwd", "opt", "step"], prow)
+        for name, t in r.t.items():
+            rows.append([r.kind, name, fmt(t.samples_per_s)] +
+                        (["-"] * 4 if math.isnan(t.fwd_ms) else
+                         [f"{t.fwd_ms:.1f}", f"{t.zero_ms:.1f}", f"{t.bwd_ms:.1f}", f"{t.opt_ms:.1f}"]) +
+                        [f"{1e3 * BATCH / t.samples_per_s:.1f}", f"{t.others:.0%}"])
+    print_table(["model", "variant", "samples/s", "fwd+loss", "zero_grad", "backward", "optimiser", "step",
+                 "others"], rows)
     log("")
-    log(f"== inference, {vname} vocabulary; {loadavg()}")
-    irow = []
+    log(f"== inference, {vname} vocabulary (mtkd eval mode, torch.inference_mode; best of {args.repeat} rounds); "
+        f"{loadavg()}")
+    rows = []
     for r in results:
-        irow.append([r.kind, fmt(r.infer.get("samples_per_s", float("nan"))),
-                     f"{r.infer.get('p50_1_ms', float('nan')):.3f} ms", f"{r.infer.get('p50_256_ms', float('nan')):.3f} ms",
-                     fmt(r.infer_bf16.get("samples_per_s", float("nan"))), fmt(r.dc_infer)])
-    print_table(["model", "samples/s (batch 4096)", "p50 latency 1 row", "p50 latency 256 rows",
-                 "bf16 samples/s", "DeepCTR samples/s"], irow)
+        i, j = r.infer, r.infer_bf16
+        rows.append([r.kind, fmt(i.get("samples_per_s", float("nan"))), f"{i.get('p50_1_ms', float('nan')):.3f} ms",
+                     f"{i.get('p50_256_ms', float('nan')):.3f} ms", fmt(j.get("samples_per_s", float("nan"))),
+                     f"{j.get('p50_256_ms', float('nan')):.3f} ms" if j else "-", fmt(r.dc_infer),
+                     f"{i.get('others', float('nan')):.0%}"])
+    print_table(["model", "samples/s (batch 4096)", "p50 1 row", "p50 256 rows", "bf16 samples/s", "bf16 p50 256 rows",
+                 "DeepCTR samples/s", "others"], rows)
+
+
+def measure_model(kind: str, d: Data, args, device: torch.device, root: Path | None, workdir: Path) -> ModelResult:
+    r = ModelResult(kind)
+    m, _ = build_mtkd(kind, d, False, torch.device("cpu"))
+    r.flops_fwd = forward_flops(m, d.fmap, kind)
+    del m
+    dcm = build_deepctr(kind, d, torch.device("cpu"))
+    # DeepCTR's cross kernels are plain Parameters, not nn.Linear: add their 2*in per layer.
+    r.dc_flops_fwd = forward_flops(dcm, d.fmap, kind) + (3 * 2.0 * (N_CAT * EMB + N_NUM) if kind == "dcn" else 0.0)
+    del dcm
+    gc.collect()
+    names = [n for n in MTKD_VARIANTS if args.bf16 or "bf16" not in n]
+    for rnd in range(args.repeat):
+        for name in names:
+            sparse, amp = MTKD_VARIANTS[name]
+            r.t[name] = r.t.get(name, Timing()).best(
+                time_mtkd(kind, d, sparse, amp, args.steps, args.warmup, rnd, device))
+        r.t["deepctr manual"] = r.t.get("deepctr manual", Timing()).best(
+            time_deepctr(kind, d, args.steps, args.warmup, rnd, device))
+        if not args.no_deepctr_fit:
+            r.t["deepctr fit"] = r.t.get("deepctr fit", Timing()).best(
+                time_deepctr_fit(kind, d, args.steps, args.warmup, rnd, device))
+        if root is not None:
+            sparse = r.sps("sparse") > r.sps("dense")
+            r.t["trainer"] = r.t.get("trainer", Timing()).best(run_trainer(kind, root, sparse, device, workdir))
+        m, _ = build_mtkd(kind, d, False, device)
+        r.infer = best_inference(r.infer, time_inference(m, d, device))
+        if args.bf16:
+            r.infer_bf16 = best_inference(r.infer_bf16, time_inference(m, d, device, amp=True))
+        del m
+        dcm = build_deepctr(kind, d, device)
+        r.dc_infer = max(r.dc_infer, time_deepctr_inference(dcm, d, device)) if not math.isnan(r.dc_infer) \
+            else time_deepctr_inference(dcm, d, device)
+        del dcm
+        gc.collect()
+        so_far = ", ".join(f"{n} {fmt(t.samples_per_s)}" for n, t in r.t.items())
+        log(f"  {kind} after round {rnd + 1}/{args.repeat} (best so far): {so_far}; {loadavg()}")
+    return r
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -770,8 +795,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", default="small,realistic", help="small,realistic")
     ap.add_argument("--models", default="dnn,deepfm,dcn")
     ap.add_argument("--steps", type=int, default=16, help="timed steps per run")
-    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the best is reported")
-    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="rounds; each round runs every variant once, and the best round of each is reported")
     ap.add_argument("--bf16", action="store_true", help="also time bf16 autocast and check its test AUC")
     ap.add_argument("--no-auc", action="store_true", help="with --bf16: skip the fp32-vs-bf16 test AUC check")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -779,8 +805,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-trainer", action="store_true", help="skip the full Trainer.fit epoch")
     ap.add_argument("--no-deepctr-fit", action="store_true", help="time DeepCTR-Torch's manual loop only")
     ap.add_argument("--profile", action="store_true", help="torch.profiler top ops of the mtkd variants")
-    ap.add_argument("--proto", action="store_true",
-                    help="also time prototypes of suggested changes (fused Adam; row-wise lazy Adam for sparse tables)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", default=None, help="where the trainer's dataset goes (default: a temp dir)")
     ap.add_argument("--json", default=None, help="write all numbers here")
@@ -802,8 +826,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--vocab: {v!r} is not one of {tuple(VOCABS)}")
 
     try:
-        dc_mod = import_deepctr()[0]
-        dc_version = getattr(dc_mod, "__version__", "?")
+        dc_version = getattr(import_deepctr()[0], "__version__", "?")
     except Exception as exc:  # noqa: BLE001
         log(f"DeepCTR-Torch not importable ({exc}); install it with "
             "`.venv/bin/pip install -c constraints.txt --no-deps deepctr-torch tqdm`")
@@ -816,12 +839,14 @@ def main(argv: list[str] | None = None) -> int:
         fuxi = "FuxiCTR not installed: no FuxiCTR column"
 
     log(f"train_bench: torch {torch.__version__}, DeepCTR-Torch {dc_version}; {fuxi}")
-    log(f"  {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-        f"{torch.get_num_threads()}, device {device}; rows {args.rows:,} (+{args.test_rows:,} held out), "
-        f"batch {BATCH}, embedding {EMB}, MLP {'-'.join(map(str, HIDDEN))}, Adam 1e-3, "
-        f"{args.warmup} warm-up + best of {args.repeat} x {args.steps} timed steps; {loadavg()}")
+    log(f"  {platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, device {device}; "
+        f"rows {args.rows:,} (+{args.test_rows:,} held out), batch {BATCH}, embedding {EMB}, MLP "
+        f"{'-'.join(map(str, HIDDEN))}, Adam 1e-3; {args.warmup} warm-up + {args.steps} timed steps per run, "
+        f"best of {args.repeat} rounds; {loadavg()}")
+    meter = CpuMeter()
     ceil = measure_ceiling(device)
-    log("  matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in ceil.items()))
+    log("  matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in ceil.items())
+        + f" (others' CPU meanwhile {meter.others():.0%})")
     log(f"  fp32 ceiling used: {ceil['fp32_ceiling']:.0f} GFLOP/s (the highest fp32 rate above)")
 
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="mtkd_train_bench_"))
@@ -836,57 +861,8 @@ def main(argv: list[str] | None = None) -> int:
             datas[vname] = d
             log(f"\n[{vname}] {sum(d.vocab):,} ids in all (per field: {d.vocab}), label rate "
                 f"{d.label.mean():.3f}, built in {time.perf_counter() - t0:.1f} s")
-            root = None
-            if not args.no_trainer:
-                root = write_dataset(d, workdir / f"data_{vname}")
-            results = []
-            for kind in kinds:
-                r = ModelResult(kind)
-                m, _ = build_mtkd(kind, d, False, torch.device("cpu"))
-                r.flops_fwd = forward_flops(m, d.fmap, kind)
-                del m
-                gc.collect()
-                r.dense = time_mtkd(kind, d, False, False, args.steps, args.warmup, args.repeat, device)
-                log(f"  {kind}: mtkd dense {fmt(r.dense.samples_per_s)}/s")
-                r.sparse = time_mtkd(kind, d, True, False, args.steps, args.warmup, args.repeat, device)
-                log(f"  {kind}: mtkd sparse {fmt(r.sparse.samples_per_s)}/s")
-                best_sparse = r.sparse.samples_per_s > r.dense.samples_per_s
-                if args.bf16:
-                    r.bf16_sparse = best_sparse
-                    r.bf16 = time_mtkd(kind, d, best_sparse, True, args.steps, args.warmup, args.repeat, device)
-                    log(f"  {kind}: mtkd bf16 ({'sparse' if best_sparse else 'dense'}) {fmt(r.bf16.samples_per_s)}/s")
-                if args.proto:
-                    r.proto_dense = time_mtkd(kind, d, False, False, args.steps, args.warmup, args.repeat, device,
-                                              proto=True)
-                    r.proto_sparse = time_mtkd(kind, d, True, False, args.steps, args.warmup, args.repeat, device,
-                                               proto=True)
-                    log(f"  {kind}: proto dense+fused Adam {fmt(r.proto_dense.samples_per_s)}/s, "
-                        f"proto sparse+row-wise Adam {fmt(r.proto_sparse.samples_per_s)}/s")
-                    if args.bf16:
-                        r.proto_bf16_sparse = r.proto_sparse.samples_per_s > r.proto_dense.samples_per_s
-                        r.proto_bf16 = time_mtkd(kind, d, r.proto_bf16_sparse, True, args.steps, args.warmup,
-                                                 args.repeat, device, proto=True)
-                        log(f"  {kind}: proto bf16 {fmt(r.proto_bf16.samples_per_s)}/s")
-                r.dc_manual, r.dc_fit, dcm = time_deepctr(kind, d, args.steps, args.warmup, args.repeat, device,
-                                                          not args.no_deepctr_fit)
-                # DeepCTR's cross kernels are plain Parameters, not nn.Linear: add their 2*in per layer.
-                r.dc_flops_fwd = forward_flops(dcm, d.fmap, kind) + (
-                    3 * 2.0 * (N_CAT * EMB + N_NUM) if kind == "dcn" else 0.0)
-                r.dc_infer = time_deepctr_inference(dcm, d, device)
-                del dcm
-                gc.collect()
-                log(f"  {kind}: DeepCTR manual {fmt(r.dc_manual)}/s, fit {fmt(r.dc_fit)}/s")
-                if root is not None:
-                    r.trainer_sparse = best_sparse
-                    r.trainer = run_trainer(kind, root, best_sparse, device, workdir)
-                    log(f"  {kind}: Trainer.fit epoch {fmt(r.trainer)}/s")
-                m, _ = build_mtkd(kind, d, False, device)
-                r.infer = time_inference(m, d, device)
-                if args.bf16:
-                    r.infer_bf16 = time_inference(m, d, device, amp=True)
-                del m
-                gc.collect()
-                results.append(r)
+            root = None if args.no_trainer else write_dataset(d, workdir / f"data_{vname}")
+            results = [measure_model(kind, d, args, device, root, workdir) for kind in kinds]
             all_results[vname] = results
             report(vname, d, results, ceil["fp32_ceiling"], args)
             if root is not None:
@@ -895,35 +871,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.bf16 and not args.no_auc:
             log("")
             log(f"== bf16 accuracy check: one epoch ({args.rows:,} rows) fp32 vs bf16 autocast from the same init "
-                f"on the same batches, test AUC on {args.test_rows:,} held-out rows; {loadavg()}")
+                f"on the same batches, test AUC on {args.test_rows:,} held-out rows")
             arow = []
             for vname in vnames:
                 for r in all_results[vname]:
-                    r.auc = auc_check(r.kind, datas[vname], r.bf16_sparse, device)
-                    diff = r.auc[1] - r.auc[0]
-                    ok = abs(diff) <= 0.001
-                    arow.append([vname, r.kind, "sparse SparseAdam" if r.bf16_sparse else "dense Adam",
-                                 f"{r.auc[0]:.5f}", f"{r.auc[1]:.5f}", f"{diff:+.5f}", "ok" if ok else "OVER 0.001"])
-                    log(f"  {vname} {r.kind}: AUC fp32 {r.auc[0]:.5f}, bf16 {r.auc[1]:.5f}")
-                    if args.proto:
-                        r.proto_auc = auc_check(r.kind, datas[vname], r.proto_bf16_sparse, device, proto=True)
-                        diff = r.proto_auc[1] - r.proto_auc[0]
-                        arow.append([vname, r.kind, "proto " + ("sparse row-wise" if r.proto_bf16_sparse
-                                                                else "dense fused"),
-                                     f"{r.proto_auc[0]:.5f}", f"{r.proto_auc[1]:.5f}", f"{diff:+.5f}",
-                                     "ok" if abs(diff) <= 0.001 else "OVER 0.001"])
+                    sparse = r.bf16_choice()
+                    a32, a16 = r.auc = auc_check(r.kind, datas[vname], sparse, device)
+                    opt = "sparse tables" if sparse else "dense"
+                    arow.append([vname, r.kind, opt, f"{a32:.5f}", f"{a16:.5f}", f"{a16 - a32:+.5f}",
+                                 "ok" if abs(a16 - a32) <= 0.001 else "OVER 0.001"])
+                    log(f"  {vname} {r.kind} {opt}: AUC fp32 {a32:.5f}, bf16 {a16:.5f}")
             print_table(["vocab", "model", "optimiser", "AUC fp32", "AUC bf16", "bf16 - fp32", "within 0.001"], arow)
 
         if args.profile:
             for vname in vnames:
                 for r in all_results[vname]:
-                    variants = [(False, False, False), (True, False, False)] + \
-                        ([(r.bf16_sparse, True, False)] if args.bf16 else []) + \
-                        ([(r.proto_bf16_sparse, args.bf16, True)] if args.proto else [])
-                    for sparse, amp, proto in variants:
-                        log(f"\n== profile {vname} {r.kind} {'proto ' if proto else ''}{'sparse' if sparse else 'dense'}"
-                            f"{' bf16' if amp else ''} (4 steps, self CPU time); {loadavg()}")
-                        log(profile_mtkd(r.kind, datas[vname], sparse, amp, device, proto=proto))
+                    variants = [("dense", False, False), ("sparse", True, False)]
+                    if args.bf16:
+                        sp = r.bf16_choice()
+                        variants.append(("bf16 " + ("sparse" if sp else "dense"), sp, True))
+                    for name, sparse, amp in variants:
+                        log(f"\n== profile {vname} {r.kind} {name} (4 steps, self CPU time); {loadavg()}")
+                        log(profile_mtkd(r.kind, datas[vname], sparse, amp, device))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -940,35 +909,22 @@ def main(argv: list[str] | None = None) -> int:
                 ok = frac >= TARGET_DNN_FRAC
                 log(f"  {'PASS' if ok else 'FAIL'} small dnn: {frac:.0%} of the fp32 ceiling "
                     f"(fp32 only {frac32:.0%}; target >= {TARGET_DNN_FRAC:.0%})")
-                if not ok:
-                    failures.append("small dnn")
-            target = TARGET_SMALL_RATIO if vname == "small" else TARGET_REAL_RATIO
-            if vname == "small" and r.kind == "dnn":
-                continue
-            ratio = r.best_any / r.deepctr
-            ok = ratio >= target
-            log(f"  {'PASS' if ok else 'FAIL'} {vname} {r.kind}: {ratio:.2f}x DeepCTR-Torch "
-                f"(fp32 only {r.best_fp32 / r.deepctr:.2f}x; target >= {target}x)")
+            else:
+                target = TARGET_SMALL_RATIO if vname == "small" else TARGET_REAL_RATIO
+                ratio = r.best_any / r.deepctr
+                ok = ratio >= target
+                log(f"  {'PASS' if ok else 'FAIL'} {vname} {r.kind}: {ratio:.2f}x DeepCTR-Torch "
+                    f"(fp32 only {r.best_fp32 / r.deepctr:.2f}x; target >= {target}x)")
             if not ok:
                 failures.append(f"{vname} {r.kind}")
-        if args.proto:
-            for r in results:
-                if vname == "small" and r.kind == "dnn":
-                    frac = r.best_proto * 3 * r.flops_fwd / (ceil32 * 1e9)
-                    log(f"  (proto) small dnn: {frac:.0%} of the fp32 ceiling with the prototyped optimisers")
-                else:
-                    log(f"  (proto) {vname} {r.kind}: {r.best_proto / r.deepctr:.2f}x DeepCTR-Torch with the "
-                        "prototyped optimisers")
-        if args.bf16:
-            for r in results:
-                if r.auc and abs(r.auc[1] - r.auc[0]) > 0.001:
-                    log(f"  NOTE {vname} {r.kind}: bf16 test AUC differs by {r.auc[1] - r.auc[0]:+.5f} (> 0.001)")
+            if r.auc and abs(r.auc[1] - r.auc[0]) > 0.001:
+                log(f"  NOTE {vname} {r.kind}: bf16 test AUC differs by {r.auc[1] - r.auc[0]:+.5f} (> 0.001)")
 
     if args.json:
         out = {"ceiling": ceil, "loadavg": os.getloadavg(), "args": vars(args),
-               "results": {v: [{**r.__dict__, "dense": r.dense.__dict__, "sparse": r.sparse.__dict__,
-                                "bf16": r.bf16.__dict__, "proto_dense": r.proto_dense.__dict__,
-                                "proto_sparse": r.proto_sparse.__dict__, "proto_bf16": r.proto_bf16.__dict__}
+               "results": {v: [{"kind": r.kind, "flops_fwd": r.flops_fwd, "dc_flops_fwd": r.dc_flops_fwd,
+                                "timings": {k: t.__dict__ for k, t in r.t.items()}, "infer": r.infer,
+                                "infer_bf16": r.infer_bf16, "dc_infer": r.dc_infer, "auc": r.auc}
                                for r in rs] for v, rs in all_results.items()}}
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     return 1 if failures else 0
