@@ -71,7 +71,6 @@ def resolve_args(args: argparse.Namespace, default_datasets: str, quick_datasets
     import torch
 
     torch.set_num_threads(max(1, args.threads))
-    keep_teacher_caches()
     global REPORT_ONLY
     REPORT_ONLY = args.report_only
     return args
@@ -98,27 +97,6 @@ def experiment(ds: str, args: argparse.Namespace, teachers: list[dict[str, Any]]
     return {"name": f"{name} {ds}", "out": str(Path(args.workdir) / ds), "data": data_source(ds, args.synthetic_rows),
             "seeds": args.seeds, "defaults": defaults(ds, args), "student": STUDENT,
             "teachers": teachers, "students": students}
-
-
-def keep_teacher_caches() -> None:
-    """Work around a bug in `mtkd.distill.teachers.score_teachers`: after writing the cache of
-    teacher `deepfm` it deletes every other `teachers/deepfm-*` directory as stale, including the
-    caches of the same-named teachers of the other seeds (and of the other `with_hidden` variant).
-    Every student run then re-scores all its teachers, and a run that reads a cache another process
-    is rewriting fails with FileNotFoundError. Here only that clean-up is skipped (the `.partial`
-    directories of a failed scoring are still removed); results are unchanged."""
-    import shutil
-    import types
-
-    import mtkd.distill.teachers as teachers
-
-    def rmtree(path: Any, ignore_errors: bool = False, **kw: Any) -> None:
-        p = Path(path)
-        if p.parent.name == teachers.CACHE_DIR and not p.name.startswith("."):
-            return  # a finished cache of another run/seed: keep it
-        shutil.rmtree(path, ignore_errors=ignore_errors, **kw)
-
-    teachers.shutil = types.SimpleNamespace(rmtree=rmtree)
 
 
 def make_experiment(cfg: dict[str, Any], log_file: Path):
@@ -252,3 +230,27 @@ class Rows(dict):
 
     def __missing__(self, key: str) -> None:
         return None
+
+
+def main(name: str, doc: str, datasets: str, quick_datasets: str,
+         bench: Callable[[str, argparse.Namespace], str]) -> None:
+    """The shared command line of kd_bench and rl_bench: one report section per dataset."""
+    p = argparse.ArgumentParser(description=doc.split("\n")[0])
+    add_common_args(p, datasets)
+    args = resolve_args(p.parse_args(), datasets, quick_datasets)
+    t0 = time.perf_counter()
+    print(f"{name}: datasets {args.datasets}, seeds {args.seeds}, epochs <= {args.epochs}, "
+          f"synthetic rows {args.synthetic_rows:,}, workdir {args.workdir}; {load()}", flush=True)
+    parts = []
+    for ds in args.datasets:
+        try:
+            text = bench(ds, args)
+        except FileNotFoundError as e:
+            if not args.report_only:
+                raise
+            text = f"### {ds}: not enough finished runs to report ({e})"
+        print("\n" + text + "\n", flush=True)
+        parts.append(text)
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    (Path(args.workdir) / f"{name}_{'_'.join(args.datasets)}.md").write_text("\n\n".join(parts) + "\n")
+    print(f"{name} done in {time.perf_counter() - t0:.0f} s")

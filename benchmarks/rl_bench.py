@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -154,27 +153,5 @@ def cost(exp, out: Path, studs: list[dict], args: argparse.Namespace) -> str:
     return "; ".join(parts) + "."
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    C.add_common_args(p, DATASETS)
-    args = C.resolve_args(p.parse_args(), DATASETS, "criteo,synthetic_mc")
-    t0 = time.perf_counter()
-    print(f"rl_bench: datasets {args.datasets}, seeds {args.seeds}, epochs <= {args.epochs}, "
-          f"synthetic rows {args.synthetic_rows:,}, workdir {args.workdir}; {C.load()}", flush=True)
-    parts = []
-    for ds in args.datasets:
-        try:
-            text = bench(ds, args)
-        except FileNotFoundError as e:
-            if not args.report_only:
-                raise
-            text = f"### {ds}: not enough finished runs to report ({e})"
-        print("\n" + text + "\n", flush=True)
-        parts.append(text)
-    Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    (Path(args.workdir) / f"rl_bench_{'_'.join(args.datasets)}.md").write_text("\n\n".join(parts) + "\n")
-    print(f"rl_bench done in {time.perf_counter() - t0:.0f} s")
-
-
 if __name__ == "__main__":
-    main()
+    C.main("rl_bench", __doc__, DATASETS, "criteo,synthetic_mc", bench)

@@ -131,7 +131,7 @@ class Experiment:
 
     # ------------------------------------------------------------------ the whole path
     def run(self, force: bool = False) -> list[dict[str, Any]]:
-        from mtkd.report import summarise, to_csv, to_markdown
+        from mtkd.report import summarise
         from mtkd.serve.bench import batch_latency_ms, first_rows
         from mtkd.train.run import load_run
 

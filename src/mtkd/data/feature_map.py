@@ -6,7 +6,7 @@ so that a model only depends on sizes: how many fields, how large each vocabular
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 

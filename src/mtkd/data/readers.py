@@ -9,8 +9,6 @@ Errors name the file, the line and the column, and say how to fix them.
 from __future__ import annotations
 
 import csv
-import io
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path

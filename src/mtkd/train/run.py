@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 import yaml
 
 from mtkd.config import TrainConfig
-from mtkd.config_io import load_model
 from mtkd.data.atomic import atomic_write_text
 from mtkd.data.store import Dataset
 from mtkd.errors import MtkdError

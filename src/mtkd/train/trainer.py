@@ -12,16 +12,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from mtkd.config import TrainConfig
 from mtkd.data.loader import BatchLoader
@@ -30,6 +28,8 @@ from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
 from mtkd.train.metrics import compute_metrics, metric_mode
 from mtkd.train.objectives import Objective
+from mtkd.train.optimizers import build_optimizers  # noqa: F401  (re-exported)
+from mtkd.train.progress import Progress
 from mtkd.data.atomic import atomic_write_text
 
 
@@ -71,73 +71,6 @@ def configure_torch() -> None:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
-
-
-def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig) -> list[torch.optim.Optimizer]:
-    """Dense parameters get the configured optimiser; sparse embedding tables get a row-wise lazy
-    Adam, which updates only the rows a batch touched (the fast path for 10M-id vocabularies)."""
-    sparse_ids: set[int] = set()
-    sparse: list[nn.Parameter] = []
-    extra = [m for m in extra if not getattr(m, "trains_itself", False)]  # e.g. the policy's own Adam
-    for mod in [model, *extra]:
-        for m in mod.modules():
-            if isinstance(m, nn.Embedding) and m.sparse and id(m.weight) not in sparse_ids:
-                sparse_ids.add(id(m.weight))
-                sparse.append(m.weight)
-    dense, seen = [], set(sparse_ids)
-    for mod in [model, *extra]:
-        for p in mod.parameters():  # shared modules (co-training's shared embedding) appear once
-            if id(p) not in seen and p.requires_grad:
-                seen.add(id(p))
-                dense.append(p)
-    o = cfg.optimizer
-    opts: list[torch.optim.Optimizer] = []
-    if dense:
-        kw: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
-        # fused kernels: one pass over all parameters instead of ~6 ops per tensor (CPU and CUDA)
-        fused = {"fused": True} if all(p.dtype.is_floating_point for p in dense) else {}
-        if o.name == "adam":
-            opts.append(torch.optim.Adam(dense, **kw, **fused))
-        elif o.name == "adamw":
-            opts.append(torch.optim.AdamW(dense, **kw, **fused))
-        elif o.name == "sgd":
-            opts.append(torch.optim.SGD(dense, **kw))
-        else:
-            opts.append(torch.optim.Adagrad(dense, **kw))
-    if sparse:
-        lr = o.sparse_lr or o.lr
-        if o.name == "sgd":
-            opts.append(torch.optim.SGD(sparse, lr=lr))
-        elif o.name == "adagrad":
-            opts.append(torch.optim.Adagrad(sparse, lr=lr))
-        else:
-            from mtkd.train.rowwise_adam import RowWiseAdam
-
-            opts.append(RowWiseAdam(sparse, lr=lr))
-    return opts
-
-
-class Progress:
-    """A one-line progress bar with samples/s on a terminal; silent otherwise."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled and sys.stderr.isatty()
-        self.last = 0.0
-
-    def due(self, last: bool) -> bool:
-        return self.enabled and (last or time.monotonic() - self.last >= 0.5)
-
-    def update(self, epoch: int, epochs: int, done: int, total: int, samples_per_s: float, loss: float) -> None:
-        self.last = time.monotonic()
-        width = 24
-        fill = int(width * done / max(total, 1))
-        sys.stderr.write(f"\repoch {epoch + 1}/{epochs} [{'#' * fill}{'.' * (width - fill)}] "
-                         f"{done}/{total} {samples_per_s:,.0f} samples/s loss {loss:.4f}  ")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 class Trainer:

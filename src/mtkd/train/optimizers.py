@@ -1,0 +1,54 @@
+"""Optimisers of a run: fused Adam on dense parameters, row-wise lazy Adam on sparse tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtkd.config import TrainConfig
+
+
+def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Dense parameters get the configured optimiser; sparse embedding tables get a row-wise lazy
+    Adam, which updates only the rows a batch touched (the fast path for 10M-id vocabularies)."""
+    sparse_ids: set[int] = set()
+    sparse: list[nn.Parameter] = []
+    extra = [m for m in extra if not getattr(m, "trains_itself", False)]  # e.g. the policy's own Adam
+    for mod in [model, *extra]:
+        for m in mod.modules():
+            if isinstance(m, nn.Embedding) and m.sparse and id(m.weight) not in sparse_ids:
+                sparse_ids.add(id(m.weight))
+                sparse.append(m.weight)
+    dense, seen = [], set(sparse_ids)
+    for mod in [model, *extra]:
+        for p in mod.parameters():  # shared modules (co-training's shared embedding) appear once
+            if id(p) not in seen and p.requires_grad:
+                seen.add(id(p))
+                dense.append(p)
+    o = cfg.optimizer
+    opts: list[torch.optim.Optimizer] = []
+    if dense:
+        kw: dict[str, Any] = {"lr": o.lr, "weight_decay": o.weight_decay}
+        # fused kernels: one pass over all parameters instead of ~6 ops per tensor (CPU and CUDA)
+        fused = {"fused": True} if all(p.dtype.is_floating_point for p in dense) else {}
+        if o.name == "adam":
+            opts.append(torch.optim.Adam(dense, **kw, **fused))
+        elif o.name == "adamw":
+            opts.append(torch.optim.AdamW(dense, **kw, **fused))
+        elif o.name == "sgd":
+            opts.append(torch.optim.SGD(dense, **kw))
+        else:
+            opts.append(torch.optim.Adagrad(dense, **kw))
+    if sparse:
+        lr = o.sparse_lr or o.lr
+        if o.name == "sgd":
+            opts.append(torch.optim.SGD(sparse, lr=lr))
+        elif o.name == "adagrad":
+            opts.append(torch.optim.Adagrad(sparse, lr=lr))
+        else:
+            from mtkd.train.rowwise_adam import RowWiseAdam
+
+            opts.append(RowWiseAdam(sparse, lr=lr))
+    return opts
