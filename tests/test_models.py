@@ -204,3 +204,18 @@ def test_learns_interaction(name: str) -> None:
         scores = model(batch).logits
     auc = roc_auc_score(batch.label.numpy(), scores.numpy())
     assert auc > 0.9, f"{name}: training AUC {auc:.3f}"
+
+
+def test_cross_net_equals_layer_by_layer_recurrence() -> None:
+    """The one-matmul CrossNet computes the paper's x_{l+1} = x0 (w_l . x_l) + b_l + x_l."""
+    from mtkd.models.layers import CrossNet
+
+    torch.manual_seed(0)
+    net = CrossNet(12, 3).double()
+    torch.nn.init.normal_(net.b)
+    x0 = torch.randn(5, 12, dtype=torch.float64)
+    x = x0
+    for i in range(3):
+        x = x0 * (x @ net.w[i]).unsqueeze(1) + net.b[i] + x
+    assert torch.allclose(net(x0), x, atol=1e-12)
+    assert torch.equal(CrossNet(12, 0)(x0.float()), x0.float())

@@ -34,3 +34,18 @@ def test_state_dict_has_no_scratch_and_reloads():
     opt2 = RowWiseAdam(emb.parameters(), lr=0.1)
     opt2.load_state_dict(sd)
     assert opt2.state[emb.weight]["step"] == 1
+
+
+def test_dense_gradient_is_plain_adam():
+    torch.manual_seed(1)
+    a = torch.nn.Embedding(20, 3)
+    b = torch.nn.Embedding(20, 3)
+    b.load_state_dict(a.state_dict())
+    oa, ob = torch.optim.Adam(a.parameters(), lr=0.01), RowWiseAdam(b.parameters(), lr=0.01)
+    for _ in range(4):
+        ids = torch.randint(0, 20, (32,))
+        for emb, opt in ((a, oa), (b, ob)):
+            opt.zero_grad()
+            emb(ids).pow(2).sum().backward()
+            opt.step()
+    assert torch.allclose(a.weight, b.weight, atol=1e-6)

@@ -51,6 +51,9 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
     common = dict(alpha=d.alpha, temperature=d.temperature, kd=d.kd_loss, combine=d.combine,
                   gate_features=bool(d.weighting_params.get("use_features", False)))
     if d.mode == "cotrain":
+        if d.weighting_params.get("fit_on", "train") != "train":
+            raise ConfigError("weighting fit_on: valid is for offline distillation (co-trained teachers "
+                              "have no outputs on validation rows during training); drop fit_on")
         teachers = {t.name: build_model(t.model, dataset.feature_map, **t.params) for t in d.teachers}
         params = _weighting_params(d, names, dataset, model, lambda: _no_scores(d))
         weighting = build_weighting(d.weighting, len(names), task, **params)

@@ -36,13 +36,13 @@ class _KD(Objective):
         self.gate_features = gate_features
         self._eval: dict[str, Any] = {}
 
-    def _context(self, model: CTRModel, batch: Batch, out: ModelOutput, tl: Tensor) -> WeightContext:
+    def _context(self, model: CTRModel, batch: Batch, student_logits: Tensor | None, tl: Tensor) -> WeightContext:
         feats = None
         if self.gate_features and hasattr(model, "embedding"):
             with torch.no_grad():
                 feats = model.embedding(batch).flatten(1)
         return WeightContext(teacher_logits=tl, label=batch.label, task=self.task,
-                             student_logits=out.logits.detach(), features=feats,
+                             student_logits=student_logits, features=feats,
                              teacher_hidden=batch.teacher_hidden)
 
     def kd_term(self, student_logits: Tensor, tl: Tensor, w: Tensor) -> Tensor:
@@ -53,17 +53,20 @@ class _KD(Objective):
                            for t in range(tl.shape[1])], 1)
         return (w * per).sum(1)
 
-    def student_loss(self, model: CTRModel, batch: Batch, out: ModelOutput,
-                     tl: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        ctx = self._context(model, batch, out, tl)
+    def student_loss(self, model: CTRModel, batch: Batch, out: ModelOutput, tl: Tensor,
+                     aux_ctx: WeightContext | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """`aux_ctx`: rows to train a trainable weighting on instead of this batch (held-out rows)."""
+        reg = model.reg_loss()  # first: the gate's feature pass under no_grad resets the gathered rows
+        ctx = self._context(model, batch, out.logits.detach(), tl)
         w = self.weighting(ctx)
         kd_rows = self.kd_term(out.logits, tl, w.detach())
         if getattr(self.weighting, "trains_itself", False):  # a policy may select no teacher: label only
             kd_rows = kd_rows * (w.detach().sum(1) > 0.5)
         kd = kd_rows.mean()
         ce = task_loss(self.task, out.logits, batch.label)
-        loss = self.alpha * ce + (1 - self.alpha) * kd + model.reg_loss()
-        aux = self.weighting.aux_loss(ctx, w)
+        loss = self.alpha * ce + (1 - self.alpha) * kd + reg
+        aux = self.weighting.aux_loss(ctx, w) if aux_ctx is None else \
+            self.weighting.aux_loss(aux_ctx, self.weighting(aux_ctx))
         logs = {"ce_loss": ce.detach(), "kd_loss": kd.detach()}
         if aux is not None:
             loss = loss + aux
@@ -75,7 +78,7 @@ class _KD(Objective):
 
     # -- validation: KD loss against the (weighted) teacher mixture, no gradient ---------------
     def _eval_kd(self, split: str, model: CTRModel, batch: Batch, out: ModelOutput, tl: Tensor) -> None:
-        ctx = self._context(model, batch, out, tl)
+        ctx = self._context(model, batch, out.logits.detach(), tl)
         w = self.weighting(ctx)
         kd = self.kd_term(out.logits.float(), tl, w)
         acc = self._eval.setdefault(split, {"kd": 0.0, "n": 0, "w": torch.zeros(len(self.names))})
@@ -112,9 +115,35 @@ class Distillation(_KD):
         return {"teacher_logits": self.teachers.logits(split),
                 "teacher_hidden": self.teachers.hidden(split)}
 
+    def _held_out_context(self, model: CTRModel) -> WeightContext | None:
+        """A batch of validation rows for a weighting fitted there (`fit_on: valid`): on training
+        rows the teachers are overfit, so a gate fitted there learns to trust the most overfit
+        teacher (measured: weight 0.998 on one teacher); on held-out rows it learns which
+        teacher generalises. The rows cycle in an order fixed by (seed, epoch), so resume repeats."""
+        if getattr(self.weighting, "fit_on", "train") != "valid":
+            return None
+        batch = next(self._held_out, None)
+        if batch is None:
+            self._held_out_epoch += 1
+            self._held_out = self._held_out_iter(self._held_out_epoch)
+            batch = next(self._held_out)
+        b = batch.to(self._trainer.device, non_blocking=True)
+        return self._context(model, b, None, b.teacher_logits)
+
+    def _held_out_iter(self, epoch: int) -> Any:
+        from mtkd.data.loader import BatchLoader
+
+        tr = self._trainer
+        if "valid" not in tr.dataset.split_names:
+            raise ValueError("weighting fit_on: valid needs a valid split in the dataset")
+        loader = BatchLoader(tr.dataset, "valid", tr.cfg.batch_size, shuffle=True, seed=tr.cfg.seed + 7919,
+                             **self.loader_extra("valid"))
+        loader.epoch = epoch
+        return iter(loader)
+
     def loss(self, model: CTRModel, batch: Batch, out: ModelOutput) -> tuple[Tensor, dict[str, Tensor]]:
         assert batch.teacher_logits is not None, "the loader must join the cached teacher logits"
-        loss, logs, w = self.student_loss(model, batch, out, batch.teacher_logits)
+        loss, logs, w = self.student_loss(model, batch, out, batch.teacher_logits, self._held_out_context(model))
         if self.hint > 0 and batch.teacher_hidden is not None:
             have = [i for i, th in enumerate(batch.teacher_hidden) if th is not None]  # score teachers: none
             per = torch.stack([self.hints[i](out.hidden, batch.teacher_hidden[i]) for i in have], 1)
@@ -131,6 +160,9 @@ class Distillation(_KD):
     def on_epoch_start(self, epoch: int) -> None:
         if hasattr(self.weighting, "epoch"):
             self.weighting.epoch = epoch
+        if getattr(self.weighting, "fit_on", "train") == "valid":
+            self._held_out_epoch = 1000 * epoch  # a fresh, repeatable order of valid rows per epoch
+            self._held_out = self._held_out_iter(self._held_out_epoch)
 
     def bind(self, trainer: Any) -> None:
         self._trainer = trainer

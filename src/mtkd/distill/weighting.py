@@ -89,6 +89,12 @@ class Weighting(nn.Module):
         return None
 
 
+def _fit_on(value: str) -> str:
+    if value not in ("train", "valid"):
+        raise ConfigError(f"fit_on must be 'train' or 'valid', got {value!r}")
+    return value
+
+
 def _uniform(ctx: WeightContext, t: int) -> Tensor:
     b = ctx.teacher_logits.shape[0]
     return torch.full((b, t), 1.0 / t, device=ctx.teacher_logits.device)
@@ -142,10 +148,12 @@ class Fixed(Weighting):
 
 @register_weighting("learned")
 class Learned(Weighting):
-    """One global softmax vector over teachers, trained jointly by the mixture's cross-entropy."""
+    """One global softmax vector over teachers, trained jointly by the mixture's cross-entropy
+    (on training rows, or with `fit_on: valid` on validation rows; see Gate)."""
 
-    def __init__(self, num_teachers: int, task: str = "binary", **kw: Any):
+    def __init__(self, num_teachers: int, task: str = "binary", fit_on: str = "train", **kw: Any):
         super().__init__(num_teachers, task)
+        self.fit_on = _fit_on(fit_on)
         self.logits = nn.Parameter(torch.zeros(num_teachers))
 
     def forward(self, ctx: WeightContext) -> Tensor:
@@ -161,11 +169,22 @@ class Gate(Weighting):
     an instance (and optionally the student's embedding of its features) and outputs softmax
     weights over the teachers for that instance. It is trained so that the gated mixture
     predicts the label; the student learns from the mixture without pushing gradients into it.
+
+    `fit_on`: the rows the gate is trained on. `train` (the paper's joint training) sees the
+    teachers' outputs on their own training rows, where they are overfit; `valid` trains it on
+    validation rows (one batch of them per student step), where teachers are as good as on
+    unseen data. `entropy`: weight of an entropy bonus that keeps the gate from collapsing
+    onto one teacher early.
     """
 
     def __init__(self, num_teachers: int, task: str = "binary", num_classes: int = 1,
-                 feature_dim: int = 0, hidden: int = 64, use_features: bool = False, **kw: Any):
+                 feature_dim: int = 0, hidden: int = 64, use_features: bool = False,
+                 fit_on: str = "train", entropy: float = 0.0, **kw: Any):
         super().__init__(num_teachers, task)
+        self.fit_on = _fit_on(fit_on)
+        if entropy < 0:
+            raise ConfigError(f"gate: entropy must be >= 0, got {entropy}")
+        self.entropy = float(entropy)
         self.use_features = bool(use_features) and feature_dim > 0
         in_dim = num_teachers * (1 if task == "binary" else num_classes) * 2
         if self.use_features:
@@ -184,7 +203,10 @@ class Gate(Weighting):
         return torch.softmax(self.net(x), dim=1)
 
     def aux_loss(self, ctx: WeightContext, weights: Tensor) -> Tensor:
-        return mixture_ce(ctx, weights)
+        loss = mixture_ce(ctx, weights)
+        if self.entropy > 0:
+            loss = loss + self.entropy * (weights * weights.clamp_min(1e-12).log()).sum(1).mean()
+        return loss
 
 
 @register_weighting("confidence")

@@ -46,17 +46,18 @@ class RowWiseAdam(torch.optim.Optimizer):
                     st["exp_avg"] = torch.zeros_like(p)
                     st["exp_avg_sq"] = torch.zeros_like(p)
                 st["step"] += 1
-                if g.is_sparse:
-                    idx, vals = g._indices()[0], g._values()
-                    rows, inv = self._rows(p, idx)
-                    gs = vals.new_zeros(rows.numel(), vals.shape[1]).index_add_(0, inv, vals)
-                else:
-                    rows = torch.arange(p.shape[0], device=p.device)
-                    gs = g
+                bc1, bc2 = 1 - b1 ** st["step"], 1 - b2 ** st["step"]
+                if not g.is_sparse:  # a dense gradient: plain Adam over the whole table
+                    m, v = st["exp_avg"].lerp_(g, 1 - b1), st["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                    p.addcdiv_(m, v.div(bc2).sqrt_().add_(eps), value=-lr / bc1)
+                    continue
+                idx, vals = g._indices()[0], g._values()
+                rows, inv = self._rows(p, idx)
+                gs = vals.new_zeros(rows.numel(), vals.shape[1]).index_add_(0, inv, vals)
                 m = st["exp_avg"].index_select(0, rows).lerp_(gs, 1 - b1)
                 v = st["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(gs, gs, value=1 - b2)
                 st["exp_avg"].index_copy_(0, rows, m)
                 st["exp_avg_sq"].index_copy_(0, rows, v)
-                bc1, bc2 = 1 - b1 ** st["step"], 1 - b2 ** st["step"]
-                denom = v.div_(bc2).sqrt_().add_(eps)
-                p.index_add_(0, rows, m.div_(denom), alpha=-lr / bc1)
+                # rows are distinct, so gather-update-scatter equals index_add_ and skips its atomics
+                w = p.index_select(0, rows).addcdiv_(m, v.div_(bc2).sqrt_().add_(eps), value=-lr / bc1)
+                p.index_copy_(0, rows, w)
