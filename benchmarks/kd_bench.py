@@ -18,7 +18,8 @@ Settings (chosen so the whole script runs in ~40 minutes on 2 free cores):
   teachers: DeepFM, DCN, xDeepFM, AutoInt+ with MLP 256-128 (other hyper-parameters: model defaults).
   student: DNN with MLP 128-64; KD: alpha 0.5, temperature 1, soft-label BCE on the teacher mixture.
 Rows: every teacher; dnn (no KD); kd_single_<t> with t = the teacher with the best mean VALID AUC
-(never test); kd_average, kd_learned, kd_confidence, kd_gate; kd_gate_kdstop (stop on valid.kd_loss);
+(never test); kd_average, kd_learned, kd_confidence, kd_gate; kd_gate_valid (the gate fitted on
+validation rows, `fit_on: valid`, instead of training rows); kd_gate_kdstop (stop on valid.kd_loss);
 kd_gate_holdout (valid_holdout 0.5: half of valid joins training, stop on kd_loss over the other,
 unlabelled, half); cotrained (co-training with the gate, teachers trained live).
 
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as C  # noqa: E402
 
 DATASETS = "frappe,criteo,avazu,synthetic"
-ENSEMBLES = ["kd_average", "kd_learned", "kd_confidence", "kd_gate"]
+ENSEMBLES = ["kd_average", "kd_learned", "kd_confidence", "kd_gate", "kd_gate_valid"]
 
 
 def teachers() -> list[dict]:
@@ -56,6 +57,8 @@ def students(best: str) -> list[dict]:
         {"name": "kd_learned", "distill": {"teachers": T, "weighting": "learned"}},
         {"name": "kd_confidence", "distill": {"teachers": T, "weighting": "confidence"}},
         {"name": "kd_gate", "distill": {"teachers": T, "weighting": "gate"}},
+        {"name": "kd_gate_valid", "distill": {"teachers": T, "weighting": "gate",
+                                              "weighting_params": {"fit_on": "valid"}}},
         {"name": "kd_gate_kdstop", "distill": {"teachers": T, "weighting": "gate"},
          "set": {"monitor": "valid.kd_loss"}},
         {"name": "kd_gate_holdout", "distill": {"teachers": T, "weighting": "gate", "valid_holdout": 0.5},
@@ -86,6 +89,9 @@ def bench(ds: str, args: argparse.Namespace) -> str:
     for s in ENSEMBLES:
         lines.append(C.claim(f"2. {s} reaches or beats the best single teacher ({best}, by valid)", by[s], by[best]))
     lines.append(C.claim("3. gating beats averaging", by["kd_gate"], by["kd_average"]))
+    lines.append(C.claim("3. gating (fitted on valid rows) beats averaging", by["kd_gate_valid"], by["kd_average"]))
+    lines.append(C.claim("   gate fitted on valid rows vs on training rows", by["kd_gate_valid"], by["kd_gate"]))
+    lines.append(gate_weights(out, args.seeds, ["kd_gate", "kd_gate_valid"]))
     lines += ["", f"Early stopping by KD loss ({ds}; best epoch = mean over seeds):"]
     for s in ["kd_gate_kdstop", "kd_gate_holdout"]:
         epochs = (f"; best epoch {by[s]['best_epoch']:.1f} vs {by['kd_gate']['best_epoch']:.1f}"
@@ -93,6 +99,21 @@ def bench(ds: str, args: argparse.Namespace) -> str:
         lines.append(C.claim(f"{s} vs stopping on valid AUC", by[s], by["kd_gate"]) + epochs)
     lines += ["", speed(exp, out, studs, args)]
     return "\n".join(lines)
+
+
+def gate_weights(out: Path, seeds: list[int], names: list[str]) -> str:
+    """Mean gate weight per teacher in the last epoch (train rows), averaged over seeds."""
+    parts = []
+    for n in names:
+        w: dict[str, list[float]] = {}
+        for seed in seeds:
+            lines = C.metrics(out, "students", n, seed)
+            for k, v in (lines[-1] if lines else {}).items():
+                if k.startswith("train.w."):
+                    w.setdefault(k[8:], []).append(v)
+        if w:
+            parts.append(f"{n}: " + ", ".join(f"{t} {sum(v) / len(v):.3f}" for t, v in w.items()))
+    return "Gate weights in the last epoch (mean over seeds): " + ("; ".join(parts) or "not finished")
 
 
 def speed(exp, out: Path, studs: list[dict], args: argparse.Namespace) -> str:

@@ -20,7 +20,7 @@ from mtkd.distill.losses import HintRegression, kd_loss, logit_mse, soft_bce, so
 from mtkd.distill.objectives import CoTraining
 from mtkd.distill.teachers import TeacherSet, TeacherSpec, score_teachers
 from mtkd.distill.weighting import WEIGHTINGS, WeightContext, build_weighting, mixture
-from mtkd.errors import MtkdError
+from mtkd.errors import ConfigError, MtkdError
 from mtkd.models import build_model
 from mtkd.train.run import train_run
 
@@ -102,6 +102,47 @@ def test_gate_downweights_a_noise_teacher():
         opt.step()
     w = gate(WeightContext(tl, y, "binary")).mean(0)
     assert w[1] < 0.15 < 0.85 < w[0]
+
+
+def _fit_gate(gate, tl, y, steps=300):
+    opt = torch.optim.Adam(gate.parameters(), 1e-2)
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (256,))
+        ctx = WeightContext(tl[idx], y[idx], "binary")
+        loss = gate.aux_loss(ctx, gate(ctx))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return gate(WeightContext(tl, y, "binary")).mean(0)
+
+
+def test_gate_fitted_on_held_out_rows_avoids_the_overfit_teacher():
+    """Teacher 0 memorised the training labels (near-perfect there, noise elsewhere), teacher 1
+    generalises. Fitted on training rows the gate trusts teacher 0; on held-out rows, teacher 1."""
+    torch.manual_seed(0)
+    n = 4000
+    truth = torch.randn(2, n) * 2
+    y = torch.bernoulli(torch.sigmoid(truth))
+    memorised = (y[0] * 2 - 1) * 6  # train rows: the label itself
+    train_tl = torch.stack([memorised, truth[0] + 0.5 * torch.randn(n)], 1)
+    valid_tl = torch.stack([torch.randn(n) * 2, truth[1] + 0.5 * torch.randn(n)], 1)
+    on_train = _fit_gate(build_weighting("gate", 2, "binary"), train_tl, y[0])
+    on_valid = _fit_gate(build_weighting("gate", 2, "binary", fit_on="valid"), valid_tl, y[1])
+    assert on_train[0] > 0.85 and on_valid[1] > 0.85
+    with pytest.raises(ConfigError, match="fit_on"):
+        build_weighting("gate", 2, "binary", fit_on="test")
+
+
+def test_gate_entropy_bonus_keeps_weights_spread():
+    torch.manual_seed(0)
+    n = 4000
+    true_logit = torch.randn(n) * 2
+    y = torch.bernoulli(torch.sigmoid(true_logit))
+    tl = torch.stack([true_logit + 0.1 * torch.randn(n), true_logit + 0.6 * torch.randn(n)], 1)
+    plain = _fit_gate(build_weighting("gate", 2, "binary"), tl, y)
+    torch.manual_seed(0)
+    spread = _fit_gate(build_weighting("gate", 2, "binary", entropy=0.5), tl, y)
+    assert spread[0] < plain[0] and spread.min() > 0.2
 
 
 def test_mixture_shapes():
@@ -254,6 +295,24 @@ def test_valid_rows_train_and_holdout_kd_stopping(world, tmp_path):
 
     with pytest.raises(ConfigError, match="monitor: valid.kd_loss"):
         _student(world, **{"distill.valid_holdout": 0.25})
+
+
+def test_gate_fit_on_valid_trains_repeatably(world, tmp_path):
+    sets = {"distill.weighting": "gate", "distill.weighting_params": {"fit_on": "valid"}, "epochs": 2}
+    a = train_run(_student(world, **sets), world / "ds", tmp_path / "a", **QUIET)
+    b = train_run(_student(world, **sets), world / "ds", tmp_path / "b", **QUIET)
+    assert a["test"] == b["test"]
+    on_train = train_run(_student(world, **{**sets, "distill.weighting_params": {}}), world / "ds",
+                         tmp_path / "t", **QUIET)
+    la = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
+    lt = json.loads((tmp_path / "t" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "train.gate_loss" in la and la["train.w.dcn"] != lt["train.w.dcn"]  # the gate saw other rows
+    assert math.isfinite(on_train["valid"]["kd_loss"])
+    bad = _student(world, **{"distill.mode": "cotrain", "distill.weighting": "gate",
+                             "distill.weighting_params": {"fit_on": "valid"},
+                             "distill.teachers": [{"name": "fm", "model": "fm"}]})
+    with pytest.raises(ConfigError, match="fit_on: valid is for offline"):
+        train_run(bad, world / "ds", tmp_path / "c", **QUIET)
 
 
 def test_caches_of_other_runs_with_the_same_name_survive(world, tmp_path):

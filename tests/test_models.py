@@ -219,3 +219,8 @@ def test_cross_net_equals_layer_by_layer_recurrence() -> None:
         x = x0 * (x @ net.w[i]).unsqueeze(1) + net.b[i] + x
     assert torch.allclose(net(x0), x, atol=1e-12)
     assert torch.equal(CrossNet(12, 0)(x0.float()), x0.float())
+    # checkpoints from the layer-per-Linear form still load
+    old = {"b": net.b.detach().clone(), **{f"w.{i}.weight": net.w[i : i + 1].detach().clone() for i in range(3)}}
+    fresh = CrossNet(12, 3).double()
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.w, net.w)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from mtkd.config import load_train_config
 from mtkd.data.prepare import prepare
 from mtkd.data.schema import load_schema
 from mtkd.data.synthetic import write_synthetic
-from mtkd.distill.policy import Policy, reward_ce, reward_ce_kd, state_features
+from mtkd.distill.policy import Policy, reward_ce, reward_ce_kd, small_state
 from mtkd.distill.weighting import WeightContext, build_weighting
 from mtkd.train.checkpoint import load_checkpoint
 from mtkd.train.run import train_run
@@ -35,18 +36,30 @@ def _ctx(b=8, t=2, task="binary", c=3, hidden=(5, 7)):
 @pytest.mark.parametrize("task,p", [("binary", 1), ("multiclass", 3)])
 def test_state_vector_has_documented_shape(task, p):
     ctx = _ctx(task=task)
-    for t, h in enumerate((5, 7)):
-        s = state_features(ctx, t)
-        assert s.shape == (8, h + 2 * p + 2)
-        assert torch.isfinite(s).all()
-    assert state_features(ctx, 0, use_hidden=False).shape == (8, 2 * p + 2)
+    raw = Policy(2, task, hidden_dims=[5, 7], num_classes=p, hidden_proj=0).states(ctx)
+    assert raw.shape == (8, 2, 2 * p + 2 + 7) and torch.isfinite(raw).all()
+    assert torch.all(raw[:, 0, 2 * p + 2 + 5 :] == 0)  # teacher 0's 5 hidden values, zero-padded to 7
+    assert torch.allclose(raw[:, 1, 2 * p + 2 :], F.layer_norm(ctx.teacher_hidden[1], (7,)))
+    assert Policy(2, task, hidden_dims=[5, 7], num_classes=p, hidden_proj=4).states(ctx).shape == (8, 2, 2 * p + 6)
+    assert Policy(2, task, hidden_dims=[5, 7], num_classes=p, use_hidden=False).states(ctx).shape == (8, 2, 2 * p + 2)
 
 
 def test_state_values_by_hand():
     ctx = WeightContext(torch.tensor([[0.0]]), torch.tensor([1.0]), "binary", student_logits=torch.tensor([0.0]))
-    s = state_features(ctx, 0)
+    s = small_state(ctx)
     # p_t = 0.5, CE = log 2, KL(teacher||student) = 0 (same distribution), p_s = 0.5
-    assert torch.allclose(s, torch.tensor([[0.5, torch.log1p(torch.log(torch.tensor(2.0))), 0.0, 0.5]]), atol=1e-6)
+    assert torch.allclose(s, torch.tensor([[[0.5, torch.log1p(torch.log(torch.tensor(2.0))), 0.0, 0.5]]]), atol=1e-6)
+
+
+def test_hidden_projection_is_whitened_pca():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(5000, 3, generator=g) @ torch.randn(3, 12, generator=g) * 3 + 1).numpy()
+    pol = Policy(1, "binary", hidden_dims=[12], hidden_proj=3)
+    pol.fit_projection([x])
+    z = pol.encode_hidden_array(0, x, block=777)
+    assert z.shape == (5000, 3)
+    assert np.allclose(z.mean(0), 0, atol=1e-4) and np.allclose(np.cov(z.T), np.eye(3), atol=0.05)
+    assert np.allclose(z[:10], pol.encode_hidden(0, torch.from_numpy(x[:10])).numpy(), atol=1e-5)
 
 
 def test_rewards_by_hand():
@@ -67,7 +80,7 @@ def test_reinforce_favours_the_informative_teacher(action):
     """Selecting teacher 0 (informative) earns reward 1, teacher 1 (noise) earns -1."""
     torch.manual_seed(0)
     ctx = _ctx(b=256, hidden=(5, 7))
-    pol = Policy(2, "binary", state_dims=[5 + 4, 7 + 4], action=action, lr=0.05, warmup_epochs=0)
+    pol = Policy(2, "binary", hidden_dims=[5, 7], hidden_proj=0, action=action, lr=0.05, warmup_epochs=0)
     pol.train()
 
     def probs():
@@ -86,14 +99,14 @@ def test_reinforce_favours_the_informative_teacher(action):
 def test_no_gradient_into_teachers_or_policy_from_student_loss():
     ctx = _ctx()
     ctx.teacher_logits.requires_grad_(False)
-    pol = Policy(2, "binary", state_dims=[9, 11], warmup_epochs=0)
+    pol = Policy(2, "binary", hidden_dims=[5, 7], warmup_epochs=0)
     w = pol(ctx)
     assert not w.requires_grad  # the student's KD loss cannot push gradients into the policy
-    assert all(not s.requires_grad for s in pol._last["states"])
+    assert not pol._last["states"].requires_grad
 
 
 def test_policy_weights_rows():
-    pol = Policy(3, "binary", state_dims=[9, 11, 4], warmup_epochs=0)
+    pol = Policy(3, "binary", hidden_dims=[5, 7, 0], warmup_epochs=0)
     ctx = _ctx(t=3, hidden=(5, 7, 0))
     ctx.teacher_hidden = [ctx.teacher_hidden[0], ctx.teacher_hidden[1], None]
     w = pol(ctx)
@@ -132,6 +145,39 @@ def test_policy_runs_with_each_reward_and_logs_selection(world, tmp_path, reward
     last = json.loads((tmp_path / reward / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0 <= last["train.sel.deepfm"] <= 1 and 0 <= last["train.sel.lr"] <= 1
     assert "train.reward" in last
+
+
+def test_encoded_hidden_in_the_loader_equals_encoding_per_batch(world, tmp_path):
+    from mtkd.data.loader import BatchLoader
+    from mtkd.data.store import Dataset
+    from mtkd.distill.build import build_objective
+    from mtkd.models import build_model
+
+    ds = Dataset(world / "ds")
+    c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0, "hidden_proj": 4}})
+    obj = build_objective(c, ds, build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[16]),
+                          log=lambda s: None)
+    pol = obj.weighting
+    assert obj.hidden_encoded and pol.enc_dims == [4, 4] and min(pol.raw_dims) > 4
+    enc = next(iter(BatchLoader(ds, "train", 64, shuffle=False, **obj.loader_extra("train"))))
+    raw = next(iter(BatchLoader(ds, "train", 64, shuffle=False, teacher_logits=obj.teachers.logits("train"),
+                                teacher_hidden=obj.teachers.hidden("train"))))
+    s = torch.zeros(64)
+    a = pol.states(WeightContext(enc.teacher_logits, enc.label, "binary", s, teacher_hidden=enc.teacher_hidden,
+                                 hidden_encoded=True))
+    b = pol.states(WeightContext(raw.teacher_logits, raw.label, "binary", s, teacher_hidden=raw.teacher_hidden))
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_reward_on_a_sample_of_the_batch(world, tmp_path):
+    c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0, "reward_sample": 0.25}, "epochs": 1})
+    train_run(c, world / "ds", tmp_path / "rs", **QUIET)
+    last = json.loads((tmp_path / "rs" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert "train.reward" in last and 0 <= last["train.sel.deepfm"] <= 1
+    from mtkd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reward_sample"):
+        Policy(2, "binary", reward_sample=0)
 
 
 def test_same_seed_repeats_and_policy_is_saved(world, tmp_path):

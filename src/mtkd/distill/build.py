@@ -32,8 +32,8 @@ def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, mode
     if d.weighting == "policy":
         hidden = teacher_hidden_dims()
         p = 1 if fmap.task == "binary" else fmap.output_dim
-        use_hidden = params.get("use_hidden", True)
-        params["state_dims"] = [(h if use_hidden else 0) + 2 * p + 2 for h in hidden]
+        params["hidden_dims"] = hidden
+        params["num_classes"] = p
     if d.weighting == "gate":
         params.setdefault("num_classes", fmap.output_dim)
         if params.get("use_features") and hasattr(model, "embedding"):
@@ -66,6 +66,8 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
     params = _weighting_params(d, names, dataset, model, lambda: teacher_set.metric("valid", metric),
                                teacher_set.hidden_dims)
     weighting = build_weighting(d.weighting, len(names), task, **params)
+    if hasattr(weighting, "fit_projection") and with_hidden:
+        weighting.fit_projection(teacher_set.hidden("train"), seed=cfg.seed)
     return Distillation(task, teacher_set, weighting, hint=d.hint, student_hidden_dim=model.hidden_dim, **common)
 
 

@@ -34,6 +34,7 @@ class _KD(Objective):
         self.kd = kd or default_kd_loss(task)
         self.combine = combine
         self.gate_features = gate_features
+        self.hidden_encoded = False
         self._eval: dict[str, Any] = {}
 
     def _context(self, model: CTRModel, batch: Batch, student_logits: Tensor | None, tl: Tensor) -> WeightContext:
@@ -43,7 +44,7 @@ class _KD(Objective):
                 feats = model.embedding(batch).flatten(1)
         return WeightContext(teacher_logits=tl, label=batch.label, task=self.task,
                              student_logits=student_logits, features=feats,
-                             teacher_hidden=batch.teacher_hidden)
+                             teacher_hidden=batch.teacher_hidden, hidden_encoded=self.hidden_encoded)
 
     def kd_term(self, student_logits: Tensor, tl: Tensor, w: Tensor) -> Tensor:
         """Per-row KD loss: to the weighted mixture, or the weighted sum of per-teacher losses."""
@@ -107,13 +108,22 @@ class Distillation(_KD):
         self.hint = hint
         self.hints = nn.ModuleList(HintRegression(student_hidden_dim, max(d, 1)) for d in teachers.hidden_dims()) \
             if hint > 0 else nn.ModuleList()
+        # A weighting with its own encoding of hidden vectors (the policy's projection) gets them
+        # encoded once per split, unless hint regression needs the raw vectors in the batch.
+        self.hidden_encoded = hint == 0 and hasattr(weighting, "encode_hidden_array")
+        self._encoded: dict[str, list[Any] | None] = {}
 
     def modules(self) -> list[nn.Module]:
         return [self.weighting, self.hints]
 
     def loader_extra(self, split: str) -> dict[str, Any]:
-        return {"teacher_logits": self.teachers.logits(split),
-                "teacher_hidden": self.teachers.hidden(split)}
+        hidden = self.teachers.hidden(split)
+        if self.hidden_encoded and hidden is not None:
+            if split not in self._encoded:
+                self._encoded[split] = [None if h is None else self.weighting.encode_hidden_array(t, h)
+                                        for t, h in enumerate(hidden)]
+            hidden = self._encoded[split]
+        return {"teacher_logits": self.teachers.logits(split), "teacher_hidden": hidden}
 
     def _held_out_context(self, model: CTRModel) -> WeightContext | None:
         """A batch of validation rows for a weighting fitted there (`fit_on: valid`): on training

@@ -187,6 +187,14 @@ class CrossNet(nn.Module):
         bound = 1.0 / math.sqrt(input_dim)  # nn.Linear's default init
         nn.init.uniform_(self.w, -bound, bound)
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # checkpoints written before the one-matmul form kept one nn.Linear(D, 1) per layer
+        old = sorted((k for k in state_dict if k.startswith(prefix + "w.") and k.endswith(".weight")),
+                     key=lambda k: int(k[len(prefix) + 2 : -7]))
+        if old and prefix + "w" not in state_dict:
+            state_dict[prefix + "w"] = torch.cat([state_dict.pop(k) for k in old], 0)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def forward(self, x0: Tensor) -> Tensor:
         layers = self.w.shape[0]
         if layers == 0:
