@@ -164,3 +164,24 @@ def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
     assert rc == 2 and "unknown model 'nope'" in capsys.readouterr().err
     rc = main(["train", "--data", str(data_dir), "--set", "epochz=3", "--out", str(tmp_path / "y")])
     assert rc == 2 and "epochz" in capsys.readouterr().err
+
+
+def test_resume_from_a_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    """A last.pt whose layout no longer matches (written by another version): name the file and
+    the fix, never a bare torch error."""
+    from mtkd.data.synthetic import write_synthetic
+    from mtkd.errors import MtkdError
+    from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
+
+    write_synthetic(tmp_path / "s.csv", rows=600, seed=3)
+    prepare(load_schema(Path(__file__).resolve().parents[1] / "configs/datasets/synthetic.yaml"), tmp_path / "ds",
+            tmp_path / "s.csv")
+    cfg = load_train_config(None, ["params.embedding_dim=4", "params.hidden_units=[8]", "batch_size=128",
+                                   "epochs=2", "device=cpu"], model="dnn")
+    train_run(cfg, tmp_path / "ds", tmp_path / "r", progress=False, log=lambda s: None)
+    ck = load_checkpoint(tmp_path / "r" / "last.pt")
+    ck["model"] = {k.replace("mlp.", "old_mlp."): v for k, v in ck["model"].items()}
+    save_checkpoint(tmp_path / "r" / "last.pt", ck)
+    (tmp_path / "r" / "summary.json").unlink()
+    with pytest.raises(MtkdError, match="last.pt: cannot resume from it"):
+        train_run(cfg, tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None)

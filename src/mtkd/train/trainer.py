@@ -24,6 +24,7 @@ import torch
 from mtkd.config import TrainConfig
 from mtkd.data.loader import BatchLoader
 from mtkd.data.store import Dataset
+from mtkd.errors import MtkdError
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
 from mtkd.train.metrics import compute_metrics, metric_mode
@@ -127,10 +128,18 @@ class Trainer:
         if not path.exists():
             return False
         ck = load_checkpoint(path, self.device)
-        self.model.load_state_dict(ck["model"])
-        self.objective.load_state_dict(ck["objective"])
-        for o, s in zip(self.optimizers, ck["optimizers"]):
-            o.load_state_dict(s)
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.objective.load_state_dict(ck["objective"])
+            if len(ck["optimizers"]) != len(self.optimizers):
+                raise ValueError(f"{len(ck['optimizers'])} optimisers saved, {len(self.optimizers)} now")
+            for o, s in zip(self.optimizers, ck["optimizers"]):
+                o.load_state_dict(s)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise MtkdError(
+                f"{path}: cannot resume from it, it does not match this run's model or optimisers "
+                f"(written by another version or configuration?): {e}. Start the run afresh "
+                f"(`--force`, or delete {self.run_dir})") from e
         self.state = TrainState(**ck["state"])
         torch.set_rng_state(ck["torch_rng"].cpu())
         if ck.get("cuda_rng") is not None and torch.cuda.is_available():
