@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -185,3 +186,28 @@ def test_resume_from_a_mismatched_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "r" / "summary.json").unlink()
     with pytest.raises(MtkdError, match="last.pt: cannot resume from it"):
         train_run(cfg, tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None)
+
+
+def test_train_fraction_trains_on_a_seeded_subset(tmp_path):
+    from mtkd.data.merged import SubsetDataset
+    from mtkd.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "s.csv", rows=3000, seed=4)
+    prepare(load_schema(Path(__file__).resolve().parents[1] / "configs/datasets/synthetic.yaml"), tmp_path / "ds",
+            tmp_path / "s.csv")
+    ds = Dataset(tmp_path / "ds")
+    sub = SubsetDataset(ds, 0.1, seed=1)
+    n = ds.split("train").rows
+    assert 0.05 * n < sub.split("train").rows < 0.15 * n
+    assert sub.split("valid").rows == ds.split("valid").rows
+    idx = sub.row_map("train")[0][1]
+    assert np.array_equal(sub.split("train").arrays["label"], np.asarray(ds.split("train").arrays["label"])[idx])
+    assert np.array_equal(idx, SubsetDataset(ds, 0.1, seed=1).row_map("train")[0][1])  # same rows every run
+    base = ["params.embedding_dim=4", "params.hidden_units=[8]", "batch_size=64", "epochs=1", "device=cpu"]
+    full = train_run(load_train_config(None, base, model="dnn"), tmp_path / "ds", tmp_path / "full",
+                     progress=False, log=lambda s: None)
+    part = train_run(load_train_config(None, base + ["train_fraction=0.1"], model="dnn"), tmp_path / "ds",
+                     tmp_path / "part", progress=False, log=lambda s: None)
+    steps = lambda d: json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])["step"]  # noqa: E731
+    assert steps(tmp_path / "part") < 0.2 * steps(tmp_path / "full")
+    assert part["dataset_checksum"].endswith("+train0.1") and "test" in part

@@ -101,6 +101,9 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["none", "bf16"] = "none"
     grad_clip: Optional[float] = Field(None, gt=0)
+    train_fraction: Optional[float] = Field(
+        None, gt=0, le=1, description="train on this seeded fraction of the training rows (learning curves, "
+                                      "a deliberately weak teacher)")
     distill: Optional[DistillConfig] = None
 
     @model_validator(mode="after")
@@ -110,6 +113,8 @@ class TrainConfig(_Strict):
         if self.distill is not None and self.distill.valid_holdout is not None and self.monitor != "valid.kd_loss":
             raise ValueError("distill.valid_holdout trains on labelled validation rows, so the run must stop on "
                              "the unlabelled held-out slice: set monitor: valid.kd_loss")
+        if self.train_fraction is not None and self.distill is not None and self.distill.valid_holdout is not None:
+            raise ValueError("train_fraction and distill.valid_holdout both change the training rows; use one")
         return self
 
 

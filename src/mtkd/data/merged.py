@@ -1,4 +1,4 @@
-"""A dataset whose training split also holds most validation rows.
+"""Row views of a dataset: training on train + most validation rows, or on a fraction of train.
 
 For "early stopping by distillation loss" with the validation rows put to use: the student
 trains on train + (valid minus a held-out slice), with hard labels and teacher soft labels,
@@ -61,3 +61,27 @@ class MergedDataset:
             arrays = {k: self.gather(name, {b: a[k] for b, a in bases.items()}) for k in keys}
             self._splits[name] = Split(name, int(arrays["label"].shape[0]), arrays)
         return self._splits[name]
+
+
+class SubsetDataset(MergedDataset):
+    """Splits: train = a seeded `fraction` of the training rows; valid and test unchanged.
+    For learning curves and for a deliberately weak teacher (one trained on 5% of the data)."""
+
+    def __init__(self, base: Dataset, fraction: float, seed: int = 0):
+        if not 0 < fraction <= 1:
+            raise ValueError("fraction must be in (0, 1]")
+        self.base = base
+        self.root = base.root
+        self.feature_map = base.feature_map
+        self.manifest = base.manifest
+        self.fraction = fraction
+        rows = base.split("train").rows
+        keep = np.flatnonzero(uniform_from_index(np.arange(rows), seed + 104729) < fraction)
+        if keep.size == 0:
+            keep = np.arange(1)
+        self._map = {"train": [("train", keep)], "valid": [("valid", None)], "test": [("test", None)]}
+        self._splits = {}
+
+    @property
+    def checksum(self) -> str:
+        return f"{self.base.checksum}+train{self.fraction}"

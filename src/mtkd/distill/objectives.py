@@ -204,7 +204,7 @@ class Distillation(_KD):
         if hook is None:
             return None
         probe = self._valid_probe() if getattr(self.weighting, "reward_kind", "") == "valid" else None
-        logs = hook(model, batch, batch.teacher_logits, step, probe)
+        logs = hook(model, batch, batch.teacher_logits, step, probe, before=out.logits.detach())
         return {(f"sel.{self.names[int(k[4:])]}" if k.startswith("sel.") else k): v for k, v in logs.items()}
 
 

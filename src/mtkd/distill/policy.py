@@ -29,8 +29,15 @@ that does not depend on the action); `valid` = change of a validation metric ove
 of N steps (one reward for every action of the episode). `reward_sample` (0.25 by default)
 scores the updated student on that random fraction of the batch only, and the policy gradient
 uses those rows: the extra forward pass was the largest part of the policy's cost (2.0 of 3.2 ms
-per 2,048-row Frappe step over a 7.5 ms plain step); 1.0 rewards every row, as in the paper. REINFORCE with a moving-average baseline and an optional entropy
-bonus; the policy has its own Adam optimiser.
+per 2,048-row Frappe step over a 7.5 ms plain step); 1.0 rewards every row, as in the paper.
+REINFORCE with a moving-average baseline (`baseline: batch`, the paper's) or, for `ce` and
+`ce_kd` and by default, with each instance's own reward before the update subtracted first
+(`baseline: instance`): the reward then measures what the step's selection did for the instance
+rather than how hard the instance is, which is most of the variance of a per-instance CE. On
+Frappe with a teacher trained on 5% of the rows (test AUC 0.76) in a pool of four good ones, the
+`batch` baseline left its selection rate at 0.47-0.56 after five epochs, `instance` took it to
+0.37-0.40 while the good teachers stayed at 0.47-0.61. An optional entropy bonus; the policy has
+its own Adam optimiser (lr 1e-2: a linear head sees few steps per epoch).
 """
 
 from __future__ import annotations
@@ -125,9 +132,9 @@ class Policy(Weighting):
 
     def __init__(self, num_teachers: int, task: str = "binary", hidden_dims: Sequence[int] | None = None,
                  num_classes: int = 1, hidden_proj: int = 16, hidden: int = 0, action: str = "bernoulli",
-                 reward: str = "ce", lr: float = 1e-3, baseline_momentum: float = 0.9, entropy: float = 0.0,
+                 reward: str = "ce", lr: float = 1e-2, baseline_momentum: float = 0.9, entropy: float = 0.0,
                  warmup_epochs: int = 1, episode_steps: int = 20, use_hidden: bool = True,
-                 reward_sample: float = 0.25, **kw: Any):
+                 reward_sample: float = 0.25, baseline: str = "instance", **kw: Any):
         super().__init__(num_teachers, task)
         if action not in ("bernoulli", "categorical"):
             raise ConfigError("policy action must be bernoulli or categorical")
@@ -135,6 +142,8 @@ class Policy(Weighting):
             raise ConfigError("policy reward must be ce, ce_kd or valid")
         if not 0 < reward_sample <= 1:
             raise ConfigError(f"policy reward_sample must be in (0, 1], got {reward_sample}")
+        if baseline not in ("batch", "instance"):
+            raise ConfigError(f"policy baseline must be batch or instance, got {baseline!r}")
         if hidden_proj < 0:
             raise ConfigError(f"policy hidden_proj must be >= 0, got {hidden_proj}")
         raw = [int(h) if use_hidden else 0 for h in (hidden_dims or [0] * num_teachers)]
@@ -154,6 +163,7 @@ class Policy(Weighting):
         self.warmup_epochs, self.episode_steps = warmup_epochs, episode_steps
         self.use_hidden = use_hidden
         self.reward_sample = reward_sample
+        self.baseline_kind = baseline
         self.epoch = 0
         self.baseline: float | None = None
         self.opt = torch.optim.Adam(self.heads.parameters(), lr=lr)
@@ -252,9 +262,15 @@ class Policy(Weighting):
         self.baseline = mean_r if self.baseline is None else self.momentum * self.baseline + (1 - self.momentum) * mean_r
         return mean_r
 
+    def _reward(self, z: Tensor, label: Tensor, tl: Tensor) -> Tensor:
+        if self.reward_kind == "ce":
+            return reward_ce(z, label, self.task)
+        return reward_ce_kd(z, label, tl, self.task)
+
     def after_student_step(self, student: nn.Module, batch: Any, teacher_logits: Tensor, step: int,
-                           valid_metric: Any = None) -> dict[str, Tensor]:
-        """Reward the selection just used, once the student has learned from it."""
+                           valid_metric: Any = None, before: Tensor | None = None) -> dict[str, Tensor]:
+        """Reward the selection just used, once the student has learned from it. `before`: the
+        student's logits on the batch before the update (the `instance` baseline)."""
         if self._last is None or not self.active:
             return {}
         last, self._last = self._last, None
@@ -281,15 +297,17 @@ class Policy(Weighting):
             rows = torch.randperm(n, device=actions.device)[: max(1, int(round(n * self.reward_sample)))]
             states, actions, label, tl = states[rows], actions[rows], label[rows], tl[rows]
             batch = batch.take(rows)
+            before = None if before is None else before[rows]
         was_training = student.training
         student.eval()  # the reward measures the student, not its dropout noise
         with torch.no_grad():
             z = student(batch).logits
         student.train(was_training)
-        if self.reward_kind == "ce":
-            rewards = reward_ce(z, label, self.task)
-        else:
-            rewards = reward_ce_kd(z, label, tl, self.task)
+        rewards = self._reward(z, label, tl)
+        if self.baseline_kind == "instance" and before is not None:
+            # the instance's own reward before the update: what is left is what this step's
+            # selection did for it, not how hard the instance is
+            rewards = rewards - self._reward(before.detach(), label, tl)
         logs["reward"] = torch.tensor(self.reinforce(states, actions, rewards))
         return logs
 

@@ -76,6 +76,12 @@ def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, for
 
         dataset = MergedDataset(dataset, cfg.distill.valid_holdout, seed=cfg.seed)
         objective.teachers.view = dataset  # type: ignore[attr-defined]
+    elif cfg.train_fraction is not None and cfg.train_fraction < 1:
+        from mtkd.data.merged import SubsetDataset
+
+        dataset = SubsetDataset(dataset, cfg.train_fraction, seed=cfg.seed)
+        if hasattr(objective, "teachers"):
+            objective.teachers.view = dataset  # type: ignore[attr-defined]
     trainer = Trainer(cfg, dataset, model, objective, out, log=log, progress=progress)
     return trainer.fit(resume=resume)
 
