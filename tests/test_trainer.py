@@ -211,3 +211,20 @@ def test_train_fraction_trains_on_a_seeded_subset(tmp_path):
     steps = lambda d: json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])["step"]  # noqa: E731
     assert steps(tmp_path / "part") < 0.2 * steps(tmp_path / "full")
     assert part["dataset_checksum"].endswith("+train0.1") and "test" in part
+
+
+def test_amp_auto_follows_the_chip(tmp_path):
+    from mtkd.data.synthetic import write_synthetic
+    from mtkd.train.trainer import native_bf16
+
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    assert native_bf16(torch.device("cpu")) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    write_synthetic(tmp_path / "s.csv", rows=800, seed=2)
+    prepare(load_schema(Path(__file__).resolve().parents[1] / "configs/datasets/synthetic.yaml"), tmp_path / "ds",
+            tmp_path / "s.csv")
+    base = ["params.embedding_dim=4", "params.hidden_units=[8]", "batch_size=128", "epochs=1", "device=cpu"]
+    auto = train_run(load_train_config(None, base + ["amp=auto"], model="dnn"), tmp_path / "ds", tmp_path / "a",
+                     progress=False, log=lambda s: None)
+    same = train_run(load_train_config(None, base + ["amp=" + ("bf16" if native_bf16(torch.device("cpu")) else "none")],
+                                       model="dnn"), tmp_path / "ds", tmp_path / "b", progress=False, log=lambda s: None)
+    assert auto["test"] == same["test"]

@@ -99,7 +99,9 @@ class TrainConfig(_Strict):
     min_lr: float = Field(1e-6, ge=0)
     seed: int = 2026
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["none", "bf16"] = "none"
+    amp: Literal["none", "bf16", "auto"] = Field(
+        "none", description="bf16 autocast; auto = bf16 where the chip computes it natively (CUDA bf16, "
+                            "CPU AVX-512 BF16 / AMX), fp32 elsewhere")
     grad_clip: Optional[float] = Field(None, gt=0)
     train_fraction: Optional[float] = Field(
         None, gt=0, le=1, description="train on this seeded fraction of the training rows (learning curves, "

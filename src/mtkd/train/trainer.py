@@ -62,6 +62,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively here (else autocast to bf16 emulates and is slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def configure_torch() -> None:
     """Flush denormal floats to zero. Embeddings start at std 1e-4, so the first layers
     produce denormals, which run ~10x slower on x86 CPUs (measured: 5.6 s vs 0.6 s for 30
@@ -185,7 +196,7 @@ class Trainer:
         return {k: float(v) for k, v in metrics.items()}
 
     def _autocast(self):
-        if self.cfg.amp == "bf16":
+        if self.cfg.amp == "bf16" or (self.cfg.amp == "auto" and native_bf16(self.device)):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
