@@ -228,3 +228,26 @@ def test_amp_auto_follows_the_chip(tmp_path):
     same = train_run(load_train_config(None, base + ["amp=" + ("bf16" if native_bf16(torch.device("cpu")) else "none")],
                                        model="dnn"), tmp_path / "ds", tmp_path / "b", progress=False, log=lambda s: None)
     assert auto["test"] == same["test"]
+
+
+def test_resume_accepts_a_config_written_before_a_new_option(tmp_path):
+    """A setting added later (here: train_fraction) at its default does not make a run 'changed'."""
+    import yaml
+
+    from mtkd.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "s.csv", rows=600, seed=2)
+    prepare(load_schema(Path(__file__).resolve().parents[1] / "configs/datasets/synthetic.yaml"), tmp_path / "ds",
+            tmp_path / "s.csv")
+    cfg = load_train_config(None, ["params.embedding_dim=4", "params.hidden_units=[8]", "batch_size=128",
+                                   "epochs=1", "device=cpu"], model="dnn")
+    first = train_run(cfg, tmp_path / "ds", tmp_path / "r", progress=False, log=lambda s: None)
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    del saved["train"]["train_fraction"]
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
+    again = train_run(cfg, tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None)
+    assert again == first
+    with pytest.raises(Exception, match="different configuration"):
+        train_run(load_train_config(None, ["params.embedding_dim=4", "params.hidden_units=[8]", "batch_size=128",
+                                           "epochs=2", "device=cpu"], model="dnn"),
+                  tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None)

@@ -27,6 +27,18 @@ def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
     return {"data": str(dataset.root.resolve()), "dataset_checksum": dataset.checksum, "train": d}
 
 
+def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config with the settings added since it was written at their defaults, so a
+    new option does not make every earlier run look changed."""
+    try:
+        cfg = TrainConfig.model_validate(saved["train"])
+    except Exception:  # not valid any more: compare as it is, and report the difference
+        return saved
+    d = cfg.model_dump(mode="json")
+    d["params"] = {**model_params(cfg.model), **cfg.params}
+    return {**saved, "train": d}
+
+
 def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]) -> None:
     """Refuse to overwrite a run by accident; on --resume, refuse a changed config."""
     if not out.exists() or not any(out.iterdir()):
@@ -42,7 +54,7 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
         state = "a finished" if (out / "summary.json").exists() else "an unfinished"
         raise MtkdError(f"{out}: already holds {state} run; pass --resume to continue it, --force to start "
                         "over, or choose another --out")
-    old = yaml.safe_load(saved.read_text())
+    old = _normalised(yaml.safe_load(saved.read_text()))
     if old != cfg_dict:
         diff = sorted(k for k in set(old.get("train", {})) | set(cfg_dict["train"])
                       if old.get("train", {}).get(k) != cfg_dict["train"].get(k))
