@@ -166,7 +166,7 @@ class Policy(Weighting):
         self.baseline_kind = baseline
         self.epoch = 0
         self.baseline: float | None = None
-        self.opt = torch.optim.Adam(self.heads.parameters(), lr=lr)
+        self.opt = torch.optim.Adam(self.heads.parameters(), lr=lr, fused=True)  # one kernel, not ~6 ops per tensor
         self._last: dict[str, Tensor] | None = None
         self._episode: list[dict[str, Tensor]] = []
         self._episode_start: float | None = None
