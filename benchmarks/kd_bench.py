@@ -20,6 +20,8 @@ Settings (chosen so the whole script runs in ~40 minutes on 2 free cores):
 Rows: every teacher; dnn (no KD); kd_single_<t> with t = the teacher with the best mean VALID AUC
 (never test); kd_average, kd_learned, kd_confidence, kd_gate; kd_gate_valid (the gate fitted on
 validation rows, `fit_on: valid`, instead of training rows); kd_gate_kdstop (stop on valid.kd_loss);
+kd_gate_kdstop_avg / kd_gate_holdout_avg (the same, stopping on valid.kd_loss_avg: the KD loss
+against the plain teacher average, a target that does not move while the gate learns);
 kd_gate_holdout (valid_holdout 0.5: half of valid joins training, stop on kd_loss over the other,
 unlabelled, half); cotrained (co-training with the gate, teachers trained live).
 
@@ -63,6 +65,10 @@ def students(best: str) -> list[dict]:
          "set": {"monitor": "valid.kd_loss"}},
         {"name": "kd_gate_holdout", "distill": {"teachers": T, "weighting": "gate", "valid_holdout": 0.5},
          "set": {"monitor": "valid.kd_loss"}},
+        {"name": "kd_gate_kdstop_avg", "distill": {"teachers": T, "weighting": "gate"},
+         "set": {"monitor": "valid.kd_loss_avg"}},
+        {"name": "kd_gate_holdout_avg", "distill": {"teachers": T, "weighting": "gate", "valid_holdout": 0.5},
+         "set": {"monitor": "valid.kd_loss_avg"}},
         {"name": "cotrained", "distill": {"teachers": T, "mode": "cotrain", "weighting": "gate"}},
     ]
 
@@ -84,7 +90,8 @@ def bench(ds: str, args: argparse.Namespace) -> str:
                  + f" -> best single teacher: {best}")
     lines += ["", f"Claims ({ds}):",
               C.claim("1. KD (best single teacher) beats DNN without KD", single, by["dnn"])]
-    for s in ENSEMBLES + ["kd_gate_kdstop", "kd_gate_holdout", "cotrained"]:
+    for s in ENSEMBLES + ["kd_gate_kdstop", "kd_gate_holdout", "kd_gate_kdstop_avg", "kd_gate_holdout_avg",
+                          "cotrained"]:
         lines.append(C.claim(f"1. KD ({s}) beats DNN without KD", by[s], by["dnn"]))
     for s in ENSEMBLES:
         lines.append(C.claim(f"2. {s} reaches or beats the best single teacher ({best}, by valid)", by[s], by[best]))
@@ -93,7 +100,7 @@ def bench(ds: str, args: argparse.Namespace) -> str:
     lines.append(C.claim("   gate fitted on valid rows vs on training rows", by["kd_gate_valid"], by["kd_gate"]))
     lines.append(gate_weights(out, args.seeds, ["kd_gate", "kd_gate_valid"]))
     lines += ["", f"Early stopping by KD loss ({ds}; best epoch = mean over seeds):"]
-    for s in ["kd_gate_kdstop", "kd_gate_holdout"]:
+    for s in ["kd_gate_kdstop", "kd_gate_holdout", "kd_gate_kdstop_avg", "kd_gate_holdout_avg"]:
         epochs = (f"; best epoch {by[s]['best_epoch']:.1f} vs {by['kd_gate']['best_epoch']:.1f}"
                   if by[s] and by["kd_gate"] else "")
         lines.append(C.claim(f"{s} vs stopping on valid AUC", by[s], by["kd_gate"]) + epochs)

@@ -203,7 +203,7 @@ def test_cache_is_reused_and_invalidated(world, tmp_path):
 def test_offline_gate_distillation_logs_weights(world, tmp_path):
     s = train_run(_student(world, **{"distill.weighting": "gate"}), world / "ds", tmp_path / "g", **QUIET)
     lines = [json.loads(x) for x in (tmp_path / "g" / "metrics.jsonl").read_text().splitlines()]
-    assert {"train.w.deepfm", "train.w.dcn", "valid.kd_loss", "train.gate_loss"} <= set(lines[-1])
+    assert {"train.w.deepfm", "train.w.dcn", "valid.kd_loss", "valid.kd_loss_avg", "train.gate_loss"} <= set(lines[-1])
     assert lines[-1]["train.w.deepfm"] + lines[-1]["train.w.dcn"] == pytest.approx(1.0, abs=1e-5)
     assert 0.5 < s["test"]["auc"] <= 1
 
@@ -215,6 +215,7 @@ def test_each_weighting_trains(world, tmp_path, weighting):
         sets["distill.weighting_params"] = {"teacher": "dcn"}
     s = train_run(_student(world, **sets), world / "ds", tmp_path / weighting, **QUIET)
     assert math.isfinite(s["valid"]["kd_loss"])
+    assert ("kd_loss_avg" in s["valid"]) == (weighting == "learned")  # only a trainable weighting moves its target
 
 
 def test_sum_combine_and_hint(world, tmp_path):

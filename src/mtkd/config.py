@@ -112,9 +112,10 @@ class TrainConfig(_Strict):
     def _check(self) -> "TrainConfig":
         if self.monitor != "auto" and not self.monitor.startswith(("valid.", "train.")):
             raise ValueError(f"monitor {self.monitor!r} must name a logged quantity such as valid.auc or valid.logloss")
-        if self.distill is not None and self.distill.valid_holdout is not None and self.monitor != "valid.kd_loss":
+        if self.distill is not None and self.distill.valid_holdout is not None and \
+                self.monitor not in ("valid.kd_loss", "valid.kd_loss_avg"):
             raise ValueError("distill.valid_holdout trains on labelled validation rows, so the run must stop on "
-                             "the unlabelled held-out slice: set monitor: valid.kd_loss")
+                             "the unlabelled held-out slice: set monitor: valid.kd_loss (or valid.kd_loss_avg)")
         if self.train_fraction is not None and self.distill is not None and self.distill.valid_holdout is not None:
             raise ValueError("train_fraction and distill.valid_holdout both change the training rows; use one")
         return self

@@ -78,12 +78,21 @@ class _KD(Objective):
         return loss, logs, w
 
     # -- validation: KD loss against the (weighted) teacher mixture, no gradient ---------------
+    def _trainable_weighting(self) -> bool:
+        """A weighting that learns moves its own target: `kd_loss` of two epochs is then measured
+        against two different mixtures (on Avazu a gate that collapsed onto one teacher in epoch 2
+        made epoch 1 look best). `kd_loss_avg`, against the plain teacher average, stays put."""
+        return any(p.requires_grad for p in self.weighting.parameters())
+
     def _eval_kd(self, split: str, model: CTRModel, batch: Batch, out: ModelOutput, tl: Tensor) -> None:
         ctx = self._context(model, batch, out.logits.detach(), tl)
         w = self.weighting(ctx)
         kd = self.kd_term(out.logits.float(), tl, w)
-        acc = self._eval.setdefault(split, {"kd": 0.0, "n": 0, "w": torch.zeros(len(self.names))})
+        acc = self._eval.setdefault(split, {"kd": 0.0, "kd_avg": 0.0, "n": 0, "w": torch.zeros(len(self.names))})
         acc["kd"] += float(kd.sum())
+        if self._trainable_weighting():
+            uniform = torch.full_like(w, 1.0 / w.shape[1])
+            acc["kd_avg"] += float(self.kd_term(out.logits.float(), tl, uniform).sum())
         acc["n"] += int(kd.shape[0])
         acc["w"] += w.float().sum(0).cpu()
 
@@ -92,6 +101,8 @@ class _KD(Objective):
         if not acc or not acc["n"]:
             return {}
         res = {"kd_loss": acc["kd"] / acc["n"]}
+        if self._trainable_weighting():
+            res["kd_loss_avg"] = acc["kd_avg"] / acc["n"]
         res.update({f"w.{n}": float(acc["w"][i] / acc["n"]) for i, n in enumerate(self.names)})
         return res
 
