@@ -328,3 +328,11 @@ def test_caches_of_other_runs_with_the_same_name_survive(world, tmp_path):
     (b,) = score_teachers(ds, [TeacherSpec("dcn", run=str(tmp_path / "dcn_other"))], log=lambda s: None)
     assert a != b and (a / "meta.json").exists() and (b / "meta.json").exists()
     shutil.rmtree(b)
+
+
+def test_stop_on_kd_loss_against_the_plain_average(world, tmp_path):
+    c = _student(world, monitor="valid.kd_loss_avg", epochs=2, **{"distill.weighting": "gate"})
+    s = train_run(c, world / "ds", tmp_path / "ka", **QUIET)
+    lines = [json.loads(x) for x in (tmp_path / "ka" / "metrics.jsonl").read_text().splitlines()]
+    best = min(lines, key=lambda d: d["valid.kd_loss_avg"])
+    assert s["best_epoch"] == best["epoch"]

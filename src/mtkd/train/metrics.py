@@ -21,6 +21,7 @@ METRIC_MODES: dict[str, str] = {
     "logloss": "min",
     "loss": "min",
     "kd_loss": "min",
+    "kd_loss_avg": "min",
     "ce_loss": "min",
 }
 
