@@ -13,7 +13,8 @@ both scripts share (dnn, kd_average, kd_confidence, kd_gate) are trained once an
 Students (DNN 128-64, alpha 0.5, temperature 1; binary: soft-label BCE, multi-class: KL):
   baselines  kd_average = U-Ensemble, kd_random = Rand-Single, kd_fixed = W-Ensemble (weights from
              the teachers' valid AUC above 0.5 / valid accuracy), kd_lr_ensemble = LR-Ensemble,
-             kd_best = Best-Single (per instance, lowest CE), kd_confidence (CA-MKD), kd_gate.
+             kd_best = Best-Single (per instance, lowest CE), kd_confidence (CA-MKD), kd_gate, and
+             kd_gate_valid (the gate fitted on validation rows, `fit_on: valid`).
   policy     policy_ce / policy_ce_kd / policy_valid: Bernoulli selection per (instance, teacher),
              linear heads on the documented state, REINFORCE with the instance baseline and the
              reward on 25% of each batch (the defaults), policy Adam lr 1e-2, 1 warm-up epoch with
@@ -63,6 +64,8 @@ def students() -> list[dict]:
     T, P = C.TEACHERS, C.TEACHERS + [POOR]
     out = [{"name": "dnn"}]
     out += [{"name": n, "distill": {"teachers": T, "weighting": n[3:]}} for n in BASELINES]
+    out += [{"name": "kd_gate_valid", "distill": {"teachers": T, "weighting": "gate",
+                                                  "weighting_params": {"fit_on": "valid"}}}]
     out += [{"name": f"policy_{r}", "distill": {"teachers": T, "weighting": "policy", "weighting_params": policy(r)}}
             for r in REWARDS]
     paper = {**policy("ce"), "baseline": "batch", "reward_sample": 1.0, "lr": 1e-3}
@@ -90,7 +93,7 @@ def bench(ds: str, args: argparse.Namespace) -> str:
     labels[POOR] = f"{POOR} (poor teacher)"
     lines = [C.table(rows, f"{ds}: teachers, baselines and the policy ({len(args.seeds)} seeds)", task, labels), ""]
     lines.append(f"Policy vs U-Ensemble ({ds}, test {metric}):")
-    base = [n for n in BASELINES if n != "kd_average"]
+    base = [n for n in BASELINES if n != "kd_average"] + ["kd_gate_valid"]
     best_base = max((n for n in base if by[n]), key=lambda n: by[n]["test_auc"], default="kd_gate")
     for r in REWARDS:
         lines.append(C.claim(f"policy ({r}) beats U-Ensemble", by[f"policy_{r}"], by["kd_average"], metric))
