@@ -47,6 +47,18 @@ class Batch:
             teacher_hidden=None if self.teacher_hidden is None else [tk(h) for h in self.teacher_hidden],
         )
 
+    def head(self, n: int) -> "Batch":
+        """The first n rows, as views (no copy): a random sample when the loader shuffled."""
+        def hd(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:n]
+
+        return replace(
+            self, label=hd(self.label), index=hd(self.index), cat=hd(self.cat), num=hd(self.num),
+            seq={k: v[:n] for k, v in self.seq.items()}, group=hd(self.group), scores=hd(self.scores),
+            teacher_logits=hd(self.teacher_logits),
+            teacher_hidden=None if self.teacher_hidden is None else [hd(h) for h in self.teacher_hidden],
+        )
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=non_blocking)
