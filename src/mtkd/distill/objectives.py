@@ -121,7 +121,7 @@ class Distillation(_KD):
             if hint > 0 else nn.ModuleList()
         # A weighting with its own encoding of hidden vectors (the policy's projection) gets them
         # encoded once per split, unless hint regression needs the raw vectors in the batch.
-        self.hidden_encoded = hint == 0 and hasattr(weighting, "encode_hidden_array")
+        self.hidden_encoded = hint == 0 and hasattr(weighting, "encode_split")
         self._encoded: dict[str, list[Any] | None] = {}
 
     def modules(self) -> list[nn.Module]:
@@ -129,10 +129,9 @@ class Distillation(_KD):
 
     def loader_extra(self, split: str) -> dict[str, Any]:
         hidden = self.teachers.hidden(split)
-        if self.hidden_encoded and hidden is not None:
+        if self.hidden_encoded and hidden is not None and any(h is not None for h in hidden):
             if split not in self._encoded:
-                self._encoded[split] = [None if h is None else self.weighting.encode_hidden_array(t, h)
-                                        for t, h in enumerate(hidden)]
+                self._encoded[split] = [self.weighting.encode_split(hidden)]  # one [N, T, K] array
             hidden = self._encoded[split]
         return {"teacher_logits": self.teachers.logits(split), "teacher_hidden": hidden}
 

@@ -212,12 +212,23 @@ class Policy(Weighting):
             out[i : i + block] = self.encode_hidden(t, torch.tensor(np.asarray(arr[i : i + block]))).numpy()
         return out
 
+    def encode_split(self, hidden: Sequence[np.ndarray | None]) -> np.ndarray:
+        """A split's hidden part of the state for all teachers, [N, T, K] (zero-padded): the loader
+        then gathers one array per batch instead of one per teacher."""
+        n = next(h.shape[0] for h in hidden if h is not None)
+        out = np.zeros((n, self.num_teachers, self.width), dtype=np.float32)
+        for t, h in enumerate(hidden):
+            if h is not None and self.enc_dims[t]:
+                out[:, t, : self.enc_dims[t]] = self.encode_hidden_array(t, h)
+        return out
+
     # -- policy ----------------------------------------------------------------------
     def states(self, ctx: WeightContext) -> Tensor:
+        if self.width and ctx.hidden_encoded and ctx.teacher_hidden is not None:
+            return torch.cat([small_state(ctx), ctx.teacher_hidden[0].float()], -1)  # [B, T, K] from encode_split
         hidden: list[Tensor | None] = [None] * self.num_teachers
         if self.width and ctx.teacher_hidden is not None:
-            hidden = [None if h is None or self.enc_dims[t] == 0 else
-                      (h if ctx.hidden_encoded else self.encode_hidden(t, h))
+            hidden = [None if h is None or self.enc_dims[t] == 0 else self.encode_hidden(t, h)
                       for t, h in enumerate(ctx.teacher_hidden)]
         return state_tensor(ctx, hidden, self.width)
 

@@ -41,7 +41,7 @@ class WeightContext:
     student_logits: Tensor | None = None  # detached
     features: Tensor | None = None  # [B, D] detached student-side input features (gate option)
     teacher_hidden: list[Tensor] | None = None
-    hidden_encoded: bool = False  # teacher_hidden already in the weighting's own encoding (policy)
+    hidden_encoded: bool = False  # teacher_hidden = [one [B, T, K] tensor] in the policy's encoding
 
 
 def teacher_ce(ctx: WeightContext) -> Tensor:
