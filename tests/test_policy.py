@@ -206,10 +206,13 @@ def test_same_seed_repeats_and_policy_is_saved(world, tmp_path):
             assert torch.equal(v, pol_state[k])
 
 
-def test_policy_resume_equals_uninterrupted(world, tmp_path):
+@pytest.mark.parametrize("params", [{"warmup_epochs": 1},
+                                    {"warmup_epochs": 0, "update_every": 3},  # rows pending at the cut
+                                    {"warmup_epochs": 0, "reward": "valid", "episode_steps": 4}])
+def test_policy_resume_equals_uninterrupted(world, tmp_path, params):
     from tests.test_trainer import _Interrupt  # noqa: F401  (same mechanism as the trainer test)
 
-    c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 1}})
+    c = _cfg(world, **{"distill.weighting_params": params})
     full = train_run(c, world / "ds", tmp_path / "full", **QUIET)
     import mtkd.train.trainer as tr
 
@@ -248,3 +251,14 @@ def test_lr_ensemble_learns_to_trust_the_informative_teacher():
         opt.step()
     weights = w(WeightContext(tl, y, "binary"))[0]
     assert weights[0] > 0.8
+
+
+def test_same_seed_same_result_whether_or_not_teachers_are_cached(world, tmp_path):
+    """Scoring teachers builds models (random inits): it must not shift the student's random stream."""
+    import shutil
+
+    c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0}, "epochs": 1})
+    cached = train_run(c, world / "ds", tmp_path / "cached", **QUIET)
+    shutil.rmtree(world / "ds" / "teachers")
+    scored = train_run(c, world / "ds", tmp_path / "scored", **QUIET)
+    assert scored["test"] == cached["test"]

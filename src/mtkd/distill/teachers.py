@@ -99,7 +99,18 @@ def _score_column_logits(dataset: Dataset, split: str, spec: TeacherSpec) -> np.
 
 def score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool = False,
                    device: str = "cpu", log: Callable[[str], None] = print) -> list[Path]:
-    """Make sure every teacher's outputs are cached for every split; returns the cache dirs."""
+    """Make sure every teacher's outputs are cached for every split; returns the cache dirs.
+
+    Runs with the global random state saved and restored: building a teacher model to load its
+    weights draws an initialisation, and a run that scores must train exactly like one that finds
+    the cache (same seed, same result)."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        return _score_teachers(dataset, specs, with_hidden, device, log)
+
+
+def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool,
+                    device: str, log: Callable[[str], None]) -> list[Path]:
     from mtkd.train.run import load_run
 
     root = dataset.root / CACHE_DIR
