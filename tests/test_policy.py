@@ -51,6 +51,16 @@ def test_state_values_by_hand():
     assert torch.allclose(s, torch.tensor([[[0.5, torch.log1p(torch.log(torch.tensor(2.0))), 0.0, 0.5]]]), atol=1e-6)
 
 
+def test_binary_state_matches_the_probability_form():
+    ctx = _ctx(b=64, t=3, hidden=(2, 2, 2))
+    z, s, y = ctx.teacher_logits, ctx.student_logits.unsqueeze(1), ctx.label.unsqueeze(1)
+    pt, ps = torch.sigmoid(z), torch.sigmoid(s)
+    kl = pt * torch.log(pt / ps) + (1 - pt) * torch.log((1 - pt) / (1 - ps))
+    ce = -(y * torch.log(pt) + (1 - y) * torch.log(1 - pt))
+    want = torch.stack([pt, torch.log1p(ce), torch.log1p(kl), ps.expand_as(z)], -1)
+    assert torch.allclose(small_state(ctx), want, atol=1e-5)
+
+
 def test_hidden_projection_is_whitened_pca():
     g = torch.Generator().manual_seed(0)
     x = (torch.randn(5000, 3, generator=g) @ torch.randn(3, 12, generator=g) * 3 + 1).numpy()
