@@ -209,7 +209,18 @@ def time_epochs(exp: Any, specs: dict[str, Any], seed: int, root: Path, repeats:
                 cfg = tweak(name, cfg)
             s = train_run(cfg, exp.data_dir, root / f"{name}_r{r}", force=True, log=lambda m: None, progress=False)
             best[name] = min(best.get(name, math.inf), float(s["train_seconds"]))
+            ROUNDS.setdefault(name, []).append(float(s["train_seconds"]))
     return best
+
+
+ROUNDS: dict[str, list[float]] = {}  # every timed epoch of time_epochs, per spec, in round order
+
+
+def round_ratio(a: str, b: str) -> float:
+    """Median over rounds of epoch(a) / epoch(b), the two timed back to back in the same round: steadier
+    than the ratio of minima when the machine has slow phases longer than one run."""
+    xs, ys = ROUNDS.get(a, []), ROUNDS.get(b, [])
+    return statistics.median(x / y for x, y in zip(xs, ys)) if xs and ys else float("nan")
 
 
 def median_sps(out: Path, name: str, seeds: list[int], skip_first: int = 0) -> float:

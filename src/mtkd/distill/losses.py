@@ -29,6 +29,8 @@ def register_kd_loss(name: str):
 def soft_bce(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
     """Binary soft-label cross-entropy: BCE(sigmoid(z_s/T), sigmoid(z_t/T)) * T^2, per row."""
     t = temperature
+    if t == 1.0:  # the common case: no scaling ops in the hot path
+        return F.binary_cross_entropy_with_logits(student.float(), torch.sigmoid(teacher.float()), reduction="none")
     target = torch.sigmoid(teacher.float() / t)
     return F.binary_cross_entropy_with_logits(student.float() / t, target, reduction="none") * (t * t)
 
