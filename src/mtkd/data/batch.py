@@ -35,18 +35,6 @@ class Batch:
     def __len__(self) -> int:
         return int(self.label.shape[0])
 
-    def take(self, rows: torch.Tensor) -> "Batch":
-        """The rows `rows` of this batch (on the batch's device)."""
-        def tk(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.index_select(0, rows)
-
-        return replace(
-            self, label=tk(self.label), index=tk(self.index), cat=tk(self.cat), num=tk(self.num),
-            seq={k: v.index_select(0, rows) for k, v in self.seq.items()}, group=tk(self.group),
-            scores=tk(self.scores), teacher_logits=tk(self.teacher_logits),
-            teacher_hidden=None if self.teacher_hidden is None else [tk(h) for h in self.teacher_hidden],
-        )
-
     def head(self, n: int) -> "Batch":
         """The first n rows, as views (no copy): a random sample when the loader shuffled."""
         def hd(t: torch.Tensor | None) -> torch.Tensor | None:

@@ -17,29 +17,25 @@ from mtkd.data.hashing import uniform_from_index
 from mtkd.data.store import Dataset, Split
 
 
-class MergedDataset:
-    """Splits: train = train + valid[~holdout], valid = valid[holdout], test = test."""
+RowMap = dict[str, list[tuple[str, "np.ndarray | None"]]]
 
-    def __init__(self, base: Dataset, holdout: float = 0.2, seed: int = 0):
-        if not 0 < holdout < 1:
-            raise ValueError("holdout must be in (0, 1)")
+
+class RowView:
+    """A dataset whose splits are rows of a base dataset's splits, given by a row map:
+    split -> [(base split, row numbers or None for all), ...], concatenated in order."""
+
+    def __init__(self, base: Dataset, row_map: RowMap, tag: str):
         self.base = base
         self.root: Path = base.root
         self.feature_map = base.feature_map
         self.manifest = base.manifest
-        self.holdout = holdout
-        valid_rows = base.split("valid").rows
-        held = uniform_from_index(np.arange(valid_rows), seed) < holdout
-        self._map: dict[str, list[tuple[str, np.ndarray | None]]] = {
-            "train": [("train", None), ("valid", np.flatnonzero(~held))],
-            "valid": [("valid", np.flatnonzero(held))],
-            "test": [("test", None)],
-        }
+        self._map = row_map
+        self._tag = tag
         self._splits: dict[str, Split] = {}
 
     @property
     def checksum(self) -> str:
-        return f"{self.base.checksum}+valid{self.holdout}"
+        return f"{self.base.checksum}+{self._tag}"
 
     @property
     def split_names(self) -> list[str]:
@@ -63,25 +59,28 @@ class MergedDataset:
         return self._splits[name]
 
 
-class SubsetDataset(MergedDataset):
+class MergedDataset(RowView):
+    """Splits: train = train + valid[~holdout], valid = valid[holdout], test = test."""
+
+    def __init__(self, base: Dataset, holdout: float = 0.2, seed: int = 0):
+        if not 0 < holdout < 1:
+            raise ValueError("holdout must be in (0, 1)")
+        held = uniform_from_index(np.arange(base.split("valid").rows), seed) < holdout
+        super().__init__(base, {
+            "train": [("train", None), ("valid", np.flatnonzero(~held))],
+            "valid": [("valid", np.flatnonzero(held))],
+            "test": [("test", None)],
+        }, f"valid{holdout}")
+
+
+class SubsetDataset(RowView):
     """Splits: train = a seeded `fraction` of the training rows; valid and test unchanged.
     For learning curves and for a deliberately weak teacher (one trained on 5% of the data)."""
 
     def __init__(self, base: Dataset, fraction: float, seed: int = 0):
         if not 0 < fraction <= 1:
             raise ValueError("fraction must be in (0, 1]")
-        self.base = base
-        self.root = base.root
-        self.feature_map = base.feature_map
-        self.manifest = base.manifest
-        self.fraction = fraction
         rows = base.split("train").rows
         keep = np.flatnonzero(uniform_from_index(np.arange(rows), seed + 104729) < fraction)
-        if keep.size == 0:
-            keep = np.arange(1)
-        self._map = {"train": [("train", keep)], "valid": [("valid", None)], "test": [("test", None)]}
-        self._splits = {}
-
-    @property
-    def checksum(self) -> str:
-        return f"{self.base.checksum}+train{self.fraction}"
+        super().__init__(base, {"train": [("train", keep if keep.size else np.arange(1))],
+                                "valid": [("valid", None)], "test": [("test", None)]}, f"train{fraction}")

@@ -63,15 +63,13 @@ def small_state(ctx: WeightContext) -> Tensor:
     z = ctx.teacher_logits.float()
     s = ctx.student_logits.float()
     if ctx.task == "binary":  # in logit space: exact, stable, and half the ops of the probability form
-        s1, p_t, sp_z = s.unsqueeze(1), torch.sigmoid(z), F.softplus(z)
-        kl = F.softplus(s1) - sp_z - p_t * (s1 - z)  # KL(Bern(sigmoid z) || Bern(sigmoid s))
-        ce = sp_z - ctx.label.float().unsqueeze(1) * z  # the teacher's BCE against the label
-        return torch.stack([p_t, torch.log1p(ce), torch.log1p(kl.clamp_min(0)),
+        s1, p_t = s.unsqueeze(1), torch.sigmoid(z)
+        kl = F.softplus(s1) - F.softplus(z) - p_t * (s1 - z)  # KL(Bern(sigmoid z) || Bern(sigmoid s))
+        return torch.stack([p_t, torch.log1p(teacher_ce(ctx)), torch.log1p(kl.clamp_min(0)),
                             torch.sigmoid(s1).expand_as(z)], -1)
-    else:
-        log_t, log_s = F.log_softmax(z, -1), F.log_softmax(s, -1).unsqueeze(1)
-        p_t, p_s = log_t.exp(), log_s.exp().expand_as(log_t)
-        kl = (p_t * (log_t - log_s)).sum(-1, keepdim=True)
+    log_t, log_s = F.log_softmax(z, -1), F.log_softmax(s, -1).unsqueeze(1)
+    p_t, p_s = log_t.exp(), log_s.exp().expand_as(log_t)
+    kl = (p_t * (log_t - log_s)).sum(-1, keepdim=True)
     ce = teacher_ce(ctx).unsqueeze(-1)
     return torch.cat([p_t, torch.log1p(ce), torch.log1p(kl.clamp_min(0)), p_s], -1)
 
@@ -167,7 +165,6 @@ class Policy(Weighting):
         self.action, self.reward_kind = action, reward
         self.momentum, self.entropy_coef = baseline_momentum, entropy
         self.warmup_epochs, self.episode_steps = warmup_epochs, episode_steps
-        self.use_hidden = use_hidden
         self.reward_sample = reward_sample
         self.baseline_kind = baseline
         self.update_every = update_every

@@ -21,10 +21,15 @@ from mtkd.train.trainer import Trainer, configure_torch, resolve_device, seed_ev
 CONFIG = "config.yaml"
 
 
-def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+def _train_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The saved form of a run's settings: every option, model parameters with their defaults."""
     d = cfg.model_dump(mode="json")
     d["params"] = {**model_params(cfg.model), **cfg.params}
-    return {"data": str(dataset.root.resolve()), "dataset_checksum": dataset.checksum, "train": d}
+    return d
+
+
+def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+    return {"data": str(dataset.root.resolve()), "dataset_checksum": dataset.checksum, "train": _train_dict(cfg)}
 
 
 def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
@@ -34,9 +39,7 @@ def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
         cfg = TrainConfig.model_validate(saved["train"])
     except Exception:  # not valid any more: compare as it is, and report the difference
         return saved
-    d = cfg.model_dump(mode="json")
-    d["params"] = {**model_params(cfg.model), **cfg.params}
-    return {**saved, "train": d}
+    return {**saved, "train": _train_dict(cfg)}
 
 
 def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]) -> None:

@@ -96,6 +96,7 @@ class Trainer:
         self.dataset = dataset
         self.task = dataset.feature_map.task
         self.device = device or resolve_device(cfg.device)
+        self.bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(self.device))  # decided once
         self.model = model.to(self.device)
         self.objective = objective
         for m in objective.modules():
@@ -196,7 +197,7 @@ class Trainer:
         return {k: float(v) for k, v in metrics.items()}
 
     def _autocast(self):
-        if self.cfg.amp == "bf16" or (self.cfg.amp == "auto" and native_bf16(self.device)):
+        if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
