@@ -176,6 +176,37 @@ def test_partial_feature_maps(name: str, kind: str) -> None:
     assert out.logits.shape == (8,) and torch.isfinite(out.logits).all()
 
 
+DENSE_NUMERIC = [n for n in ALL if "numeric_input" in model_params(n)]
+
+
+@pytest.mark.parametrize("name", DENSE_NUMERIC)
+def test_numeric_input_dense(name: str) -> None:
+    """numeric_input=dense: numerics skip the embedding and enter the DNN input as raw values."""
+    torch.manual_seed(0)
+    fmap = feature_map()
+    model = build_model(name, fmap, numeric_input="dense")
+    assert model.embedding.numeric is None and model.embedding.num_fields == fmap.num_fields - 2
+    batch = random_batch(16, fmap)
+    out = model(batch)
+    assert out.logits.shape == (16,) and out.hidden.shape == (16, model.hidden_dim)
+    loss_of(out, batch, fmap).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    moved = copy.copy(batch)  # the numeric values reach the output
+    moved.num = batch.num + 1.0
+    with torch.no_grad():
+        assert not torch.allclose(model(moved).logits, out.logits)
+    with pytest.raises(ConfigError, match="no field to embed"):
+        build_model(name, FeatureMap(numeric=("n0", "n1")), numeric_input="dense")
+    with pytest.raises(ConfigError, match="numeric_input"):
+        build_model(name, fmap, numeric_input="raw")
+
+
+def test_numeric_input_dense_narrows_the_dnn() -> None:
+    fmap = feature_map()
+    embed, dense = build_model("dnn", fmap, embedding_dim=8), build_model("dnn", fmap, embedding_dim=8, numeric_input="dense")
+    assert embed.mlp.net[0].in_features == 6 * 8 and dense.mlp.net[0].in_features == 4 * 8 + 2
+
+
 def learnable_batch(n: int, first_order: bool) -> Batch:
     """Label = parity of c0 (first order, for LR) or parity(c0) XOR parity(c1) (a pure interaction)."""
     batch = random_batch(n, feature_map(), seed=1)

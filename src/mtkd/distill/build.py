@@ -37,7 +37,7 @@ def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, mode
     if d.weighting == "gate":
         params.setdefault("num_classes", fmap.output_dim)
         if params.get("use_features") and hasattr(model, "embedding"):
-            params["feature_dim"] = fmap.num_fields * model.embedding.embedding_dim
+            params["feature_dim"] = model.embedding.flat_dim
     return params
 
 

@@ -41,7 +41,7 @@ class _KD(Objective):
         feats = None
         if self.gate_features and hasattr(model, "embedding"):
             with torch.no_grad():
-                feats = model.embedding(batch).flatten(1)
+                feats = model.embedding.flat(model.embedding(batch), batch)
         return WeightContext(teacher_logits=tl, label=batch.label, task=self.task,
                              student_logits=student_logits, features=feats,
                              teacher_hidden=batch.teacher_hidden, hidden_encoded=self.hidden_encoded)

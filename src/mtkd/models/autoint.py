@@ -36,25 +36,29 @@ class AutoInt(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        num_fields = feature_map.num_fields
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        num_fields = self.embedding.num_fields
         layers, dim = [], embedding_dim
         for _ in range(attention_layers):
             layers.append(SelfAttention(dim, attention_dim, num_heads, use_residual, use_scale))
             dim = layers[-1].output_dim
         self.attention = nn.Sequential(*layers)
-        self.mlp = MLP(num_fields * embedding_dim, hidden_units, dropout, batch_norm) if use_dnn else None
-        self.hidden_dim = num_fields * dim + (self.mlp.output_dim if self.mlp is not None else 0)
+        self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm) if use_dnn else None
+        # without the DNN, dense numerics (numeric_input=dense) reach the output layer directly
+        self.hidden_dim = num_fields * dim + (self.mlp.output_dim if self.mlp is not None else self.embedding.n_dense)
         self.out = nn.Linear(self.hidden_dim, self.output_dim)
 
     def forward(self, batch: Batch) -> ModelOutput:
         e = self.embedding(batch)
         parts = [self.attention(e).flatten(1)]
         if self.mlp is not None:
-            parts.append(self.mlp(e.flatten(1)))
+            parts.append(self.mlp(self.embedding.flat(e, batch)))
         hidden = torch.cat(parts, dim=1)
+        if self.mlp is None:
+            hidden = self.embedding.with_dense(hidden, batch)
         return self.make_output(self.out(hidden), hidden)
 
 

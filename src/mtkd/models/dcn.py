@@ -28,17 +28,18 @@ class DCN(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        input_dim = feature_map.num_fields * embedding_dim
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        input_dim = self.embedding.flat_dim
         self.cross = CrossNet(input_dim, num_cross_layers)
         self.mlp = MLP(input_dim, hidden_units, dropout, batch_norm) if hidden_units else None
         self.hidden_dim = input_dim + (self.mlp.output_dim if self.mlp is not None else 0)
         self.out = nn.Linear(self.hidden_dim, self.output_dim)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        x0 = self.embedding(batch).flatten(1)
+        x0 = self.embedding.flat(self.embedding(batch), batch)
         parts = [self.cross(x0)] + ([self.mlp(x0)] if self.mlp is not None else [])
         hidden = torch.cat(parts, dim=1)
         return self.make_output(self.out(hidden), hidden)

@@ -32,13 +32,14 @@ class DCNv2(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         if structure not in STRUCTURES:
             raise ConfigError(f"unknown dcnv2 structure {structure!r}; known: {', '.join(STRUCTURES)}")
-        input_dim = feature_map.num_fields * embedding_dim
         self.structure = structure
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        input_dim = self.embedding.flat_dim
         self.cross = CrossNetV2(input_dim, num_cross_layers)
         self.mlp = None if structure == "crossnet_only" else MLP(input_dim, hidden_units, dropout, batch_norm)
         mlp_dim = self.mlp.output_dim if self.mlp is not None else 0
@@ -46,7 +47,7 @@ class DCNv2(CTRModel):
         self.out = nn.Linear(self.hidden_dim, self.output_dim)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        x0 = self.embedding(batch).flatten(1)
+        x0 = self.embedding.flat(self.embedding(batch), batch)
         cross = self.cross(x0)
         if self.structure == "parallel":
             hidden = torch.cat([cross, self.mlp(x0)], dim=1)

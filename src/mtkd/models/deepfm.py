@@ -27,17 +27,18 @@ class DeepFM(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
         self.fm = FM(embedding_dim, self.output_dim)
-        self.mlp = MLP(feature_map.num_fields * embedding_dim, hidden_units, dropout, batch_norm)
+        self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.output_dim + embedding_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
         e = self.embedding(batch)
-        first, bi, deep = self.linear(batch), self.fm.bi(e), self.mlp(e.flatten(1))
+        first, bi, deep = self.linear(batch), self.fm.bi(e), self.mlp(self.embedding.flat(e, batch))
         logits = first + self.fm.head(bi) + self.out(deep)
         return self.make_output(logits, torch.cat([first, bi, deep], dim=1))

@@ -29,13 +29,14 @@ class DNN(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
-        self.mlp = MLP(feature_map.num_fields * embedding_dim, hidden_units, dropout, batch_norm)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
-        hidden = self.mlp(self.embedding(batch).flatten(1))
+        hidden = self.mlp(self.embedding.flat(self.embedding(batch), batch))
         return self.make_output(self.out(hidden), hidden)

@@ -33,21 +33,22 @@ class FiBiNET(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        num_fields = feature_map.num_fields
         self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        num_fields = self.embedding.num_fields
         self.senet = SENet(num_fields, reduction_ratio)
         self.bilinear = Bilinear(num_fields, embedding_dim, bilinear_type)
         self.bilinear_se = Bilinear(num_fields, embedding_dim, bilinear_type)
-        self.mlp = MLP(2 * self.bilinear.num_pairs * embedding_dim, hidden_units, dropout, batch_norm)
+        self.mlp = MLP(2 * self.bilinear.num_pairs * embedding_dim + self.embedding.n_dense, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.output_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
         e = self.embedding(batch)
         p, q = self.bilinear(e), self.bilinear_se(self.senet(e))
-        deep = self.mlp(torch.cat([p, q], dim=1).flatten(1))
+        deep = self.mlp(self.embedding.with_dense(torch.cat([p, q], dim=1).flatten(1), batch))
         first = self.linear(batch)
         return self.make_output(first + self.out(deep), torch.cat([first, deep], dim=1))

@@ -27,16 +27,16 @@ class IPNN(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        num_fields = feature_map.num_fields
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
-        self.product = InnerProduct(num_fields)
-        self.mlp = MLP(num_fields * embedding_dim + self.product.output_dim, hidden_units, dropout, batch_norm)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.product = InnerProduct(self.embedding.num_fields)
+        self.mlp = MLP(self.embedding.flat_dim + self.product.output_dim, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
         e = self.embedding(batch)
-        hidden = self.mlp(torch.cat([e.flatten(1), self.product(e)], dim=1))
+        hidden = self.mlp(torch.cat([self.embedding.flat(e, batch), self.product(e)], dim=1))
         return self.make_output(self.out(hidden), hidden)

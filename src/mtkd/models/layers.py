@@ -30,31 +30,47 @@ class FeatureEmbedding(nn.Module):
     """Every field of a FeatureMap as one [B, F, D] tensor: categorical, numeric, then sequence fields.
 
     All categorical fields share ONE table (per-field offsets) so a batch costs one gather.
-    Numeric field j is `value * v_j` (a learned vector per field, as FuxiCTR does). Each
-    sequence field has its own table (id 0 = padding, kept at zero) and is mean-pooled over
-    its non-padding positions. Rows gathered in a forward with grad enabled are kept for
-    `CTRModel.reg_loss`.
+    With `numeric="embed"` (the default) numeric field j is `value * v_j` (a learned vector per
+    field, as FuxiCTR does); with `numeric="dense"` numeric values are not embedded but appended
+    to the flat DNN input by `flat` / `with_dense` (as DeepCTR-Torch does: a narrower first
+    layer, and interaction layers see only the embedded fields). Each sequence field has its
+    own table (id 0 = padding, kept at zero) and is mean-pooled over its non-padding positions.
+    Rows gathered in a forward with grad enabled are kept for `CTRModel.reg_loss`.
     """
 
     def __init__(
-        self, feature_map: FeatureMap, embedding_dim: int, sparse: bool = False, init_std: float = 1e-4
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int,
+        sparse: bool = False,
+        init_std: float = 1e-4,
+        numeric: str = "embed",
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
             raise ConfigError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if numeric not in ("embed", "dense"):
+            raise ConfigError(f"numeric_input must be 'embed' or 'dense', got {numeric!r}")
+        n_num = len(feature_map.numeric)
+        self.n_dense = n_num if numeric == "dense" else 0
+        if feature_map.num_fields == self.n_dense:
+            raise ConfigError(
+                "numeric_input 'dense' leaves no field to embed (the data has only numeric fields); "
+                "set numeric_input: embed"
+            )
         sizes = [f.vocab_size for f in feature_map.categorical]
         self.table = nn.Embedding(sum(sizes), embedding_dim, sparse=sparse) if sizes else None
         offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0)
         self.register_buffer("offsets", offsets.long(), persistent=False)
-        n_num = len(feature_map.numeric)
-        self.numeric = nn.Parameter(torch.empty(n_num, embedding_dim)) if n_num else None
+        self.numeric = nn.Parameter(torch.empty(n_num, embedding_dim)) if n_num and not self.n_dense else None
         self.seq_names = [s.name for s in feature_map.sequences]
         self.sequences = nn.ModuleList(
             nn.Embedding(s.vocab_size, embedding_dim, padding_idx=0, sparse=sparse)
             for s in feature_map.sequences
         )
-        self.num_fields = feature_map.num_fields
+        self.num_fields = feature_map.num_fields - self.n_dense  # fields in forward's [B, F, D]
         self.embedding_dim = embedding_dim
+        self.flat_dim = self.num_fields * embedding_dim + self.n_dense
         self._rows: list[Tensor] = []
         self.reset_parameters(init_std)
 
@@ -82,6 +98,14 @@ class FeatureEmbedding(nn.Module):
             rows.append(e)
         self._rows = rows if torch.is_grad_enabled() else []
         return torch.cat(parts, dim=1)
+
+    def with_dense(self, x: Tensor, batch: Batch) -> Tensor:
+        """x [B, K] with the raw numeric values appended when numeric="dense" (else x itself)."""
+        return torch.cat([x, batch.num.to(x.dtype)], dim=1) if self.n_dense else x
+
+    def flat(self, e: Tensor, batch: Batch) -> Tensor:
+        """The DNN input [B, flat_dim]: forward's fields flattened, plus dense numerics if any."""
+        return self.with_dense(e.flatten(1), batch)
 
     def last_rows_l2(self) -> Tensor:
         """Sum of squares of the rows the last forward gathered, divided by its batch size."""

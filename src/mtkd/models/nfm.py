@@ -31,21 +31,22 @@ class NFM(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
         bi_post: list[nn.Module] = [BiInteraction()]
         if batch_norm:
             bi_post.append(nn.BatchNorm1d(embedding_dim))
         if dropout > 0:
             bi_post.append(nn.Dropout(dropout))
         self.bi = nn.Sequential(*bi_post)
-        self.mlp = MLP(embedding_dim, hidden_units, dropout, batch_norm)
+        self.mlp = MLP(embedding_dim + self.embedding.n_dense, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.output_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
         first = self.linear(batch)
-        deep = self.mlp(self.bi(self.embedding(batch)))
+        deep = self.mlp(self.embedding.with_dense(self.bi(self.embedding(batch)), batch))
         return self.make_output(first + self.out(deep), torch.cat([first, deep], dim=1))

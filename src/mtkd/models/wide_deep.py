@@ -27,15 +27,16 @@ class WideDeep(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
-        self.mlp = MLP(feature_map.num_fields * embedding_dim, hidden_units, dropout, batch_norm)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.output_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
         wide = self.linear(batch)
-        deep = self.mlp(self.embedding(batch).flatten(1))
+        deep = self.mlp(self.embedding.flat(self.embedding(batch), batch))
         return self.make_output(wide + self.out(deep), torch.cat([wide, deep], dim=1))

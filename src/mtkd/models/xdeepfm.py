@@ -29,17 +29,18 @@ class XDeepFM(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
+        numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse)
-        self.cin = CIN(feature_map.num_fields, cin_layer_units, split_half)
-        self.mlp = MLP(feature_map.num_fields * embedding_dim, hidden_units, dropout, batch_norm)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.cin = CIN(self.embedding.num_fields, cin_layer_units, split_half)
+        self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.cin.output_dim + self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.output_dim + self.cin.output_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
         e = self.embedding(batch)
         first = self.linear(batch)
-        deep = torch.cat([self.cin(e), self.mlp(e.flatten(1))], dim=1)
+        deep = torch.cat([self.cin(e), self.mlp(self.embedding.flat(e, batch))], dim=1)
         return self.make_output(first + self.out(deep), torch.cat([first, deep], dim=1))
