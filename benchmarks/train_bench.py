@@ -33,8 +33,10 @@ What is measured, per vocabulary and model, all on the same rows in the same pro
                is embeddings + dense values -> MLP -> logit); DeepFM; DCN with cross_num=3 (mtkd's
                default; DeepCTR's is 2). L2 regularisation is 0 for both libraries (DeepCTR's default
                1e-5 on embeddings sums squares of whole tables each step, which would flatter mtkd).
-               DeepCTR feeds numeric values straight into its MLP (input 26*16+13 = 429) where mtkd
-               embeds them (39*16 = 624), so mtkd does ~1.4x the first layer's FLOPs.
+               DeepCTR feeds numeric values straight into its MLP (input 26*16+13 = 429); so does
+               mtkd here (`numeric_input: dense`, the default of --numeric-input), so both do the
+               same FLOPs. `--numeric-input embed` times mtkd's default layout (numerics embedded
+               as value * v_j, input 39*16 = 624: ~16% more FLOPs per sample than DeepCTR).
 
 Steps are timed after `--warmup` steps (optimiser state allocated), `--steps` of them, on
 distinct batches. Every variant runs once per round (fresh model each time) and the best of
@@ -91,6 +93,7 @@ from mtkd.train.trainer import build_optimizers  # noqa: E402
 BATCH = 4096
 EMB = 16
 HIDDEN = [400, 400, 400]
+NUMERIC = {"numeric_input": "dense"}  # set by --numeric-input
 N_CAT, N_NUM = 26, 13
 ZIPF_S = 1.1
 # Criteo Kaggle (display advertising challenge) distinct values of C1..C26.
@@ -267,11 +270,11 @@ def forward_flops(model: nn.Module, fmap: FeatureMap, kind: str) -> float:
     for m in model.modules():
         if isinstance(m, nn.Linear):
             total += 2.0 * m.in_features * m.out_features + (m.out_features if m.bias is not None else 0)
-    f = fmap.num_fields
+    f = model.embedding.num_fields if hasattr(model, "embedding") else fmap.num_fields
     if kind == "deepfm":  # bi-interaction (sum, square, squares, sum) + first-order sum
         total += 4.0 * f * EMB + 2 * f
     if kind == "dcn":  # per cross layer: x0 * s, + b, + x
-        total += 3.0 * 3 * f * EMB
+        total += 3.0 * 3 * (model.embedding.flat_dim if hasattr(model, "embedding") else f * EMB)
     return total
 
 
@@ -330,7 +333,8 @@ def _sync(device: torch.device) -> None:
 def build_mtkd(kind: str, d: Data, sparse: bool, device: torch.device, seed: int = 0):
     """The model and the optimisers exactly as `mtkd train` builds them (`build_optimizers`)."""
     torch.manual_seed(seed)
-    model = build_model(kind, d.fmap, embedding_dim=EMB, hidden_units=list(HIDDEN), sparse=sparse).to(device)
+    model = build_model(kind, d.fmap, embedding_dim=EMB, hidden_units=list(HIDDEN), sparse=sparse,
+                        **NUMERIC).to(device)
     cfg = load_train_config(None, [], model=kind)
     return model, build_optimizers(model, [], cfg)
 
@@ -439,7 +443,8 @@ def run_trainer(kind: str, root: Path, sparse: bool, device: torch.device, workd
 
     cfg = load_train_config(None, [], model=kind)
     cfg = cfg.model_copy(update={"epochs": 1, "device": device.type,
-                                 "params": {"embedding_dim": EMB, "hidden_units": list(HIDDEN), "sparse": sparse}})
+                                 "params": {"embedding_dim": EMB, "hidden_units": list(HIDDEN), "sparse": sparse,
+                                            **NUMERIC}})
     ds = Dataset(root)
     torch.manual_seed(cfg.seed)
     model = build_model(kind, ds.feature_map, **cfg.params)
@@ -719,8 +724,8 @@ def report(vname: str, d: Data, results: list[ModelResult], ceil: float, args) -
                  "best fp32 / DeepCTR", "best / DeepCTR", "FLOP frac fp32", "FLOP frac best"], rows)
     log(f"  mtkd training GFLOP/sample (3x forward): "
         + ", ".join(f"{r.kind} {3 * r.flops_fwd / 1e9:.5f}" for r in results)
-        + f"; fraction = samples/s * that / fp32 ceiling {ceil:.0f} GFLOP/s. DeepCTR-Torch's MLP input is 429 wide "
-        "(numeric values unembedded), not 624, so it does fewer FLOPs per sample; its own fraction: "
+        + f"; fraction = samples/s * that / fp32 ceiling {ceil:.0f} GFLOP/s; mtkd numeric_input "
+        f"{NUMERIC['numeric_input']} (DeepCTR-Torch's MLP input is 429 wide, numerics unembedded). DeepCTR's own fraction: "
         + ", ".join(f"{r.kind} {r.deepctr * 3 * r.dc_flops_fwd / (ceil * 1e9):.0%}" for r in results
                     if not math.isnan(r.deepctr)))
     log("")
@@ -798,6 +803,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=2,
                     help="rounds; each round runs every variant once, and the best round of each is reported")
+    ap.add_argument("--numeric-input", default="dense", choices=["dense", "embed"],
+                    help="mtkd's numeric_input: dense (default; DeepCTR-Torch's layout, like for like) or "
+                         "embed (mtkd's default model layout, 624-wide MLP input)")
     ap.add_argument("--bf16", action="store_true", help="also time bf16 autocast and check its test AUC")
     ap.add_argument("--no-auc", action="store_true", help="with --bf16: skip the fp32-vs-bf16 test AUC check")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -809,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", default=None, help="where the trainer's dataset goes (default: a temp dir)")
     ap.add_argument("--json", default=None, help="write all numbers here")
     args = ap.parse_args(argv)
+    NUMERIC["numeric_input"] = args.numeric_input
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -278,6 +278,28 @@ def test_cotraining_run_with_shared_embedding(world, tmp_path):
     assert "teacher.deepfm.auc" in s["valid"] and s["valid"]["teacher.dcn.auc"] > 0.5
 
 
+def test_shared_embedding_keeps_the_teachers_first_order_weights(world):
+    """A DeepFM teacher sharing a DNN student's embedding reads the student's field vectors and
+    learns first-order weights of its own (the student's table has no columns for them)."""
+    fmap = Dataset(world / "ds").feature_map
+    student = build_model("dnn", fmap, embedding_dim=4, hidden_units=[8])
+    teacher = build_model("deepfm", fmap, embedding_dim=4, hidden_units=[8])
+    co = CoTraining("binary", {"deepfm": teacher}, build_weighting("average", 1, "binary"), student=student,
+                    share_embedding=True)
+    emb = co.teacher_models["deepfm"].embedding
+    assert emb.shared is student.embedding and emb.first.table.weight.shape[1] == 1
+    from mtkd.data.loader import BatchLoader
+
+    batch = next(iter(BatchLoader(Dataset(world / "ds"), "train", batch_size=64, seed=0)))
+    out = teacher(batch)
+    out.logits.sum().backward()
+    assert student.embedding.table.weight.grad is not None and emb.first.table.weight.grad is not None
+    with pytest.raises(ValueError, match="numeric_input"):
+        CoTraining("binary", {"d": build_model("deepfm", fmap, embedding_dim=4, numeric_input="dense")},
+                   build_weighting("average", 1, "binary"), student=build_model("dnn", fmap, embedding_dim=4),
+                   share_embedding=True)
+
+
 def test_valid_rows_train_and_holdout_kd_stopping(world, tmp_path):
     c = _student(world, monitor="valid.kd_loss", epochs=2,
                  **{"distill.weighting": "gate", "distill.valid_holdout": 0.25})

@@ -255,3 +255,29 @@ def test_cross_net_equals_layer_by_layer_recurrence() -> None:
     fresh = CrossNet(12, 3).double()
     fresh.load_state_dict(old)
     assert torch.equal(fresh.w, net.w)
+
+
+@pytest.mark.parametrize("name", ["fm", "deepfm", "wide_deep", "xdeepfm", "nfm", "fibinet"])
+def test_first_order_weights_ride_in_the_embedding_and_old_checkpoints_load(name: str) -> None:
+    """First-order weights are C extra columns of the embedding tables; a checkpoint from before
+    (a separate `linear.weights` FeatureEmbedding of width C plus `linear.bias`) loads into it."""
+    torch.manual_seed(0)
+    fmap = feature_map()
+    model = build_model(name, fmap, embedding_dim=8)
+    assert not any(k.startswith("linear.") for k in model.state_dict())
+    assert model.embedding.table.weight.shape[1] == 8 + 1
+    old = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("embedding.") and v.dim() == 2 and v.shape[1] == 9:
+            old[k], old["linear.weights." + k[len("embedding."):]] = v[:, :8].clone(), v[:, 8:].clone()
+        elif k == "linear_bias":
+            old["linear.bias"] = v + 0.5
+        else:
+            old[k] = v
+    fresh = build_model(name, fmap, embedding_dim=8)
+    fresh.load_state_dict(old)
+    model.linear_bias.data += 0.5
+    model.eval(), fresh.eval()
+    batch = random_batch(16, fmap)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(batch).logits, model(batch).logits)

@@ -16,6 +16,7 @@ from mtkd.data.batch import Batch
 from mtkd.distill.losses import HintRegression, default_kd_loss, kd_loss
 from mtkd.distill.weighting import WeightContext, Weighting, mixture
 from mtkd.models.base import CTRModel, ModelOutput
+from mtkd.models.embedding import SharedFields
 from mtkd.train.metrics import compute_metrics
 from mtkd.train.objectives import Objective, task_loss
 
@@ -230,10 +231,15 @@ class CoTraining(_KD):
         if share_embedding:
             if student is None or not hasattr(student, "embedding"):
                 raise ValueError("share_embedding needs a student with an `embedding` table")
+            shared = student.embedding
             for t in self.teacher_models.values():
-                if not hasattr(t, "embedding") or t.embedding.embedding_dim != student.embedding.embedding_dim:
+                if not hasattr(t, "embedding") or t.embedding.embedding_dim != shared.embedding_dim:
                     raise ValueError("share_embedding needs teachers with the student's embedding_dim")
-                t.embedding = student.embedding
+                if t.embedding.n_dense != shared.n_dense:
+                    raise ValueError("share_embedding needs teachers with the student's numeric_input")
+                linear_dim = t.embedding.linear_dim
+                t.embedding = SharedFields(shared, student.feature_map, linear_dim, shared.table is not None
+                                           and shared.table.sparse) if linear_dim else shared
         self._teacher_eval: dict[str, list] = {}
 
     def modules(self) -> list[nn.Module]:

@@ -7,7 +7,7 @@ whatever its insides.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.errors import ConfigError
-from mtkd.models.layers import FeatureEmbedding
+from mtkd.models.embedding import FeatureEmbedding
 
 
 class ModelOutput(NamedTuple):
@@ -44,6 +44,21 @@ class CTRModel(nn.Module):
         self.feature_map = feature_map
         self.embedding_regularizer = float(embedding_regularizer)
         self.output_dim = feature_map.output_dim
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # checkpoints written before the first-order weights became extra columns of the
+        # embedding tables kept them in `linear.weights.*` tables of their own
+        old = prefix + "linear.weights."
+        emb = getattr(self, "embedding", None)
+        if isinstance(emb, FeatureEmbedding) and emb.linear_dim and any(k.startswith(old) for k in state_dict):
+            for key in [k for k in state_dict if k.startswith(old)]:
+                new = prefix + "embedding." + key[len(old):]
+                lin = state_dict.pop(key)
+                if new in state_dict:
+                    state_dict[new] = torch.cat([state_dict[new], lin], -1)
+            if prefix + "linear.bias" in state_dict:
+                state_dict[prefix + "linear_bias"] = state_dict.pop(prefix + "linear.bias")
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError

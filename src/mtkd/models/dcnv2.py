@@ -11,7 +11,8 @@ from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.errors import ConfigError
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import MLP, CrossNetV2, FeatureEmbedding
+from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.layers import MLP, CrossNetV2
 from mtkd.models.registry import register_model
 
 STRUCTURES = ("parallel", "stacked", "crossnet_only")

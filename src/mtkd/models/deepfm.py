@@ -10,7 +10,8 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import FM, MLP, FeatureEmbedding, LinearTerm
+from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.layers import FM, MLP
 from mtkd.models.registry import register_model
 
 
@@ -30,15 +31,17 @@ class DeepFM(CTRModel):
         numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,
+                                          linear_dim=self.output_dim)
+        self.linear_bias = nn.Parameter(torch.zeros(self.output_dim))
         self.fm = FM(embedding_dim, self.output_dim)
         self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.output_dim + embedding_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
-        e = self.embedding(batch)
-        first, bi, deep = self.linear(batch), self.fm.bi(e), self.mlp(self.embedding.flat(e, batch))
+        e, first = self.embedding.with_first_order(batch)
+        first = first + self.linear_bias
+        bi, deep = self.fm.bi(e), self.mlp(self.embedding.flat(e, batch))
         logits = first + self.fm.head(bi) + self.out(deep)
         return self.make_output(logits, torch.cat([first, bi, deep], dim=1))

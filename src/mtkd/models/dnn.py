@@ -12,7 +12,8 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import MLP, FeatureEmbedding
+from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.layers import MLP
 from mtkd.models.registry import register_model
 
 

@@ -10,7 +10,8 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import MLP, Bilinear, FeatureEmbedding, LinearTerm, SENet
+from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.layers import MLP, Bilinear, SENet
 from mtkd.models.registry import register_model
 
 
@@ -36,8 +37,9 @@ class FiBiNET(CTRModel):
         numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,
+                                          linear_dim=self.output_dim)
+        self.linear_bias = nn.Parameter(torch.zeros(self.output_dim))
         num_fields = self.embedding.num_fields
         self.senet = SENet(num_fields, reduction_ratio)
         self.bilinear = Bilinear(num_fields, embedding_dim, bilinear_type)
@@ -47,8 +49,8 @@ class FiBiNET(CTRModel):
         self.hidden_dim = self.output_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
-        e = self.embedding(batch)
+        e, first = self.embedding.with_first_order(batch)
         p, q = self.bilinear(e), self.bilinear_se(self.senet(e))
         deep = self.mlp(self.embedding.with_dense(torch.cat([p, q], dim=1).flatten(1), batch))
-        first = self.linear(batch)
+        first = first + self.linear_bias
         return self.make_output(first + self.out(deep), torch.cat([first, deep], dim=1))

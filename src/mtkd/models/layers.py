@@ -12,8 +12,6 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from mtkd.data.batch import Batch
-from mtkd.data.feature_map import FeatureMap
 from mtkd.errors import ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -24,117 +22,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
 }
-
-
-class FeatureEmbedding(nn.Module):
-    """Every field of a FeatureMap as one [B, F, D] tensor: categorical, numeric, then sequence fields.
-
-    All categorical fields share ONE table (per-field offsets) so a batch costs one gather.
-    With `numeric="embed"` (the default) numeric field j is `value * v_j` (a learned vector per
-    field, as FuxiCTR does); with `numeric="dense"` numeric values are not embedded but appended
-    to the flat DNN input by `flat` / `with_dense` (as DeepCTR-Torch does: a narrower first
-    layer, and interaction layers see only the embedded fields). Each sequence field has its
-    own table (id 0 = padding, kept at zero) and is mean-pooled over its non-padding positions.
-    Rows gathered in a forward with grad enabled are kept for `CTRModel.reg_loss`.
-    """
-
-    def __init__(
-        self,
-        feature_map: FeatureMap,
-        embedding_dim: int,
-        sparse: bool = False,
-        init_std: float = 1e-4,
-        numeric: str = "embed",
-    ) -> None:
-        super().__init__()
-        if embedding_dim < 1:
-            raise ConfigError(f"embedding_dim must be >= 1, got {embedding_dim}")
-        if numeric not in ("embed", "dense"):
-            raise ConfigError(f"numeric_input must be 'embed' or 'dense', got {numeric!r}")
-        n_num = len(feature_map.numeric)
-        self.n_dense = n_num if numeric == "dense" else 0
-        if feature_map.num_fields == self.n_dense:
-            raise ConfigError(
-                "numeric_input 'dense' leaves no field to embed (the data has only numeric fields); "
-                "set numeric_input: embed"
-            )
-        sizes = [f.vocab_size for f in feature_map.categorical]
-        self.table = nn.Embedding(sum(sizes), embedding_dim, sparse=sparse) if sizes else None
-        offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0)
-        self.register_buffer("offsets", offsets.long(), persistent=False)
-        self.numeric = nn.Parameter(torch.empty(n_num, embedding_dim)) if n_num and not self.n_dense else None
-        self.seq_names = [s.name for s in feature_map.sequences]
-        self.sequences = nn.ModuleList(
-            nn.Embedding(s.vocab_size, embedding_dim, padding_idx=0, sparse=sparse)
-            for s in feature_map.sequences
-        )
-        self.num_fields = feature_map.num_fields - self.n_dense  # fields in forward's [B, F, D]
-        self.embedding_dim = embedding_dim
-        self.flat_dim = self.num_fields * embedding_dim + self.n_dense
-        self._rows: list[Tensor] = []
-        self.reset_parameters(init_std)
-
-    def reset_parameters(self, std: float) -> None:
-        for p in self.parameters():
-            nn.init.normal_(p, std=std)
-        with torch.no_grad():
-            for table in self.sequences:
-                table.weight[0].zero_()
-
-    def forward(self, batch: Batch) -> Tensor:
-        parts: list[Tensor] = []
-        rows: list[Tensor] = []
-        if self.table is not None:
-            e = self.table(batch.cat + self.offsets)
-            parts.append(e)
-            rows.append(e)
-        if self.numeric is not None:
-            parts.append(batch.num.unsqueeze(-1) * self.numeric)
-        for name, table in zip(self.seq_names, self.sequences):
-            ids = batch.seq[name]
-            e = table(ids)  # padding rows are zero, so a plain sum skips them
-            count = (ids != 0).sum(1, keepdim=True).clamp(min=1).to(e.dtype)
-            parts.append((e.sum(1) / count).unsqueeze(1))
-            rows.append(e)
-        self._rows = rows if torch.is_grad_enabled() else []
-        return torch.cat(parts, dim=1)
-
-    def with_dense(self, x: Tensor, batch: Batch) -> Tensor:
-        """x [B, K] with the raw numeric values appended when numeric="dense" (else x itself)."""
-        return torch.cat([x, batch.num.to(x.dtype)], dim=1) if self.n_dense else x
-
-    def flat(self, e: Tensor, batch: Batch) -> Tensor:
-        """The DNN input [B, flat_dim]: forward's fields flattened, plus dense numerics if any."""
-        return self.with_dense(e.flatten(1), batch)
-
-    def last_rows_l2(self) -> Tensor:
-        """Sum of squares of the rows the last forward gathered, divided by its batch size."""
-        if not self._rows:
-            return torch.zeros((), device=self.offsets.device)
-        total = sum((r * r).sum() for r in self._rows)
-        return total / self._rows[0].shape[0]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Cached activations are not state: drop them so deepcopy / pickle always work.
-        state = self.__dict__.copy()
-        state["_rows"] = []
-        return state
-
-
-class LinearTerm(nn.Module):
-    """First-order term w0 + sum_f w_f(x_f): a FeatureEmbedding of width C (one weight per class)."""
-
-    def __init__(self, feature_map: FeatureMap, output_dim: int = 1, sparse: bool = False) -> None:
-        super().__init__()
-        self.weights = FeatureEmbedding(feature_map, output_dim, sparse=sparse, init_std=1e-4)
-        self.bias = nn.Parameter(torch.zeros(output_dim))
-
-    def per_field(self, batch: Batch) -> Tensor:
-        """[B, F, C]: each field's contribution (LR shows these as its hidden representation)."""
-        return self.weights(batch)
-
-    def forward(self, batch: Batch) -> Tensor:
-        return self.per_field(batch).sum(1) + self.bias
 
 
 class MLP(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import LinearTerm
+from mtkd.models.embedding import LinearTerm
 from mtkd.models.registry import register_model
 
 

@@ -10,7 +10,8 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import MLP, BiInteraction, FeatureEmbedding, LinearTerm
+from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.layers import MLP, BiInteraction
 from mtkd.models.registry import register_model
 
 
@@ -34,8 +35,9 @@ class NFM(CTRModel):
         numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,
+                                          linear_dim=self.output_dim)
+        self.linear_bias = nn.Parameter(torch.zeros(self.output_dim))
         bi_post: list[nn.Module] = [BiInteraction()]
         if batch_norm:
             bi_post.append(nn.BatchNorm1d(embedding_dim))
@@ -47,6 +49,7 @@ class NFM(CTRModel):
         self.hidden_dim = self.output_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
-        first = self.linear(batch)
-        deep = self.mlp(self.embedding.with_dense(self.bi(self.embedding(batch)), batch))
+        e, first = self.embedding.with_first_order(batch)
+        first = first + self.linear_bias
+        deep = self.mlp(self.embedding.with_dense(self.bi(e), batch))
         return self.make_output(first + self.out(deep), torch.cat([first, deep], dim=1))

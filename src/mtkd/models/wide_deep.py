@@ -10,7 +10,8 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import MLP, FeatureEmbedding, LinearTerm
+from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.layers import MLP
 from mtkd.models.registry import register_model
 
 
@@ -30,13 +31,15 @@ class WideDeep(CTRModel):
         numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,
+                                          linear_dim=self.output_dim)
+        self.linear_bias = nn.Parameter(torch.zeros(self.output_dim))
         self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.output_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
-        wide = self.linear(batch)
-        deep = self.mlp(self.embedding.flat(self.embedding(batch), batch))
+        e, wide = self.embedding.with_first_order(batch)
+        wide = wide + self.linear_bias
+        deep = self.mlp(self.embedding.flat(e, batch))
         return self.make_output(wide + self.out(deep), torch.cat([wide, deep], dim=1))

@@ -10,7 +10,8 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.layers import CIN, MLP, FeatureEmbedding, LinearTerm
+from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.layers import CIN, MLP
 from mtkd.models.registry import register_model
 
 
@@ -32,15 +33,16 @@ class XDeepFM(CTRModel):
         numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        self.linear = LinearTerm(feature_map, self.output_dim, sparse=sparse)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,
+                                          linear_dim=self.output_dim)
+        self.linear_bias = nn.Parameter(torch.zeros(self.output_dim))
         self.cin = CIN(self.embedding.num_fields, cin_layer_units, split_half)
         self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.cin.output_dim + self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.output_dim + self.cin.output_dim + self.mlp.output_dim
 
     def forward(self, batch: Batch) -> ModelOutput:
-        e = self.embedding(batch)
-        first = self.linear(batch)
+        e, first = self.embedding.with_first_order(batch)
+        first = first + self.linear_bias
         deep = torch.cat([self.cin(e), self.mlp(self.embedding.flat(e, batch))], dim=1)
         return self.make_output(first + self.out(deep), torch.cat([first, deep], dim=1))
