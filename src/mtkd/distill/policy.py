@@ -46,6 +46,7 @@ selection rate fell to 0.42 instead of 0.35 in five epochs), so the default is 1
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -85,6 +86,12 @@ def state_tensor(ctx: WeightContext, hidden: Sequence[Tensor | None], width: int
         if x is not None:
             h[:, i, : x.shape[1]] = x.float()
     return torch.cat([small, h], -1)
+
+
+def _mode_dependent(model: nn.Module) -> bool:
+    """Whether train and eval forwards differ (dropout with p > 0, batch norm)."""
+    return any(isinstance(m, nn.modules.batchnorm._NormBase)
+               or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) for m in model.modules())
 
 
 def reward_ce(student_logits: Tensor, label: Tensor, task: str) -> Tensor:
@@ -173,6 +180,7 @@ class Policy(Weighting):
         self.baseline: float | None = None
         self.opt = torch.optim.Adam(self.heads.parameters(), lr=lr, fused=True)  # one kernel, not ~6 ops per tensor
         self._last: dict[str, Tensor] | None = None
+        self._student: tuple[weakref.ref, bool] | None = None  # (student, its forward depends on train/eval)
         self._episode: list[dict[str, Tensor]] = []
         self._episode_start: float | None = None
 
@@ -260,23 +268,48 @@ class Policy(Weighting):
                 probs = torch.sigmoid(scores) if self.action == "bernoulli" else torch.softmax(scores, 1)
                 return probs / probs.sum(1, keepdim=True).clamp_min(1e-12)
             if self.action == "bernoulli":
-                actions = torch.bernoulli(torch.sigmoid(scores))
+                p = torch.sigmoid(scores)  # u < p is a Bernoulli(p) draw, 3x cheaper than torch.bernoulli on CPU
+                actions = (torch.rand_like(p) < p).to(p.dtype)
             else:
                 actions = F.one_hot(torch.multinomial(torch.softmax(scores, 1), 1).squeeze(1), t).float()
         self._last = {"states": states, "actions": actions}
         return actions / actions.sum(1, keepdim=True).clamp_min(1.0)  # rows of zeros: label only
 
     # -- REINFORCE ---------------------------------------------------------------------
+    def score_grad(self, scores: Tensor, actions: Tensor, advantage: Tensor) -> Tensor:
+        """d loss / d scores [n, T] of the REINFORCE loss -mean(A * log pi(a|s)) - c * mean(H), in
+        closed form: (a - p) for Bernoulli heads, (onehot(a) - q) for the softmax, and the entropy's
+        -s p (1 - p) / -q (log q + H). The heads' own backward is then one einsum, where autograd
+        spent ~0.3 ms a step on a graph of a dozen tiny nodes."""
+        n = scores.shape[0]
+        if self.action == "bernoulli":
+            p = torch.sigmoid(scores)
+            g = (p - actions) * advantage.unsqueeze(1)
+            if self.entropy_coef > 0:
+                g = g + self.entropy_coef * scores * p * (1 - p)
+        else:
+            logq = F.log_softmax(scores, 1)
+            q = logq.exp()
+            g = (q - actions) * advantage.unsqueeze(1)
+            if self.entropy_coef > 0:
+                ent = -(q * logq).sum(1, keepdim=True)
+                g = g + self.entropy_coef * q * (logq + ent)
+        return g / n
+
     def reinforce(self, states: Tensor, actions: Tensor, rewards: Tensor) -> float:
         """One policy-gradient step; returns the mean reward."""
         mean_r = float(rewards.mean())
         b = mean_r if self.baseline is None else self.baseline
-        logp, ent = self.log_prob(self.scores(states), actions, entropy=self.entropy_coef > 0)
-        loss = -((rewards - b).detach() * logp).mean()
-        if ent is not None:
-            loss = loss - self.entropy_coef * ent.mean()
+        h = self.heads
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if h.hidden > 0:  # the hidden layer's backward through autograd, seeded with the closed form
+            scores = self.scores(states)
+            scores.backward(self.score_grad(scores.detach(), actions, rewards - b))
+        else:  # linear heads: scores = <w_t, s_t> + b_t, so dw_t = sum_i g_it s_it
+            with torch.no_grad():
+                g = self.score_grad(self.scores(states), actions, rewards - b)
+                h.w.grad = torch.einsum("bt,btd->td", g, states)
+                h.b.grad = g.sum(0)
         self.opt.step()
         self.baseline = mean_r if self.baseline is None else self.momentum * self.baseline + (1 - self.momentum) * mean_r
         return mean_r
@@ -316,11 +349,15 @@ class Policy(Weighting):
             states, actions, label, tl = states[:n], actions[:n], label[:n], tl[:n]
             batch = batch.head(n)
             before = None if before is None else before[:n]
-        was_training = student.training
-        student.eval()  # the reward measures the student, not its dropout noise
+        if self._student is None or self._student[0]() is not student:  # walk its layers once per student
+            self._student = (weakref.ref(student), _mode_dependent(student))
+        toggle = student.training and self._student[1]  # else eval/train would walk the tree twice a step
+        if toggle:
+            student.eval()  # the reward measures the student, not its dropout noise
         with torch.no_grad():
             z = student(batch).logits
-        student.train(was_training)
+        if toggle:
+            student.train()
         rewards = self._reward(z, label, tl)
         if self.baseline_kind == "instance" and before is not None:
             # the instance's own reward before the update: what is left is what this step's
