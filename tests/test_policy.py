@@ -201,6 +201,17 @@ def test_encoded_hidden_in_the_loader_equals_encoding_per_batch(world, tmp_path)
                                  hidden_encoded=True))
     b = pol.states(WeightContext(raw.teacher_logits, raw.label, "binary", s, teacher_hidden=raw.teacher_hidden))
     assert torch.allclose(a, b, atol=1e-5)
+    # the encoded state is a memory-mapped file beside the teacher cache, shared by every seed
+    files = sorted(obj.teachers.dirs[0].glob("policy_state-*-train.npy"))  # other tests' keys may be there too
+    assert obj.teachers.dirs[0] / f"policy_state-{pol.state_key()}-train.npy" in files
+    assert isinstance(obj._encoded["train"][0], np.memmap)
+    c2 = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0, "hidden_proj": 4}, "seed": 7})
+    obj2 = build_objective(c2, ds, build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[16]),
+                           log=lambda s: None)
+    assert obj2.weighting.state_key() == pol.state_key()
+    np.testing.assert_array_equal(obj2.loader_extra("train")["teacher_hidden"][0], obj._encoded["train"][0])
+    assert sorted(obj.teachers.dirs[0].glob("policy_state-*-train.npy")) == files
+    assert not list(obj.teachers.dirs[0].glob(".policy_state*"))  # no temporary file left
 
 
 def test_reward_on_a_sample_of_the_batch(world, tmp_path):

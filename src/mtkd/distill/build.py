@@ -67,7 +67,9 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
                                teacher_set.hidden_dims)
     weighting = build_weighting(d.weighting, len(names), task, **params)
     if hasattr(weighting, "fit_projection") and with_hidden:
-        weighting.fit_projection(teacher_set.hidden("train"), seed=cfg.seed)
+        # a fixed sample, not the run's seed: the same basis for every seed, so the encoded
+        # state is computed once per teacher set and cached (Distillation._encoded_state)
+        weighting.fit_projection(teacher_set.hidden("train"), seed=0)
     return Distillation(task, teacher_set, weighting, hint=d.hint, student_hidden_dim=model.hidden_dim, **common)
 
 

@@ -7,8 +7,10 @@ KD to the detached (weighted) teacher outputs, so no KD gradient ever reaches a 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -132,9 +134,33 @@ class Distillation(_KD):
         hidden = self.teachers.hidden(split)
         if self.hidden_encoded and hidden is not None and any(h is not None for h in hidden):
             if split not in self._encoded:
-                self._encoded[split] = [self.weighting.encode_split(hidden)]  # one [N, T, K] array
+                self._encoded[split] = [self._encoded_state(split, hidden)]  # one [N, T, K] array
             hidden = self._encoded[split]
         return {"teacher_logits": self.teachers.logits(split), "teacher_hidden": hidden}
+
+    def _encoded_state(self, split: str, hidden: list[Any]) -> np.ndarray:
+        """The policy's encoded hidden state of a split, cached as a memory-mapped .npy beside the
+        first teacher's outputs (the projection is fitted on a fixed sample, so every seed and
+        every later run with these teachers reads the same file). Written to a temporary name and
+        renamed: a killed run never leaves half a file. Splits of a MergedDataset are gathered
+        per run, so they are encoded in memory."""
+        if self.teachers.view is not None:
+            return self.weighting.encode_split(hidden)
+        path = self.teachers.dirs[0] / f"policy_state-{self.weighting.state_key()}-{split}.npy"
+        if not path.exists():
+            n = next(h.shape[0] for h in hidden if h is not None)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                shape=(n, self.weighting.num_teachers, self.weighting.width))
+                self.weighting.encode_split(hidden, out=out)
+                out.flush()
+                del out
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        return np.load(path, mmap_mode="r")
 
     def _held_out_context(self, model: CTRModel) -> WeightContext | None:
         """A batch of validation rows for a weighting fitted there (`fit_on: valid`): on training

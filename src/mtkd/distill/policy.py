@@ -45,6 +45,7 @@ selection rate fell to 0.42 instead of 0.35 in five epochs), so the default is 1
 
 from __future__ import annotations
 
+import hashlib
 import math
 import weakref
 from typing import Any, Sequence
@@ -219,15 +220,26 @@ class Policy(Weighting):
             out[i : i + block] = self.encode_hidden(t, torch.tensor(np.asarray(arr[i : i + block]))).numpy()
         return out
 
-    def encode_split(self, hidden: Sequence[np.ndarray | None]) -> np.ndarray:
+    def encode_split(self, hidden: Sequence[np.ndarray | None], out: np.ndarray | None = None) -> np.ndarray:
         """A split's hidden part of the state for all teachers, [N, T, K] (zero-padded): the loader
-        then gathers one array per batch instead of one per teacher."""
+        then gathers one array per batch instead of one per teacher. `out`: a zero-filled array to
+        write into (a memory-mapped file, so a 45M-row split never sits in RAM)."""
         n = next(h.shape[0] for h in hidden if h is not None)
-        out = np.zeros((n, self.num_teachers, self.width), dtype=np.float32)
+        if out is None:
+            out = np.zeros((n, self.num_teachers, self.width), dtype=np.float32)
         for t, h in enumerate(hidden):
             if h is not None and self.enc_dims[t]:
-                out[:, t, : self.enc_dims[t]] = self.encode_hidden_array(t, h)
+                for i in range(0, n, 1 << 20):  # blocks: the encoded teacher never exists whole in RAM
+                    out[i : i + (1 << 20), t, : self.enc_dims[t]] = self.encode_hidden_array(t, h[i : i + (1 << 20)])
         return out
+
+    def state_key(self) -> str:
+        """Digest of everything the encoded hidden state depends on besides the teachers' cache."""
+        h = hashlib.sha256(f"{self.width} {self.enc_dims}".encode())
+        for name, buf in sorted(self.named_buffers()):
+            h.update(name.encode())
+            h.update(buf.detach().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     # -- policy ----------------------------------------------------------------------
     def states(self, ctx: WeightContext) -> Tensor:

@@ -107,7 +107,7 @@ class FeatureEmbedding(nn.Module):
             parts.append((e.sum(1) / count).unsqueeze(1))
             rows.append(e)
         self._rows = rows if torch.is_grad_enabled() else []
-        return torch.cat(parts, dim=1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # one part: no copy
 
     def with_dense(self, x: Tensor, batch: Batch) -> Tensor:
         """x [B, K] with the raw numeric values appended when numeric="dense" (else x itself)."""
