@@ -8,7 +8,7 @@ from mtkd.config import DistillConfig, TrainConfig
 from mtkd.data.store import Dataset
 from mtkd.distill.objectives import CoTraining, Distillation
 from mtkd.distill.teachers import TeacherSet, TeacherSpec, score_teachers
-import mtkd.distill.policy  # noqa: F401  (registers the policy and lr_ensemble weightings)
+import mtkd.distill.policy  # noqa: F401  (registers the policy weighting)
 from mtkd.distill.weighting import build_weighting
 from mtkd.errors import ConfigError
 from mtkd.models import build_model

@@ -244,6 +244,28 @@ class RandomSingle(Weighting):
         return F.one_hot(pick, self.num_teachers).float()
 
 
+@register_weighting("lr_ensemble")
+class LREnsemble(Weighting):
+    """LR-Ensemble: a logistic regression over the teachers' logits, trained on the label;
+    its (non-negative) coefficients, normalised, are the teacher weights."""
+
+    def __init__(self, num_teachers: int, task: str = "binary", **kw: Any):
+        super().__init__(num_teachers, task)
+        self.coef = nn.Parameter(torch.full((num_teachers,), 1.0 / num_teachers))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, ctx: WeightContext) -> Tensor:
+        w = self.coef.clamp_min(0)
+        w = w / w.sum() if float(w.sum().detach()) > 0 else torch.full_like(w, 1.0 / self.num_teachers)
+        return w.expand(ctx.teacher_logits.shape[0], -1)
+
+    def aux_loss(self, ctx: WeightContext, weights: Tensor) -> Tensor:
+        z = ctx.teacher_logits.float()
+        if self.task == "binary":
+            return F.binary_cross_entropy_with_logits((z * self.coef).sum(1) + self.bias, ctx.label.float())
+        return F.cross_entropy((z * self.coef.view(1, -1, 1)).sum(1), ctx.label.long())
+
+
 def build_weighting(name: str, num_teachers: int, task: str, **params: Any) -> Weighting:
     if name not in WEIGHTINGS:
         raise ConfigError(f"unknown weighting {name!r}; known: {', '.join(sorted(WEIGHTINGS))}")
