@@ -38,6 +38,9 @@ What is measured, per vocabulary and model, all on the same rows in the same pro
   mtkd embed   mtkd's default layout (`numeric_input: embed`, numerics embedded as value * v_j,
                MLP input 39*16 = 624, ~16% more FLOPs per sample), sparse tables.
 
+Then the inference of every model in the zoo (small vocabulary; `--no-zoo-inference` skips it):
+rows/s at batch 4096 and the median latency of a 1-row and a 256-row batch.
+
 Steps are timed after `--warmup` steps (optimiser state allocated), `--steps` of them, on
 distinct batches. Every variant runs once per round (fresh model each time) and the best of
 `--repeat` rounds is reported, so a burst of other work on the machine spoils one round of each
@@ -429,6 +432,30 @@ def time_inference(model: nn.Module, d: Data, device: torch.device, amp: bool = 
     return out
 
 
+def zoo_inference(d: Data, device: torch.device) -> None:
+    """Inference of every registered model (eval mode, the bench's embedding 16 and MLP 400-400-400
+    where the model has an MLP, its own defaults otherwise): rows/s at batch 4096 and the median
+    latency of a 1-row and a 256-row batch."""
+    from mtkd.models import MODELS, model_params
+
+    log("")
+    log(f"== inference of every model in the zoo, small vocabulary (torch.inference_mode, threads "
+        f"{torch.get_num_threads()}); {loadavg()}")
+    rows = []
+    for name in sorted(MODELS):
+        params = {"embedding_dim": EMB} if "embedding_dim" in model_params(name) else {}
+        if "hidden_units" in model_params(name):
+            params["hidden_units"] = list(HIDDEN)
+        torch.manual_seed(0)
+        m = build_model(name, d.fmap, **params).to(device)
+        i = time_inference(m, d, device, reps_1=200, reps_256=50, batches_4096=6)
+        rows.append([name, f"{sum(p.numel() for p in m.parameters()):,}", fmt(i["samples_per_s"]),
+                     f"{i['p50_1_ms']:.3f} ms", f"{i['p50_256_ms']:.3f} ms", f"{i['others']:.0%}"])
+        del m
+        gc.collect()
+    print_table(["model", "params", "rows/s (batch 4096)", "p50 1 row", "p50 256 rows", "others"], rows)
+
+
 def best_inference(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     if not a:
         return b
@@ -817,6 +844,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--no-trainer", action="store_true", help="skip the full Trainer.fit epoch")
     ap.add_argument("--no-deepctr-fit", action="store_true", help="time DeepCTR-Torch's manual loop only")
+    ap.add_argument("--no-zoo-inference", action="store_true",
+                    help="skip the inference table of every model in the zoo (small vocabulary, ~3 min)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler top ops of the mtkd variants")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", default=None, help="where the trainer's dataset goes (default: a temp dir)")
@@ -880,6 +909,10 @@ def main(argv: list[str] | None = None) -> int:
             report(vname, d, results, ceil["fp32_ceiling"], args)
             if root is not None:
                 shutil.rmtree(root, ignore_errors=True)
+
+        if not args.no_zoo_inference:
+            zoo_inference(datas["small"] if "small" in datas else make_data("small", VOCABS["small"], BATCH * 8,
+                                                                            1000, args.seed), device)
 
         if args.bf16 and not args.no_auc:
             log("")
