@@ -1,5 +1,8 @@
 """Shared building blocks of the model zoo; model files only wire these together.
 
+The field embeddings (FeatureEmbedding, first-order weights, SharedFields) have their own module,
+`embedding.py`, and are re-exported here.
+
 All layers take a field tensor [B, F, D] (or its flattening) and are vectorised over the
 batch; the only Python loops are over layers.
 """
@@ -14,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtkd.errors import ConfigError
+from mtkd.models.embedding import FeatureEmbedding, LinearTerm, SharedFields  # noqa: F401  (DESIGN: layers.py)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
