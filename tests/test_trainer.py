@@ -251,3 +251,20 @@ def test_resume_accepts_a_config_written_before_a_new_option(tmp_path):
         train_run(load_train_config(None, ["params.embedding_dim=4", "params.hidden_units=[8]", "batch_size=128",
                                            "epochs=2", "device=cpu"], model="dnn"),
                   tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None)
+
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    """`1e-5` (YAML 1.2; PyYAML alone reads it as a string) in --set and in config files reaches
+    the model and the optimiser as a float."""
+    from mtkd.models import build_model
+
+    cfg = load_train_config(None, ["params.embedding_regularizer=1e-5", "optimizer.lr=2e-3"], model="dnn")
+    assert cfg.params["embedding_regularizer"] == 1e-5 and cfg.optimizer.lr == 2e-3
+    f = tmp_path / "c.yaml"
+    f.write_text("model: fm\nparams: {embedding_regularizer: 1E-4, embedding_dim: 4}\n")
+    cfg = load_train_config(f, [])
+    assert isinstance(cfg.params["embedding_regularizer"], float)
+    from mtkd.data.feature_map import CategoricalField, FeatureMap
+
+    fmap = FeatureMap(categorical=(CategoricalField("c", 5),))
+    assert build_model("fm", fmap, **cfg.params).embedding_regularizer == 1e-4

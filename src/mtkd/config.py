@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mtkd.config_io import load_yaml, parse_model
+from mtkd.config_io import load_yaml, parse_model, yaml_load
 from mtkd.errors import ConfigError
 
 
@@ -138,7 +138,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optimizer.lr=0.01")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_load(raw)
         except yaml.YAMLError:
             value = raw
         _set_dotted(data, key.strip(), value)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import yaml
 
 from mtkd.config import TrainConfig
+from mtkd.config_io import yaml_load
 from mtkd.data.atomic import atomic_write_text
 from mtkd.data.store import Dataset
 from mtkd.errors import MtkdError
@@ -57,7 +58,7 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
         state = "a finished" if (out / "summary.json").exists() else "an unfinished"
         raise MtkdError(f"{out}: already holds {state} run; pass --resume to continue it, --force to start "
                         "over, or choose another --out")
-    old = _normalised(yaml.safe_load(saved.read_text()))
+    old = _normalised(yaml_load(saved.read_text()))
     if old != cfg_dict:
         diff = sorted(k for k in set(old.get("train", {})) | set(cfg_dict["train"])
                       if old.get("train", {}).get(k) != cfg_dict["train"].get(k))
@@ -107,7 +108,7 @@ def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tu
     p = run_dir / CONFIG
     if not p.exists():
         raise MtkdError(f"{run_dir}: not an mtkd run (no {CONFIG}); train one with `mtkd train`")
-    saved = yaml.safe_load(p.read_text())
+    saved = yaml_load(p.read_text())
     from mtkd.config_io import parse_model
 
     cfg = parse_model(TrainConfig, saved["train"], str(p))
