@@ -295,3 +295,20 @@ def test_self_attention_is_the_papers_formula(use_scale: bool) -> None:
     att = torch.softmax(q @ k.transpose(-1, -2) * (6 ** -0.5 if use_scale else 1.0), -1)
     ref = torch.relu((att @ v).transpose(1, 2).reshape(5, 7, 12) + layer.residual(x))
     torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("split_half", [True, False])
+def test_cin_equals_the_outer_product_and_1x1_convolution(split_half: bool) -> None:
+    """xDeepFM's CIN without the [B, H*F, D] tensor computes the paper's layer: a 1x1 convolution
+    over the outer product of X_{k-1} and X_0 per embedding dimension."""
+    from mtkd.models.layers import CIN
+
+    torch.manual_seed(0)
+    cin = CIN(5, [6, 4], split_half)
+    e = torch.randn(3, 5, 7)
+    x, ref = e, []
+    for conv, keep in zip(cin.convs, cin.keep):
+        h = conv((x.unsqueeze(2) * e.unsqueeze(1)).reshape(3, -1, 7))
+        x, out = h[:, :keep], h[:, keep:]
+        ref.append(out.sum(-1))
+    torch.testing.assert_close(cin(e), torch.cat(ref, 1), rtol=1e-5, atol=1e-5)
