@@ -214,6 +214,29 @@ def test_encoded_hidden_in_the_loader_equals_encoding_per_batch(world, tmp_path)
     assert not list(obj.teachers.dirs[0].glob(".policy_state*"))  # no temporary file left
 
 
+def test_encoded_state_falls_back_to_memory_when_the_cache_cannot_be_written(world, monkeypatch):
+    from mtkd.data.store import Dataset
+    from mtkd.distill.build import build_objective
+    from mtkd.models import build_model
+
+    ds = Dataset(world / "ds")
+    c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0, "hidden_proj": 3}})
+    obj = build_objective(c, ds, build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[16]),
+                          log=lambda s: None)
+
+    real = np.lib.format.open_memmap
+
+    def full_disk(*a, **k):  # reading works, writing a new file does not
+        if k.get("mode") == "w+":
+            raise OSError(28, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", full_disk)
+    enc = obj.loader_extra("valid")["teacher_hidden"][0]
+    assert not isinstance(enc, np.memmap) and enc.shape[1:] == (2, 3)
+    assert not list(obj.teachers.dirs[0].glob(f"*policy_state-{obj.weighting.state_key()}-valid*"))
+
+
 def test_reward_on_a_sample_of_the_batch(world, tmp_path):
     c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0, "reward_sample": 0.25}, "epochs": 1})
     train_run(c, world / "ds", tmp_path / "rs", **QUIET)

@@ -157,6 +157,9 @@ class Distillation(_KD):
                 out.flush()
                 del out
                 os.replace(tmp, path)
+            except OSError:  # a read-only or full cache: encode in memory, as before the cache
+                tmp.unlink(missing_ok=True)
+                return self.weighting.encode_split(hidden)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
