@@ -358,3 +358,16 @@ def test_stop_on_kd_loss_against_the_plain_average(world, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "ka" / "metrics.jsonl").read_text().splitlines()]
     best = min(lines, key=lambda d: d["valid.kd_loss_avg"])
     assert s["best_epoch"] == best["epoch"]
+
+
+@pytest.mark.parametrize("numeric_input", ["embed", "dense"])
+def test_gate_on_student_features_with_either_numeric_layout(world, tmp_path, numeric_input):
+    """`use_features` feeds the student's DNN input (dense numerics included) to the gate."""
+    c = _student(world, epochs=1, **{"params.numeric_input": numeric_input, "distill.weighting": "gate",
+                                     "distill.weighting_params": {"use_features": True}})
+    s = train_run(c, world / "ds", tmp_path / numeric_input, **QUIET)
+    assert np.isfinite(s["test"]["logloss"])
+    gate = torch.load(tmp_path / numeric_input / "best.pt", weights_only=False)["objective"]["module0"]
+    fmap = Dataset(world / "ds").feature_map
+    flat = build_model("dnn", fmap, embedding_dim=4, numeric_input=numeric_input).embedding.flat_dim
+    assert gate["net.0.weight"].shape[1] == flat + 2 * 2  # the student's features + logit and probability per teacher
