@@ -754,7 +754,7 @@ def report(vname: str, d: Data, results: list[ModelResult], ceil: float, args) -
     print_table(["model", "mtkd dense", "mtkd sparse", "mtkd bf16", "trainer e2e", "DeepCTR manual / fit",
                  "best fp32 / DeepCTR", "best / DeepCTR", "FLOP frac fp32", "FLOP frac best",
                  "mtkd embed (FLOP frac)"], rows)
-    log(f"  mtkd training GFLOP/sample (3x forward): "
+    log("  mtkd training GFLOP/sample (3x forward): "
         + ", ".join(f"{r.kind} {3 * r.flops_fwd / 1e9:.5f}" for r in results)
         + f"; fraction = samples/s * that / fp32 ceiling {ceil:.0f} GFLOP/s. Columns up to 'FLOP frac best' use "
         "numeric_input dense (MLP input 429 wide, as DeepCTR-Torch); 'mtkd embed' is the default layout (624 wide: "

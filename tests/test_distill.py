@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mtkd.config import load_train_config
 from mtkd.data.prepare import prepare

@@ -278,8 +278,6 @@ def test_same_seed_repeats_and_policy_is_saved(world, tmp_path):
                                     {"warmup_epochs": 0, "update_every": 3},  # rows pending at the cut
                                     {"warmup_epochs": 0, "reward": "valid", "episode_steps": 4}])
 def test_policy_resume_equals_uninterrupted(world, tmp_path, params):
-    from tests.test_trainer import _Interrupt  # noqa: F401  (same mechanism as the trainer test)
-
     c = _cfg(world, **{"distill.weighting_params": params})
     full = train_run(c, world / "ds", tmp_path / "full", **QUIET)
     import mtkd.train.trainer as tr

@@ -168,7 +168,7 @@ def test_store_round_trip(tmp_path: Path, toy_csv: Path) -> None:
     out = tmp_path / "ds"
     m = prepare(toy_schema(), out, toy_csv, seed=9)
     raw = np.genfromtxt(toy_csv, delimiter=",", skip_header=1, dtype=str)
-    label, rid = raw[:, 0].astype(np.float32), raw[:, 1].astype(np.int64)
+    label = raw[:, 0].astype(np.float32)
     enc = json.loads((out / "encoder.json").read_text())
     c2_ids = {v: i + 2 for i, v in enumerate(enc["features"]["c2"]["vocab"])}
     assert m == json.loads((out / "manifest.json").read_text())

@@ -204,8 +204,8 @@ def test_train_fraction_trains_on_a_seeded_subset(tmp_path):
     assert np.array_equal(sub.split("train").arrays["label"], np.asarray(ds.split("train").arrays["label"])[idx])
     assert np.array_equal(idx, SubsetDataset(ds, 0.1, seed=1).row_map("train")[0][1])  # same rows every run
     base = ["params.embedding_dim=4", "params.hidden_units=[8]", "batch_size=64", "epochs=1", "device=cpu"]
-    full = train_run(load_train_config(None, base, model="dnn"), tmp_path / "ds", tmp_path / "full",
-                     progress=False, log=lambda s: None)
+    train_run(load_train_config(None, base, model="dnn"), tmp_path / "ds", tmp_path / "full",
+              progress=False, log=lambda s: None)
     part = train_run(load_train_config(None, base + ["train_fraction=0.1"], model="dnn"), tmp_path / "ds",
                      tmp_path / "part", progress=False, log=lambda s: None)
     steps = lambda d: json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])["step"]  # noqa: E731
