@@ -213,9 +213,12 @@ class Policy(Weighting):
         return (x - getattr(self, f"proj_mean{t}")) @ getattr(self, f"proj_w{t}")
 
     @torch.no_grad()
-    def encode_hidden_array(self, t: int, arr: np.ndarray, block: int = 65536) -> np.ndarray:
-        """A whole split's hidden vectors of teacher t, encoded once (blocks of rows)."""
-        out = np.empty((arr.shape[0], self.enc_dims[t]), dtype=np.float32)
+    def encode_hidden_array(self, t: int, arr: np.ndarray, block: int = 65536,
+                            out: np.ndarray | None = None) -> np.ndarray:
+        """A whole split's hidden vectors of teacher t, encoded once, a block of rows at a time
+        into `out` (a new array, or a view such as one teacher's slice of a memory-mapped file)."""
+        if out is None:
+            out = np.empty((arr.shape[0], self.enc_dims[t]), dtype=np.float32)
         for i in range(0, arr.shape[0], block):
             out[i : i + block] = self.encode_hidden(t, torch.tensor(np.asarray(arr[i : i + block]))).numpy()
         return out
@@ -229,8 +232,7 @@ class Policy(Weighting):
             out = np.zeros((n, self.num_teachers, self.width), dtype=np.float32)
         for t, h in enumerate(hidden):
             if h is not None and self.enc_dims[t]:
-                for i in range(0, n, 1 << 20):  # blocks: the encoded teacher never exists whole in RAM
-                    out[i : i + (1 << 20), t, : self.enc_dims[t]] = self.encode_hidden_array(t, h[i : i + (1 << 20)])
+                self.encode_hidden_array(t, h, out=out[:, t, : self.enc_dims[t]])
         return out
 
     def state_key(self) -> str:

@@ -56,8 +56,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from mtkd.errors import MtkdError
-
         raise MtkdError("--device cuda: no CUDA device is available here; use --device cpu or auto")
     return torch.device(name)
 
@@ -263,8 +261,6 @@ class Trainer:
                     acc[0] += vec
                     acc[1] += n
             if i % 100 == 0 and not math.isfinite(float(loss.detach())):
-                from mtkd.errors import MtkdError
-
                 raise MtkdError(f"training loss is {float(loss)} at step {st.step}; lower the learning rate")
             if self.progress.due(i + 1 == n_batches):
                 self.progress.update(st.epoch, cfg.epochs, i + 1, n_batches,
@@ -303,8 +299,6 @@ class Trainer:
         record["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else None
         record["eval_seconds"] = round(time.perf_counter() - t, 3)
         if self.monitor not in record:
-            from mtkd.errors import MtkdError
-
             raise MtkdError(f"monitor {self.monitor!r} is not logged; logged: {sorted(k for k in record if '.' in k)}")
         value = float(record[self.monitor])
         improved = st.best is None or (value > st.best + cfg.min_delta if self.mode == "max"
