@@ -70,10 +70,12 @@ class CTRModel(nn.Module):
         return ModelOutput(logits, hidden)
 
     def reg_loss(self) -> Tensor:
-        """Coefficient * sum of squares of the embedding rows the last forward used, per row of batch.
+        """Coefficient * sum of squares of the sparse-table rows the last forward used, per row of batch.
 
-        Only rows a batch touches are penalised (not whole tables), so the cost is
-        independent of vocabulary size and gradients stay sparse when `sparse=True`.
+        `embedding_regularizer` means lambda * sum ||W||^2 over the embedding tables (FuxiCTR's and
+        DeepCTR-Torch's meaning). Dense tables get it exactly, through their gradients
+        (`train.optimizers.EmbeddingL2`); a sparse table cannot without a dense gradient, so it
+        is penalised on the rows a batch touches: a weaker regulariser on rare ids.
         """
         device = next(self.parameters()).device
         total = torch.zeros((), device=device)
@@ -83,6 +85,14 @@ class CTRModel(nn.Module):
             if isinstance(module, FeatureEmbedding):
                 total = total + module.last_rows_l2()
         return self.embedding_regularizer * total
+
+    def l2_parameters(self) -> list[nn.Parameter]:
+        """The dense embedding tensors that `embedding_regularizer` penalises whole."""
+        seen: dict[int, nn.Parameter] = {}
+        for module in self.modules():
+            if isinstance(module, FeatureEmbedding):
+                seen.update((id(p), p) for p in module.l2_parameters())
+        return list(seen.values())
 
     def sparse_parameters(self) -> Iterator[nn.Parameter]:
         """Embedding tables (sparse gradients when built with `sparse=True`: SparseAdam / SGD)."""

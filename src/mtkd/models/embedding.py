@@ -25,7 +25,8 @@ class FeatureEmbedding(nn.Module):
     to the flat DNN input by `flat` / `with_dense` (as DeepCTR-Torch does: a narrower first
     layer, and interaction layers see only the embedded fields). Each sequence field has its
     own table (id 0 = padding, kept at zero) and is mean-pooled over its non-padding positions.
-    Rows gathered in a forward with grad enabled are kept for `CTRModel.reg_loss`.
+    Rows gathered from sparse tables in a forward with grad enabled are kept for
+    `CTRModel.reg_loss`; dense tables are regularised whole, through `l2_parameters`.
 
     `linear_dim=C` stores each id's first-order weights (C per id) as C extra columns of the
     same tables (`with_first_order`): one gather, one backward and one optimiser update serve
@@ -97,7 +98,8 @@ class FeatureEmbedding(nn.Module):
         if self.table is not None:
             e = self.table(batch.cat + self.offsets)
             parts.append(e)
-            rows.append(e)
+            if self.table.sparse:
+                rows.append(e)
         if self.numeric is not None:
             parts.append(batch.num.unsqueeze(-1) * self.numeric)
         for name, table in zip(self.seq_names, self.sequences):
@@ -105,7 +107,8 @@ class FeatureEmbedding(nn.Module):
             e = table(ids)  # padding rows are zero, so a plain sum skips them
             count = (ids != 0).sum(1, keepdim=True).clamp(min=1).to(e.dtype)
             parts.append((e.sum(1) / count).unsqueeze(1))
-            rows.append(e)
+            if table.sparse:
+                rows.append(e)
         self._rows = rows if torch.is_grad_enabled() else []
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # one part: no copy
 
@@ -117,8 +120,14 @@ class FeatureEmbedding(nn.Module):
         """The DNN input [B, flat_dim]: forward's fields flattened, plus dense numerics if any."""
         return self.with_dense(e.flatten(1), batch)
 
+    def l2_parameters(self) -> list[nn.Parameter]:
+        """The dense tensors that an L2 penalty covers whole: dense tables, numeric vectors."""
+        tables = ([self.table] if self.table is not None else []) + list(self.sequences)
+        return [t.weight for t in tables if not t.sparse] + \
+            [p for p in (self.numeric, self.numeric_linear) if p is not None]
+
     def last_rows_l2(self) -> Tensor:
-        """Sum of squares of the rows the last forward gathered, divided by its batch size."""
+        """Sum of squares of the sparse-table rows the last forward gathered, over its batch size."""
         if not self._rows:
             return torch.zeros((), device=self.offsets.device)
         total = sum((r * r).sum() for r in self._rows)

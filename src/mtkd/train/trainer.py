@@ -29,7 +29,7 @@ from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
 from mtkd.train.metrics import compute_metrics, metric_mode
 from mtkd.train.objectives import Objective
-from mtkd.train.optimizers import build_optimizers  # noqa: F401  (re-exported)
+from mtkd.train.optimizers import EmbeddingL2, build_optimizers  # noqa: F401  (re-exported)
 from mtkd.train.progress import Progress
 from mtkd.data.atomic import atomic_write_text
 
@@ -103,6 +103,7 @@ class Trainer:
         self.log = log if rank == 0 else (lambda s: None)
         self.rank, self.world_size = rank, world_size
         self.optimizers = build_optimizers(self.model, objective.modules(), cfg)
+        self.embedding_l2 = EmbeddingL2([self.model, *objective.modules()])
         self.monitor = cfg.monitor if cfg.monitor != "auto" else (
             "valid.auc" if self.task == "binary" else "valid.accuracy")
         self.mode = metric_mode(self.monitor)
@@ -238,6 +239,8 @@ class Trainer:
             for o in self.optimizers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
+            if self.embedding_l2:
+                self.embedding_l2.apply()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for g in self.optimizers for pg in g.param_groups
                                                 for p in pg["params"] if p.grad is not None and not p.grad.is_sparse],
