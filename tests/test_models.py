@@ -312,3 +312,26 @@ def test_cin_equals_the_outer_product_and_1x1_convolution(split_half: bool) -> N
         x, out = h[:, :keep], h[:, keep:]
         ref.append(out.sum(-1))
     torch.testing.assert_close(cin(e), torch.cat(ref, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bilinear_type", ["field_all", "field_each", "field_interaction"])
+def test_bilinear_is_the_papers_formula(bilinear_type: str) -> None:
+    """FiBiNET's p_ij = (v_i W) * v_j for every pair i < j in triu order, W per type: one, per
+    left field, per pair (computed left field by left field, without gathering the pairs)."""
+    from mtkd.models.layers import Bilinear
+
+    torch.manual_seed(0)
+    layer = Bilinear(6, 4, bilinear_type)
+    e = torch.randn(3, 6, 4, requires_grad=True)
+    ref = []
+    for p, (i, j) in enumerate(zip(*torch.triu_indices(6, 6, 1).tolist())):
+        w = layer.weight[{"field_all": 0, "field_each": i, "field_interaction": p}[bilinear_type]]
+        ref.append((e[:, i] @ w) * e[:, j])
+    ref = torch.stack(ref, 1)
+    out = layer(e)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(ref)
+    want = torch.autograd.grad((ref * g).sum(), [e, layer.weight])
+    got = torch.autograd.grad((out * g).sum(), [e, layer.weight])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -257,21 +257,29 @@ class Bilinear(nn.Module):
             raise ConfigError(f"unknown bilinear_type {bilinear_type!r}; known: {', '.join(self.TYPES)}")
         if num_fields < 2:
             raise ConfigError("a bilinear interaction needs at least two fields")
-        row, col = torch.triu_indices(num_fields, num_fields, offset=1)
-        self.register_buffer("row", row, persistent=False)
-        self.register_buffer("col", col, persistent=False)
-        n = {"field_all": 1, "field_each": num_fields - 1, "field_interaction": int(row.numel())}[bilinear_type]
+        self.num_pairs = num_fields * (num_fields - 1) // 2
+        n = {"field_all": 1, "field_each": num_fields - 1, "field_interaction": self.num_pairs}[bilinear_type]
         self.weight = nn.Parameter(torch.empty(n, embedding_dim, embedding_dim))
         nn.init.xavier_normal_(self.weight)
         self.bilinear_type = bilinear_type
-        self.num_pairs = int(row.numel())
 
     def forward(self, e: Tensor) -> Tensor:
-        vj = e[:, self.col]
+        # Pairs come left field by left field (the order of triu_indices), so block i is
+        # (v_i W_i*) * e[:, i+1:]: a contiguous slice for v_j and, for "field_interaction", one
+        # [B, D] x [D, n*D] matmul per left field. Gathering [B, P, D] twice and a P-way batched
+        # 10x10 matmul cost 3x the time (FiBiNET at 39 fields: 741 pairs).
+        f = e.shape[1]
         if self.bilinear_type == "field_all":
-            vi = e[:, self.row] @ self.weight[0]
+            left = e[:, :-1] @ self.weight[0]
         elif self.bilinear_type == "field_each":
-            vi = torch.einsum("bfd,fde->bfe", e[:, :-1], self.weight)[:, self.row]
+            left = torch.einsum("bfd,fde->bfe", e[:, :-1], self.weight)
         else:
-            vi = torch.einsum("bpd,pde->bpe", e[:, self.row], self.weight)
-        return vi * vj
+            d = self.weight.shape[1]
+            blocks, start = [], 0
+            for i in range(f - 1):
+                n = f - 1 - i
+                w = self.weight[start: start + n].permute(1, 0, 2).reshape(d, n * d)
+                blocks.append((e[:, i] @ w).view(-1, n, d) * e[:, i + 1:])
+                start += n
+            return torch.cat(blocks, 1)
+        return torch.cat([left[:, i: i + 1] * e[:, i + 1:] for i in range(f - 1)], 1)
