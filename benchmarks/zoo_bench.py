@@ -331,6 +331,9 @@ TUNE_GRID = [  # (batch_norm, dropout, embedding_regularizer, monitor, lr_patien
     (True, 0.1, 1e-4, "valid.auc", 1),
     (True, 0.2, 1e-4, "valid.auc", 1),
     (True, 0.2, 1e-4, "valid.logloss", 1),  # chosen: the only one better than the anchor on both valid metrics
+    (False, 0.0, 1e-3, "valid.auc", 0),  # the l2 profile
+    (True, 0.2, 1e-3, "valid.logloss", 1),
+    (True, 0.2, 1e-2, "valid.logloss", 1),
 ]
 
 

@@ -335,3 +335,13 @@ def test_bilinear_is_the_papers_formula(bilinear_type: str) -> None:
     got = torch.autograd.grad((out * g).sum(), [e, layer.weight])
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bilinear_weights_start_at_the_scale_of_one_d_by_d_matrix() -> None:
+    """Each pair's W is initialised like one D x D xavier matrix (std D^-1/2), whatever the pair count."""
+    from mtkd.models.layers import Bilinear
+
+    torch.manual_seed(0)
+    for kind in Bilinear.TYPES:
+        w = Bilinear(39, 10, kind).weight
+        assert abs(float(w.std()) - 10 ** -0.5) < 0.05, kind
