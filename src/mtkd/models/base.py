@@ -88,11 +88,7 @@ class CTRModel(nn.Module):
 
     def l2_parameters(self) -> list[nn.Parameter]:
         """The dense embedding tensors that `embedding_regularizer` penalises whole."""
-        seen: dict[int, nn.Parameter] = {}
-        for module in self.modules():
-            if isinstance(module, FeatureEmbedding):
-                seen.update((id(p), p) for p in module.l2_parameters())
-        return list(seen.values())
+        return [p for m in self.modules() if isinstance(m, FeatureEmbedding) for p in m.l2_parameters()]
 
     def sparse_parameters(self) -> Iterator[nn.Parameter]:
         """Embedding tables (sparse gradients when built with `sparse=True`: SparseAdam / SGD)."""

@@ -67,20 +67,16 @@ class EmbeddingL2:
     def __init__(self, modules: list[nn.Module]) -> None:
         from mtkd.models.base import CTRModel
 
-        alpha: dict[int, float] = {}
-        params: dict[int, nn.Parameter] = {}
-        seen_models: set[int] = set()
-        for mod in modules:
-            for m in mod.modules():
-                if isinstance(m, CTRModel) and m.embedding_regularizer > 0 and id(m) not in seen_models:
-                    seen_models.add(id(m))
-                    for p in m.l2_parameters():
-                        if p.requires_grad:
-                            params[id(p)] = p
-                            alpha[id(p)] = alpha.get(id(p), 0.0) + 2.0 * m.embedding_regularizer
+        models = {id(m): m for mod in modules for m in mod.modules()  # each model once
+                  if isinstance(m, CTRModel) and m.embedding_regularizer > 0}
+        alpha: dict[int, tuple[nn.Parameter, float]] = {}
+        for m in models.values():
+            for p in m.l2_parameters():
+                if p.requires_grad:
+                    alpha[id(p)] = (p, alpha.get(id(p), (p, 0.0))[1] + 2.0 * m.embedding_regularizer)
         groups: dict[float, list[nn.Parameter]] = {}
-        for key, p in params.items():
-            groups.setdefault(alpha[key], []).append(p)
+        for p, a in alpha.values():
+            groups.setdefault(a, []).append(p)
         self.groups = list(groups.items())
 
     def __bool__(self) -> bool:
