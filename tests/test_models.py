@@ -130,6 +130,25 @@ def test_model_params_and_autoint_plus() -> None:
     assert build_model("autoint", feature_map()).mlp is None
 
 
+def test_autoint_wide_term_is_first_order() -> None:
+    """use_wide adds the per-id first-order weights (one gather with the embeddings) to the logits."""
+    torch.manual_seed(0)
+    fmap = feature_map()
+    model = build_model("autoint", fmap, use_wide=True, embedding_dim=4)
+    batch = random_batch(8, fmap)
+    with torch.no_grad():
+        model.linear_bias.fill_(0.25)
+        out = model(batch)
+        e, first = model.embedding.with_first_order(batch)
+        deep = model.embedding.with_dense(model.attention(e).flatten(1), batch)
+        assert torch.allclose(out.logits, (model.out(deep) + first + 0.25).squeeze(-1), atol=1e-6)
+        assert torch.allclose(out.hidden[:, :1], first + 0.25)
+        model.embedding.table.weight[:, -1] += 1.0  # every first-order weight up by one
+        shifted = model(batch).logits
+    # one first-order weight per categorical field (the sequence field has its own table)
+    assert torch.allclose(shifted - out.logits, torch.full_like(shifted, len(fmap.categorical)), atol=1e-5)
+
+
 VARIANTS = [
     ("dnn", {"batch_norm": True, "dropout": 0.2}),
     ("deepfm", {"batch_norm": True, "dropout": 0.2, "hidden_units": []}),
@@ -139,6 +158,8 @@ VARIANTS = [
     ("dcnv2", {"structure": "crossnet_only"}),
     ("xdeepfm", {"split_half": False, "cin_layer_units": [7, 5]}),
     ("autoint", {"use_scale": True, "use_residual": False, "num_heads": 1}),
+    ("autoint", {"use_wide": True}),
+    ("autoint_plus", {"use_wide": True, "numeric_input": "dense"}),
     ("fibinet", {"bilinear_type": "field_all"}),
     ("fibinet", {"bilinear_type": "field_each", "batch_norm": True}),
 ]

@@ -17,9 +17,12 @@ from mtkd.models.registry import register_model
 
 @register_model("autoint")
 class AutoInt(CTRModel):
-    """hidden: [flattened attention output (F * heads * attention_dim), DNN last hidden if use_dnn].
+    """hidden: [first-order logits (C) if use_wide, flattened attention output (F * heads *
+    attention_dim), DNN last hidden if use_dnn].
 
     Defaults follow the paper: 3 interacting layers, 2 heads, 32 dims per head, residuals.
+    `use_wide` adds a first-order (logistic regression) term, as FuxiCTR's and DeepCTR-Torch's
+    AutoInt do: without it every first-order effect must pass through the attention stack.
     """
 
     def __init__(
@@ -32,6 +35,7 @@ class AutoInt(CTRModel):
         use_residual: bool = True,
         use_scale: bool = False,
         use_dnn: bool = False,
+        use_wide: bool = False,
         hidden_units: Sequence[int] = (64, 64, 64),
         dropout: float = 0.0,
         batch_norm: bool = False,
@@ -40,7 +44,9 @@ class AutoInt(CTRModel):
         numeric_input: str = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
+        self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,
+                                          linear_dim=self.output_dim if use_wide else 0)
+        self.linear_bias = nn.Parameter(torch.zeros(self.output_dim)) if use_wide else None
         num_fields = self.embedding.num_fields
         layers, dim = [], embedding_dim
         for _ in range(attention_layers):
@@ -49,18 +55,26 @@ class AutoInt(CTRModel):
         self.attention = nn.Sequential(*layers)
         self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm) if use_dnn else None
         # without the DNN, dense numerics (numeric_input=dense) reach the output layer directly
-        self.hidden_dim = num_fields * dim + (self.mlp.output_dim if self.mlp is not None else self.embedding.n_dense)
-        self.out = nn.Linear(self.hidden_dim, self.output_dim)
+        out_in = num_fields * dim + (self.mlp.output_dim if self.mlp is not None else self.embedding.n_dense)
+        self.out = nn.Linear(out_in, self.output_dim)
+        self.hidden_dim = out_in + (self.output_dim if use_wide else 0)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        e = self.embedding(batch)
+        if self.linear_bias is not None:
+            e, first = self.embedding.with_first_order(batch)
+            first = first + self.linear_bias
+        else:
+            e, first = self.embedding(batch), None
         parts = [self.attention(e).flatten(1)]
         if self.mlp is not None:
             parts.append(self.mlp(self.embedding.flat(e, batch)))
-        hidden = torch.cat(parts, dim=1)
+        deep = torch.cat(parts, dim=1)
         if self.mlp is None:
-            hidden = self.embedding.with_dense(hidden, batch)
-        return self.make_output(self.out(hidden), hidden)
+            deep = self.embedding.with_dense(deep, batch)
+        logits = self.out(deep)
+        if first is None:
+            return self.make_output(logits, deep)
+        return self.make_output(logits + first, torch.cat([first, deep], dim=1))
 
 
 @register_model("autoint_plus")
