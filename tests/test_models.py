@@ -365,4 +365,4 @@ def test_bilinear_weights_start_at_the_scale_of_one_d_by_d_matrix() -> None:
     torch.manual_seed(0)
     for kind in Bilinear.TYPES:
         w = Bilinear(39, 10, kind).weight
-        assert abs(float(w.std()) - 10 ** -0.5) < 0.05, kind
+        assert abs(float(w.detach().std()) - 10 ** -0.5) < 0.05, kind
