@@ -27,8 +27,8 @@ What is measured, per vocabulary and model, all on the same rows in the same pro
   trainer      (--no-trainer to skip) `Trainer.fit` for one epoch over a prepared dataset directory
                written in the store format, reading its `train_samples_per_s` (loader included); it
                uses whichever of dense / sparse was faster.
-  DeepCTR      DeepCTR-Torch 0.3.0 on the same rows: the faster of `model.fit(..., verbose=0)` and a
-               manual loop through `model(x)` with its own loss, regularisation term and optimiser.
+  DeepCTR      DeepCTR-Torch 0.3.0 on the same rows: `model.fit(..., verbose=0)` (the reference) and
+               a manual loop through `model(x)` with its own loss, regularisation term and optimiser.
                DNN = `PNN(use_inner=False, use_outter=False)` (DeepCTR-Torch has no plain DNN; this
                is embeddings + dense values -> MLP -> logit); DeepFM; DCN with cross_num=3 (mtkd's
                default; DeepCTR's is 2). L2 regularisation is 0 for both libraries (DeepCTR's default
@@ -55,7 +55,11 @@ samples/s * training FLOPs per sample / that ceiling (bf16 runs are measured aga
 Targets (issue): small vocabulary: DNN >= 75% of the fp32 ceiling (judged in mtkd's default
 layout, `mtkd embed`), DeepFM and DCN >= 1.25x DeepCTR-Torch (like for like: best of the
 numeric_input dense variants, bf16 included when --bf16 is given; fp32 alone is printed too);
-realistic vocabulary: all three >= 3x DeepCTR-Torch. Exit status 1 when one fails.
+realistic vocabulary: all three >= 3x DeepCTR-Torch. "DeepCTR-Torch" in the targets is its
+`fit`, the way its users train it and the way the issue measured it (its 32k / 30k / 25k are
+fit's figures: this machine gives fit 29-31k / 27-29k / 22-23k, the hand-written loop 40k /
+37-39k / 28k, which is the issue's separate "hand-written PyTorch DNN 43k"); the ratio to the
+hand-written loop is printed beside it as the stricter comparison. Exit status 1 when one fails.
 Timings on 2 cores move with the load: `os.getloadavg()` is printed with every table.
 """
 
@@ -708,7 +712,14 @@ class ModelResult:
 
     @property
     def deepctr(self) -> float:
-        return self.best_of(["deepctr manual", "deepctr fit"])[0]
+        """DeepCTR-Torch as its users train it (`fit`), the reference of the issue's figures; the
+        hand-written loop around its model when fit was not timed (--no-deepctr-fit)."""
+        fit = self.sps("deepctr fit")
+        return self.sps("deepctr manual") if math.isnan(fit) else fit
+
+    @property
+    def deepctr_manual(self) -> float:
+        return self.sps("deepctr manual")
 
     def bf16_choice(self) -> bool:
         """Whether the faster bf16 variant is the sparse one."""
@@ -731,6 +742,9 @@ def report(vname: str, d: Data, results: list[ModelResult], ceil: float, args) -
     def frac(r: ModelResult, sps: float, flops: float | None = None) -> str:
         return "-" if math.isnan(sps) else f"{sps * 3 * (flops or r.flops_fwd) / (ceil * 1e9):.0%}"
 
+    def dc_frac(sps: float, r: ModelResult) -> str:
+        return "-" if math.isnan(sps) else f"{sps * 3 * r.dc_flops_fwd / (ceil * 1e9):.0%}"
+
     def ratio(a: float, b: float) -> str:
         return "-" if math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
 
@@ -749,18 +763,19 @@ def report(vname: str, d: Data, results: list[ModelResult], ceil: float, args) -
                      f"{fmt(r.sps('trainer'))} ({r.t['trainer'].note})" if "trainer" in r.t else "-",
                      f"{fmt(r.sps('deepctr manual'))} / {fmt(r.sps('deepctr fit'))}",
                      ratio(r.best_fp32, r.deepctr), ratio(r.best_any, r.deepctr),
+                     ratio(r.best_fp32, r.deepctr_manual),
                      frac(r, r.best_fp32), frac(r, r.best_any),
                      f"{fmt(r.sps('embed sparse'))} ({frac(r, r.sps('embed sparse'), r.flops_embed)})"])
     print_table(["model", "mtkd dense", "mtkd sparse", "mtkd bf16", "trainer e2e", "DeepCTR manual / fit",
-                 "best fp32 / DeepCTR", "best / DeepCTR", "FLOP frac fp32", "FLOP frac best",
+                 "best fp32 / DeepCTR", "best / DeepCTR", "fp32 / DeepCTR manual", "FLOP frac fp32",
+                 "FLOP frac best",
                  "mtkd embed (FLOP frac)"], rows)
     log("  mtkd training GFLOP/sample (3x forward): "
         + ", ".join(f"{r.kind} {3 * r.flops_fwd / 1e9:.5f}" for r in results)
         + f"; fraction = samples/s * that / fp32 ceiling {ceil:.0f} GFLOP/s. Columns up to 'FLOP frac best' use "
         "numeric_input dense (MLP input 429 wide, as DeepCTR-Torch); 'mtkd embed' is the default layout (624 wide: "
-        + ", ".join(f"{r.kind} {3 * r.flops_embed / 1e9:.5f}" for r in results) + "). DeepCTR's own fraction: "
-        + ", ".join(f"{r.kind} {r.deepctr * 3 * r.dc_flops_fwd / (ceil * 1e9):.0%}" for r in results
-                    if not math.isnan(r.deepctr)))
+        + ", ".join(f"{r.kind} {3 * r.flops_embed / 1e9:.5f}" for r in results) + "). DeepCTR's own fraction, fit / hand-written loop: "
+        + ", ".join(f"{r.kind} {dc_frac(r.sps('deepctr fit'), r)} / {dc_frac(r.deepctr_manual, r)}" for r in results))
     log("")
     log(f"  per-step phases of the best round, ms (batch {BATCH}); 'others' = share of the machine's CPU other "
         "processes took during that round")
@@ -959,8 +974,10 @@ def main(argv: list[str] | None = None) -> int:
                 target = TARGET_SMALL_RATIO if vname == "small" else TARGET_REAL_RATIO
                 ratio = r.best_any / r.deepctr
                 ok = ratio >= target
-                log(f"  {'PASS' if ok else 'FAIL'} {vname} {r.kind}: {ratio:.2f}x DeepCTR-Torch "
-                    f"(fp32 only {r.best_fp32 / r.deepctr:.2f}x; target >= {target}x)")
+                ref = "fit" if not math.isnan(r.sps("deepctr fit")) else "hand-written loop"
+                log(f"  {'PASS' if ok else 'FAIL'} {vname} {r.kind}: {ratio:.2f}x DeepCTR-Torch ({ref}; fp32 only "
+                    f"{r.best_fp32 / r.deepctr:.2f}x; target >= {target}x). Stricter, not the target: fp32 "
+                    f"{r.best_fp32 / r.deepctr_manual:.2f}x a hand-written loop around DeepCTR-Torch's model")
             if not ok:
                 failures.append(f"{vname} {r.kind}")
             if r.auc and abs(r.auc[1] - r.auc[0]) > 0.001:
