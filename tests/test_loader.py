@@ -147,3 +147,53 @@ def test_numeric_only_dataset_has_no_cat(tmp_path: Path) -> None:
     prepare(schema_from_dict(d), tmp_path / "ds", path)
     b = next(iter(BatchLoader(Dataset(tmp_path / "ds"), "train", batch_size=10)))
     assert b.cat is None and b.num.shape == (10, 1)
+
+
+def assert_same_batches(a: BatchLoader, b: BatchLoader) -> None:
+    """Field by field: the same rows, dtypes and shapes."""
+    n = 0
+    for x, y in zip(a, b, strict=True):
+        for name in ("label", "index", "cat", "num", "group", "scores", "teacher_logits"):
+            u, v = getattr(x, name), getattr(y, name)
+            assert (u is None) == (v is None), name
+            if u is not None:
+                assert u.dtype == v.dtype and torch.equal(u, v), name
+        assert x.seq.keys() == y.seq.keys() and all(torch.equal(x.seq[k], y.seq[k]) for k in x.seq)
+        assert (x.teacher_hidden is None) == (y.teacher_hidden is None)
+        for u, v in zip(x.teacher_hidden or [], y.teacher_hidden or [], strict=True):
+            assert (u is None and v is None) or torch.equal(u, v)
+        n += len(x)
+    assert n > 0
+
+
+@pytest.mark.parametrize("shuffle,drop_last,rank,world", [(True, False, 0, 1), (False, True, 0, 1),
+                                                          (True, True, 1, 2)])
+def test_device_resident_batches_equal_host_batches(dataset: Dataset, shuffle: bool, drop_last: bool,
+                                                    rank: int, world: int) -> None:
+    """place_on(device) changes where rows are gathered, not which rows or how they are typed."""
+    n = dataset.split("train").rows
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(n, 3))  # float64 cached outputs arrive as float32 either way
+    hidden = [rng.normal(size=(n, 4)).astype(np.float32), None]
+    kw = dict(batch_size=96, shuffle=shuffle, seed=5, drop_last=drop_last, rank=rank, world_size=world,
+              teacher_logits=logits, teacher_hidden=hidden)
+    host, dev = BatchLoader(dataset, "train", **kw), BatchLoader(dataset, "train", device="cpu", **kw)
+    assert dev.device == torch.device("cpu") and host.device is None
+    assert dev.device_bytes() == sum(a.nbytes for a in dataset.split("train").arrays.values()) + n * 3 * 4 + n * 4 * 4
+    for _ in range(2):  # two epochs: the per-epoch order is the same too
+        assert_same_batches(host, dev)
+    assert host.epoch == dev.epoch == 2
+
+
+def test_device_resident_group_scores_multiclass(tmp_path: Path) -> None:
+    rows = [[str(i % 3), f"u{i % 7}", f"c{i % 5}", f"{(i % 10) / 10:.1f}", f"t{i % 4}|t{i % 3}"] for i in range(200)]
+    path = write_delimited(tmp_path / "g.csv", rows, header=["y", "user", "c", "s", "tags"])
+    schema = schema_from_dict({"task": "multiclass", "label": "y", "group": "user", "scores": ["s"],
+                               "features": [{"name": "c", "type": "categorical"},
+                                            {"name": "tags", "type": "sequence", "separator": "|", "max_len": 3}]})
+    prepare(schema, tmp_path / "ds", path, ratios=[0.8, 0.1, 0.1])
+    ds = Dataset(tmp_path / "ds")
+    host = BatchLoader(ds, "train", batch_size=32, seed=1)
+    dev = BatchLoader(ds, "train", batch_size=32, seed=1)
+    dev.place_on("cpu")
+    assert_same_batches(host, dev)

@@ -59,6 +59,20 @@ def test_same_seed_same_metrics(data_dir, tmp_path):
     assert c["valid"]["auc"] != a["valid"]["auc"]
 
 
+def test_data_on_device_trains_the_same_run(data_dir, tmp_path):
+    """data_on_device moves where batches are gathered, not what the run computes (auto stays off on CPU)."""
+    a = train_run(cfg(), data_dir, tmp_path / "a", progress=False, log=lambda s: None)
+    b = train_run(cfg(data_on_device=True), data_dir, tmp_path / "b", progress=False, log=lambda s: None)
+    assert a["valid"] == b["valid"] and a["test"] == b["test"]
+    assert metrics_lines(tmp_path / "a") == metrics_lines(tmp_path / "b")
+    ds = Dataset(data_dir)
+    model = build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[8])
+    for setting, placed in (("auto", None), (True, torch.device("cpu")), (False, None)):
+        t = Trainer(cfg(data_on_device=setting), ds, model, Supervised("binary"), tmp_path / f"t{setting}",
+                    progress=False, log=lambda s: None)
+        assert t.train_loader.device == placed, setting
+
+
 def test_summary_fields_and_evaluate(data_dir, tmp_path):
     s = train_run(cfg(), data_dir, tmp_path / "r", progress=False, log=lambda s: None)
     for key in ("valid", "test", "best_epoch", "params", "train_seconds"):

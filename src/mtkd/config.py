@@ -7,7 +7,7 @@ The dataset schema lives in `mtkd.data.schema`. Every run saves its resolved con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -102,6 +102,9 @@ class TrainConfig(_Strict):
     amp: Literal["none", "bf16", "auto"] = Field(
         "none", description="bf16 autocast; auto = bf16 where the chip computes it natively (CUDA bf16, "
                             "CPU AVX-512 BF16 / AMX), fp32 elsewhere")
+    data_on_device: Union[bool, Literal["auto"]] = Field(
+        "auto", description="keep the training split (and cached teacher outputs) on the device and gather "
+                            "batches there; auto = on a GPU when they take under half its free memory")
     grad_clip: Optional[float] = Field(None, gt=0)
     train_fraction: Optional[float] = Field(
         None, gt=0, le=1, description="train on this seeded fraction of the training rows (learning curves, "

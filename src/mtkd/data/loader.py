@@ -5,6 +5,12 @@ seed and different each epoch, and so a resumed run sees the batches the uninter
 would have seen. Rows of a batch are gathered with one `np.take` per array; nothing loops
 over rows in Python. Under
 torch.distributed each rank takes a disjoint shard of every epoch's permutation.
+
+With `device` set, the split (and any cached teacher outputs) is copied to that device once
+and batches are gathered there with `index_select`: on a GPU this takes the host-side gather
+and the per-batch host-to-device copy out of every step (plain PyTorch's 1.5M samples/s for a
+Criteo DNN on an H200 assumes the data on the GPU). The batches are the same rows in the same
+order as without it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class BatchLoader:
         world_size: int = 1,
         teacher_logits: np.ndarray | None = None,
         teacher_hidden: list[np.ndarray] | None = None,
+        device: torch.device | str | None = None,
     ):
         self.split = data.split(split) if hasattr(data, "split_names") else data
         if batch_size < 1:
@@ -58,6 +65,29 @@ class BatchLoader:
             if arr.shape[0] != self.split.rows:
                 raise ValueError(f"teacher outputs have {arr.shape[0]} rows, split {self.split.name!r} has "
                                  f"{self.split.rows}")
+        self.device: torch.device | None = None
+        self.resident: dict[str, torch.Tensor] = {}
+        if device is not None:
+            self.place_on(device)
+
+    def _host_arrays(self) -> dict[str, tuple[np.ndarray, type | None]]:
+        """What `place_on` copies: the split's arrays as stored, teacher outputs as float32."""
+        out: dict[str, tuple[np.ndarray, type | None]] = {k: (v, None) for k, v in self.arrays.items()}
+        if self.teacher_logits is not None:
+            out["teacher_logits"] = (self.teacher_logits, np.float32)
+        for i, h in enumerate(self.teacher_hidden or []):
+            if h is not None:
+                out[f"teacher_hidden_{i}"] = (h, np.float32)
+        return out
+
+    def device_bytes(self) -> int:
+        """Bytes `place_on` would allocate on the device."""
+        return sum(a.size * np.dtype(dt or a.dtype).itemsize for a, dt in self._host_arrays().values())
+
+    def place_on(self, device: torch.device | str) -> None:
+        """Copy the split and teacher outputs to `device` once; batches are gathered there from now on."""
+        self.device = torch.device(device)
+        self.resident = {k: _to_device(a, self.device, dt) for k, (a, dt) in self._host_arrays().items()}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -82,9 +112,37 @@ class BatchLoader:
         order = self.shard_indices()
         n = len(order)
         stop = n - n % self.batch_size if self.drop_last else n
-        for start in range(0, stop, self.batch_size):
-            yield self.gather(order[start : start + self.batch_size])
+        if self.device is not None:  # one copy of the epoch's order, then slices of it on the device
+            order_t = torch.from_numpy(order.astype(np.int64)).to(self.device)
+            for start in range(0, stop, self.batch_size):
+                yield self.gather_resident(order_t[start : start + self.batch_size])
+        else:
+            for start in range(0, stop, self.batch_size):
+                yield self.gather(order[start : start + self.batch_size])
         self.epoch += 1
+
+    def gather_resident(self, idx: torch.Tensor) -> Batch:
+        """One batch gathered on the device: the same fields, dtypes and rows as `gather`."""
+        r = self.resident
+
+        def take(name: str) -> torch.Tensor:
+            return r[name].index_select(0, idx)
+
+        label = take("label")
+        hidden = None
+        if self.teacher_hidden is not None:
+            hidden = [None if h is None else take(f"teacher_hidden_{i}") for i, h in enumerate(self.teacher_hidden)]
+        return Batch(
+            label=label if label.dtype == torch.float32 else label.long(),
+            index=idx,
+            cat=take("cat").long() if "cat" in r else None,
+            num=take("num") if "num" in r else None,
+            seq={k[4:]: take(k).long() for k in r if k.startswith("seq_")},
+            group=take("group") if "group" in r else None,
+            scores=take("scores") if "scores" in r else None,
+            teacher_logits=take("teacher_logits") if "teacher_logits" in r else None,
+            teacher_hidden=hidden,
+        )
 
     def gather(self, idx: np.ndarray) -> Batch:
         """One batch: a row gather per array (no sort: sorting costs more than the locality saves)."""
@@ -109,3 +167,14 @@ class BatchLoader:
             else [None if h is None else torch.from_numpy(np.ascontiguousarray(h[idx], dtype=np.float32))
                   for h in self.teacher_hidden],
         )
+
+
+def _to_device(a: np.ndarray, device: torch.device, dtype: type | None = None,
+               chunk_rows: int = 1 << 20) -> torch.Tensor:
+    """Copy a (memory-mapped) array to `device` in row chunks: host memory stays bounded by one
+    chunk instead of a second copy of the whole split."""
+    dt = np.dtype(dtype) if dtype is not None else a.dtype
+    out = torch.empty(a.shape, dtype=torch.from_numpy(np.zeros(0, dt)).dtype, device=device)
+    for lo in range(0, a.shape[0], chunk_rows):
+        out[lo : lo + chunk_rows].copy_(torch.from_numpy(np.array(a[lo : lo + chunk_rows], dtype=dt)))
+    return out

@@ -111,7 +111,19 @@ class Trainer:
         self.progress = Progress(progress and rank == 0)
         self.train_loader = BatchLoader(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
                                         rank=rank, world_size=world_size, **objective.loader_extra("train"))
+        if self._data_on_device():
+            self.train_loader.place_on(self.device)
         objective.bind(self)
+
+    def _data_on_device(self) -> bool:
+        """Whether the training split lives on the device (see `data_on_device`)."""
+        want = self.cfg.data_on_device
+        if want is False or (want == "auto" and self.device.type != "cuda"):
+            return False
+        if want == "auto":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return self.train_loader.device_bytes() < free // 2
+        return True
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt(self) -> dict[str, Any]:
