@@ -106,6 +106,9 @@ class TrainConfig(_Strict):
         "auto", description="keep the training split (and cached teacher outputs) on the device and gather "
                             "batches there; auto = on a GPU when they take under half its free memory")
     grad_clip: Optional[float] = Field(None, gt=0)
+    init_from: Optional[str] = Field(
+        None, description="a run directory on the same dataset: start from its best weights wherever names and "
+                          "shapes match (NFM's FM pre-training, a student from a teacher's embeddings)")
     train_fraction: Optional[float] = Field(
         None, gt=0, le=1, description="train on this seeded fraction of the training rows (learning curves, "
                                       "a deliberately weak teacher)")

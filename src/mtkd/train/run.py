@@ -84,6 +84,10 @@ def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, for
     configure_torch()
     seed_everything(cfg.seed)
     model = build_model(cfg.model, dataset.feature_map, **cfg.params)
+    if cfg.init_from:
+        from mtkd.train.warm_start import init_from_run
+
+        init_from_run(model, cfg.init_from, dataset.checksum, log)
     from mtkd.distill.build import build_objective
 
     objective = build_objective(cfg, dataset, model, device=str(resolve_device(cfg.device)), log=log)
