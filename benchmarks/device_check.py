@@ -34,14 +34,19 @@ from mtkd.data.prepare import prepare  # noqa: E402
 from mtkd.data.schema import load_schema  # noqa: E402
 from mtkd.data.store import Dataset  # noqa: E402
 from mtkd.data.synthetic import write_synthetic  # noqa: E402
-from mtkd.models import MODELS, build_model  # noqa: E402
+from mtkd.models import MODELS, build_model, model_params  # noqa: E402
 from mtkd.train.run import train_run  # noqa: E402
+
+
+def emb16(name: str) -> dict:
+    """Embedding 16 for every model that has an embedding size (LR has none)."""
+    return {"embedding_dim": 16} if "embedding_dim" in model_params(name) else {}
 
 
 def logit_gap(name: str, ds: Dataset, device: torch.device) -> float:
     """Largest |logit difference| between CPU and `device` for the same weights and rows."""
     torch.manual_seed(0)
-    model = build_model(name, ds.feature_map, embedding_dim=16).eval()
+    model = build_model(name, ds.feature_map, **emb16(name)).eval()
     batch = next(iter(BatchLoader(ds, "valid", 4096, shuffle=False)))
     with torch.no_grad():
         ref = model(batch).logits
@@ -86,7 +91,7 @@ def main() -> None:
         for m in models:
             gap = logit_gap(m, ds, device)
             r = train_one(m, root / "ds", root / "runs" / m, args.device,
-                          ["epochs=1", "batch_size=1024", "params.embedding_dim=16"])
+                          ["epochs=1", "batch_size=1024", *(f"params.{k}={v}" for k, v in emb16(m).items())])
             ok = gap <= args.tol and math.isfinite(r["auc"])
             if not ok:
                 failures.append(m)
