@@ -26,6 +26,9 @@ Model-specific hyper-parameters (attention heads, cross layers, CIN sizes ...) k
 defaults (`mtkd.models.model_params`); parameters a model does not have are not passed.
 `nfm_fm_init` is NFM with its paper's FM pre-training: it starts (`init_from`) from the FM run of
 the same dataset, profile and seed (trained first when missing) and trains as NFM.
+`kd_average`, `kd_gate`, `kd_gate_valid`, `kd_single` are DNN students distilled from the zoo's
+teacher runs of the same profile and seed (zoo_kd.py: the four interaction models with the
+highest mean valid AUC); they run after every other model.
 
 DeepCTR-Torch (`pip install --no-deps deepctr-torch`; it needs tqdm and scikit-learn, which are
 installed, and `requests` only for a version check against PyPI, which is stubbed here when
@@ -64,6 +67,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from zoo_kd import KD_STUDENTS, choose_teachers, kd_lines, run_kd_cell  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 PRESETS = REPO / "configs" / "datasets"
 
@@ -406,8 +412,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    known = [*MODELS, *WARM_STARTED]
+    known = [*MODELS, *WARM_STARTED, *KD_STUDENTS]
     models = known if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
+    models.sort(key=lambda m: m in KD_STUDENTS)  # distilled students after their teachers
     unknown = [m for m in models if m not in known]
     if unknown:
         raise SystemExit(f"unknown model(s) {unknown}; known: {', '.join(known)}")
@@ -452,6 +459,9 @@ def main() -> None:
             t0 = time.perf_counter()
             if model.startswith("deepctr:"):
                 r = run_deepctr(data, model.split(":", 1)[1], seed)
+            elif model in KD_STUDENTS:  # after the teachers: `models` lists the students last
+                teachers = choose_teachers(rows + others, ds_name, profile, seeds, INTERACTION)
+                r = run_kd_cell(run_mtkd, data, workdir / "runs" / ds_name, model, profile, seed, teachers)
             else:
                 r = run_zoo_cell(data, workdir / "runs" / ds_name, model, profile, seed)
             rows.append({"dataset": ds_name, "model": model, "profile": profile, "seed": seed, **r})
@@ -472,7 +482,7 @@ def main() -> None:
     for ds_name in datasets:
         note = f" ({args.synthetic_rows:,} rows)" if ds_name == "synthetic" else ""
         print(table(ds_name, cells, models, list(PROFILES), note) + "\n")
-    lines = checks(cells)
+    lines = checks(cells) + [f"INFO {line}" for line in kd_lines(cells)]
     if lines:
         print("### targets\n")
         for line in lines:
