@@ -236,6 +236,49 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
     out.print(t)
 
 
+@app.command("export")
+def export_cmd(run: Path = typer.Argument(..., help="Run directory (its best weights are exported)."),
+               out_dir: Optional[Path] = typer.Option(None, "--out", help="Export directory (default RUN/export)."),
+               tol: float = typer.Option(1e-4, "--tol", help="Largest PyTorch vs ONNX Runtime difference allowed.")) -> None:
+    """Export a run to ONNX with its encoder and schema; checked against PyTorch on validation rows."""
+    from mtkd.serve.export import export_onnx
+
+    meta = export_onnx(run, out_dir, tol)
+    dest = out_dir or run / "export"
+    out.print(f"{dest}: {meta['model']} -> model.onnx ({meta['onnx_bytes']:,} bytes), parity on "
+              f"{meta['parity']['rows']:,} {meta['parity']['split']} rows: max |diff| {meta['parity']['max_abs_diff']:.2e}")
+
+
+@app.command("predict")
+def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX)."),
+                input_path: Path = typer.Option(..., "--input", help="Raw file with the training files' columns."),
+                out_path: Path = typer.Option(..., "--out", help="Output CSV: row, probability (or p_<class>).")) -> None:
+    """Score a raw file, encoding it with the encoder the model was trained with."""
+    from mtkd.serve.predict import predict_file
+
+    r = predict_file(model, input_path, out_path)
+    out.print(f"{r['out']}: {r['rows']:,} rows scored with {r['engine']} in {r['seconds']:.2f} s "
+              f"({r['rows_per_s']:,.0f} rows/s)")
+
+
+@app.command("serve")
+def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX)."),
+              host: str = typer.Option("127.0.0.1", "--host"),
+              port: int = typer.Option(8080, "--port")) -> None:
+    """HTTP scoring: POST /predict {"rows": [{column: value}, ...]}, GET /health."""
+    from mtkd.serve.scorer import Scorer
+    from mtkd.serve.server import make_server
+
+    server = make_server(Scorer.open(model), host, port)
+    err.print(f"serving {model} on http://{host}:{server.server_address[1]} (POST /predict, GET /health); Ctrl-C stops")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @app.command("models")
 def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset whose feature map sizes the models."),
                sets: list[str] = typer.Option([], "--set", help="Hyper-parameter override for every model, key=value.")) -> None:

@@ -1,0 +1,161 @@
+"""Scorer: raw rows in, probabilities out, with the encoder the model was trained with.
+
+One object behind `mtkd predict` and `mtkd serve`. It loads either a run directory (PyTorch,
+the run's best weights; the encoder and schema from its dataset) or an export directory
+(`mtkd export`: ONNX Runtime; encoder and schema copied beside model.onnx, so the dataset is not
+needed). Rows are encoded in whole Arrow batches by the same `Encoder.transform` that prepared
+the training data, so an id unseen in training maps to OOV exactly as it did there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from mtkd.data.batch import Batch
+from mtkd.data.encoder import Encoder
+from mtkd.data.readers import column_types
+from mtkd.data.schema import Schema, load_schema
+from mtkd.errors import MtkdError
+
+EXPORT_FILE = "model.onnx"
+
+
+def model_inputs(arrays: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """The model's input arrays by name, in the dtypes the exported graph takes (ids int64)."""
+    out = {}
+    for n in names:
+        a = arrays[n]
+        out[n] = a.astype(np.int64, copy=False) if n == "cat" or n.startswith("seq_") else a.astype(np.float32, copy=False)
+    return out
+
+
+def onnx_name(key: str) -> str:
+    """The graph input name of an array key (distinct from op names such as `cat`, which the
+    exporter also uses for the values it defines)."""
+    if key == "cat":
+        return "categorical_ids"
+    if key == "num":
+        return "numeric_values"
+    return "sequence_ids_" + key[4:]
+
+
+def input_names(schema: Schema) -> list[str]:
+    names = (["cat"] if schema.categorical() else []) + (["num"] if schema.numeric() else [])
+    return names + [f"seq_{n}" for n, _ in schema.sequences()]
+
+
+class ProbabilityHead(torch.nn.Module):
+    """A trained model as a function of its input arrays: probability [B] (binary) or [B, C]."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str], binary: bool):
+        super().__init__()
+        self.model, self.names, self.binary = model, names, binary
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        x = dict(zip(self.names, inputs))
+        first = inputs[0]
+        b = Batch(label=first[:, 0].float(), index=first[:, 0].long(), cat=x.get("cat"), num=x.get("num"),
+                  seq={k[4:]: v for k, v in x.items() if k.startswith("seq_")})
+        z = self.model(b).logits
+        return torch.sigmoid(z) if self.binary else torch.softmax(z, dim=-1)
+
+
+class Scorer:
+    """Load with `Scorer.open(path)`: a run directory (PyTorch) or an export directory (ONNX Runtime)."""
+
+    def __init__(self, schema: Schema, encoder: Encoder, names: list[str], engine: str,
+                 head: ProbabilityHead | None = None, session: Any = None, source: Path | None = None):
+        self.schema, self.encoder, self.names, self.engine = schema, encoder, names, engine
+        self.head, self.session, self.source = head, session, source
+        self.binary = schema.task == "binary"
+        self.classes: list[str] = list(getattr(encoder, "classes", []) or [])
+        self.types = column_types(schema)
+        self.features = [n for n, _ in schema.specs()]
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Scorer":
+        path = Path(path)
+        if (path / EXPORT_FILE).exists():
+            return cls._from_export(path)
+        if (path / "config.yaml").exists():
+            return cls._from_run(path)
+        raise MtkdError(f"{path}: neither a run directory (config.yaml, best.pt) nor an export directory "
+                        f"({EXPORT_FILE}); train with `mtkd train` or export with `mtkd export`")
+
+    @classmethod
+    def _from_run(cls, run: Path) -> "Scorer":
+        from mtkd.train.run import load_run
+
+        _cfg, dataset, model = load_run(run, "cpu")
+        schema = load_schema(dataset.root / "schema.yaml")
+        encoder = Encoder.load(dataset.root / "encoder.json", schema)
+        names = input_names(schema)
+        head = ProbabilityHead(model, names, schema.task == "binary").eval()
+        return cls(schema, encoder, names, "torch", head=head, source=run)
+
+    @classmethod
+    def _from_export(cls, export: Path) -> "Scorer":
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - installed with the project
+            raise MtkdError("scoring an export needs onnxruntime: pip install onnxruntime") from e
+        schema = load_schema(export / "schema.yaml")
+        encoder = Encoder.load(export / "encoder.json", schema)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(export / EXPORT_FILE), opts, providers=["CPUExecutionProvider"])
+        names = input_names(schema)
+        graph = {i.name for i in session.get_inputs()}
+        if graph != {onnx_name(n) for n in names}:
+            raise MtkdError(f"{export / EXPORT_FILE}: its inputs {sorted(graph)} do not fit {export / 'schema.yaml'} "
+                            f"(expected {sorted(onnx_name(n) for n in names)}); export the run again")
+        return cls(schema, encoder, names, "onnx", session=session, source=export)
+
+    # -- scoring ------------------------------------------------------------------------
+    def score_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Probabilities for encoded arrays (`Encoder.transform` output): [n] binary, [n, C] multi-class."""
+        x = model_inputs(arrays, self.names)
+        if self.engine == "onnx":
+            return self.session.run(None, {onnx_name(k): v for k, v in x.items()})[0]
+        with torch.inference_mode():
+            return self.head(*(torch.from_numpy(x[n]) for n in self.names)).numpy()
+
+    def score_batch(self, batch: pa.RecordBatch) -> np.ndarray:
+        return self.score_arrays(self.encoder.transform(batch))
+
+    def rows_to_batch(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+        """JSON-style rows -> a typed record batch of the feature columns; a missing key is a missing value."""
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise MtkdError('expected "rows": a list of objects, one per row, keyed by column name')
+        known = set(self.features)
+        for i, r in enumerate(rows):
+            unknown = sorted(set(r) - known - {self.schema.label})
+            if unknown:
+                raise MtkdError(f"row {i}: unknown column(s) {unknown}; the model's columns are "
+                                f"{', '.join(self.features)}")
+        cols = {}
+        for name in self.features:
+            values = [r.get(name) for r in rows]
+            if not pa.types.is_floating(self.types[name]):  # ids may arrive as JSON numbers
+                values = [None if v is None else str(v) for v in values]
+            try:
+                cols[name] = pa.array(values, type=self.types[name], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                bad = next((i for i, v in enumerate(values) if not _fits(v, self.types[name])), "?")
+                raise MtkdError(f"row {bad}, column {name!r}: {values[bad] if bad != '?' else ''!r} is not a "
+                                f"{'number' if pa.types.is_floating(self.types[name]) else 'string'} ({e})") from None
+        return pa.RecordBatch.from_pydict(cols)
+
+
+def _fits(v: Any, t: pa.DataType) -> bool:
+    if v is None:
+        return True
+    if pa.types.is_floating(t):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, str)
+

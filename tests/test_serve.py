@@ -1,0 +1,167 @@
+"""Export (real ONNX Runtime), predict (raw file in, scores out) and serve (real HTTP on loopback)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtkd.cli import main
+from mtkd.config import load_train_config
+from mtkd.data.prepare import Source, prepare
+from mtkd.data.schema import load_schema
+from mtkd.data.synthetic import DEFAULT_TEST_SPLIT, write_synthetic
+from mtkd.errors import MtkdError
+from mtkd.serve.export import export_onnx
+from mtkd.serve.predict import predict_file
+from mtkd.serve.scorer import Scorer
+from mtkd.serve.server import make_server
+from mtkd.train.objectives import Supervised
+from mtkd.train.run import load_run, train_run
+from mtkd.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = 3000
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def trained(root: Path, task: str, model: str) -> tuple[Path, Path]:
+    """(raw CSV, run directory) of a small model trained on synthetic data."""
+    raw = root / "raw.csv"
+    write_synthetic(raw, ROWS, seed=5, task=task)
+    preset = "synthetic.yaml" if task == "binary" else "synthetic_multiclass.yaml"
+    prepare(load_schema(REPO / "configs" / "datasets" / preset), root / "ds", raw)
+    params = [] if model == "lr" else ["params.embedding_dim=4"]
+    cfg = load_train_config(None, params + ["batch_size=256", "epochs=1", "device=cpu"], model=model)
+    train_run(cfg, root / "ds", root / "run", **QUIET)
+    return raw, root / "run"
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("serve")
+    raw, run = trained(root, "binary", "deepfm")
+    meta = export_onnx(run, root / "export")
+    assert meta["parity"]["max_abs_diff"] <= 1e-4 and meta["parity"]["split"] == "valid" and meta["parity"]["rows"] > 250
+    return raw, run, root / "export"
+
+
+def read_scores(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    return rows[0], np.array([[float(x) for x in r] for r in rows[1:]])
+
+
+def test_export_is_self_contained_and_matches_pytorch(binary) -> None:
+    _raw, run, export = binary
+    assert {p.name for p in export.iterdir()} >= {"model.onnx", "encoder.json", "schema.yaml", "export.json"}
+    meta = json.loads((export / "export.json").read_text())
+    assert meta["model"] == "deepfm" and meta["inputs"] == ["categorical_ids", "numeric_values"]
+    onnx, torch_ = Scorer.open(export), Scorer.open(run)
+    assert (onnx.engine, torch_.engine) == ("onnx", "torch")
+    rng = np.random.default_rng(0)  # any batch size, ids past the vocabulary's end included
+    arrays = {"cat": rng.integers(0, 50, (37, 26)).astype(np.int32), "num": rng.normal(size=(37, 13)).astype(np.float32)}
+    np.testing.assert_allclose(onnx.score_arrays(arrays), torch_.score_arrays(arrays), atol=1e-5)
+
+
+def test_predict_raw_file_equals_the_trainers_test_predictions(binary, tmp_path) -> None:
+    raw, run, export = binary
+    _cfg, ds, model = load_run(run)
+    trainer = Trainer(_cfg, ds, model, Supervised("binary"), run, **QUIET)
+    logits, _label, index, _ = trainer.predict("test")
+    expected = 1 / (1 + np.exp(-logits.numpy().astype(np.float64)))
+    split = DEFAULT_TEST_SPLIT
+    test_rows = np.flatnonzero(Source([raw], ["train", "valid", "test"], split["ratios"], False,
+                                      split["seed"]).assign(0, ROWS, None) == 2)
+    for source in (run, export):
+        r = predict_file(source, raw, tmp_path / f"{source.name}.csv")
+        assert r["rows"] == ROWS
+        header, scores = read_scores(tmp_path / f"{source.name}.csv")
+        assert header == ["row", "probability"]
+        np.testing.assert_array_equal(scores[:, 0], np.arange(ROWS))
+        got = scores[test_rows[index.numpy()], 1]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def raw_rows(raw: Path, n: int) -> list[dict]:
+    """The first n rows of the CSV as JSON objects: numbers as numbers, empty cells left out."""
+    with open(raw) as f:
+        rows = [r for _, r in zip(range(n), csv.DictReader(f))]
+    return [{k: (float(v) if k.startswith("I") else v) for k, v in r.items() if v != "" and k != "label"} for r in rows]
+
+
+def test_http_server_scores_rows_like_predict(binary, tmp_path) -> None:
+    raw, _run, export = binary
+    predict_file(export, raw, tmp_path / "p.csv")
+    _h, scores = read_scores(tmp_path / "p.csv")
+    server = make_server(Scorer.open(export), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(base + "/health", timeout=30) as resp:
+            health = json.loads(resp.read())
+        assert health["status"] == "ok" and health["engine"] == "onnx" and "C1" in health["columns"]
+        code, body = post(base + "/predict", json.dumps({"rows": raw_rows(raw, 7)}).encode())
+        assert code == 200
+        np.testing.assert_allclose(body["probabilities"], scores[:7, 1], atol=1e-6)
+        assert post(base + "/predict", b'{"rows": []}') == (200, {"probabilities": []})
+        code, body = post(base + "/predict", json.dumps({"rows": [{"C1": "x", "C99": "y"}]}).encode())
+        assert code == 400 and "unknown column(s) ['C99']" in body["error"]
+        code, body = post(base + "/predict", json.dumps({"rows": [{"I1": "many"}]}).encode())
+        assert code == 400 and "row 0, column 'I1'" in body["error"]
+        code, body = post(base + "/predict", b"{not json")
+        assert code == 400 and "not JSON" in body["error"]
+        assert post(base + "/other", b"{}")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_multiclass_export_and_predict(tmp_path) -> None:
+    raw, run = trained(tmp_path, "multiclass", "dnn")
+    export_onnx(run, tmp_path / "export")
+    r = predict_file(tmp_path / "export", raw, tmp_path / "p.csv")
+    header, scores = read_scores(tmp_path / "p.csv")
+    classes = Scorer.open(run).classes
+    assert r["rows"] == ROWS and header == ["row"] + [f"p_{c}" for c in classes] and len(classes) == 4
+    np.testing.assert_allclose(scores[:, 1:].sum(1), 1.0, atol=1e-5)
+
+
+def test_errors_name_the_fix(binary, tmp_path) -> None:
+    _raw, run, export = binary
+    with pytest.raises(MtkdError, match="already an export"):
+        export_onnx(export, tmp_path / "again")
+    with pytest.raises(MtkdError, match="differ by .* the export was not written"):
+        export_onnx(run, tmp_path / "strict", tol=-1.0)
+    assert not (tmp_path / "strict").exists() and not (tmp_path / ".strict.tmp").exists()
+    with pytest.raises(MtkdError, match="neither a run directory"):
+        Scorer.open(tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("label,foo\n1,2\n")
+    with pytest.raises(MtkdError, match="the file lacks"):
+        predict_file(export, bad, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_cli_export_predict(binary, tmp_path, capsys) -> None:
+    raw, run, _export = binary
+    assert main(["export", str(run), "--out", str(tmp_path / "e")]) == 0
+    assert main(["predict", str(tmp_path / "e"), "--input", str(raw), "--out", str(tmp_path / "p.csv")]) == 0
+    assert read_scores(tmp_path / "p.csv")[1].shape == (ROWS, 2)
+    assert "rows scored with onnx" in capsys.readouterr().out.replace("\n", " ")
