@@ -165,3 +165,14 @@ def test_cli_export_predict(binary, tmp_path, capsys) -> None:
     assert main(["predict", str(tmp_path / "e"), "--input", str(raw), "--out", str(tmp_path / "p.csv")]) == 0
     assert read_scores(tmp_path / "p.csv")[1].shape == (ROWS, 2)
     assert "rows scored with onnx" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_bench_times_both_engines(binary, capsys) -> None:
+    from mtkd.serve.bench import scorer_latency
+
+    _raw, run, export = binary
+    lat = scorer_latency(Scorer.open(export), (1, 16), repeats=5)
+    assert set(lat) == {1, 16} and all(r["p50_ms"] > 0 and r["rows_per_s"] > 0 for r in lat.values())
+    assert main(["bench", str(run), str(export), "--batches", "1,8"]) == 0
+    text = capsys.readouterr().out
+    assert "torch" in text and "onnx" in text

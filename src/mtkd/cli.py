@@ -279,6 +279,30 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
         server.server_close()
 
 
+@app.command("bench")
+def bench_cmd(models: list[Path] = typer.Argument(..., help="Run and/or export directories."),
+              batches: str = typer.Option("1,256,4096", "--batches", help="Batch sizes, comma-separated.")) -> None:
+    """Serving latency: median / p99 ms and rows/s of encoded rows to probabilities, per batch size."""
+    from mtkd.serve.bench import scorer_latency
+    from mtkd.serve.scorer import Scorer
+
+    sizes = tuple(int(b) for b in batches.split(","))
+    t = Table(title=f"serving latency (torch threads {torch_threads()})")
+    for col in ("model", "engine", "batch", "p50 ms", "p99 ms", "rows/s"):
+        t.add_column(col, justify="left" if col in ("model", "engine") else "right")
+    for m in models:
+        scorer = Scorer.open(m)
+        for b, r in scorer_latency(scorer, sizes).items():
+            t.add_row("/".join(m.resolve().parts[-2:]), scorer.engine, str(b), f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['rows_per_s']:,.0f}")
+    out.print(t)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 @app.command("models")
 def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset whose feature map sizes the models."),
                sets: list[str] = typer.Option([], "--set", help="Hyper-parameter override for every model, key=value.")) -> None:
