@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -135,7 +136,8 @@ def train_cmd(
     cfg = load_train_config(config, sets, model=model, device=device, seed=seed)
     summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
                         progress=not quiet)
-    _print_summary(summary)
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun
+        _print_summary(summary)
 
 
 def _teacher_refs(items: list[str]) -> list[dict]:
@@ -199,7 +201,8 @@ def distill_cmd(
         raise MtkdError("no teachers: pass --teacher RUN_DIR (repeatable) or a --config with a `distill:` section")
     summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
                         progress=not quiet)
-    _print_summary(summary)
+    if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun
+        _print_summary(summary)
 
 
 @app.command("run")

@@ -4,7 +4,8 @@ Each epoch draws a permutation from (seed, epoch), so the order is the same for 
 seed and different each epoch, and so a resumed run sees the batches the uninterrupted run
 would have seen. Rows of a batch are gathered with one `np.take` per array; nothing loops
 over rows in Python. Under
-torch.distributed each rank takes a disjoint shard of every epoch's permutation.
+torch.distributed each rank takes its shard of every epoch's permutation: equal sizes (up to
+world_size - 1 rows are read twice), so every rank takes the same number of steps.
 
 With `device` set, the split (and any cached teacher outputs) is copied to that device once
 and batches are gathered there with `index_select`: on a GPU this takes the host-side gather
@@ -101,6 +102,10 @@ class BatchLoader:
         else:
             order = np.arange(n)
         if self.world_size > 1:
+            # equal shards, so every rank takes the same number of steps (each step averages
+            # gradients over all ranks): the first few rows of the order pad the last shards
+            pad = -n % self.world_size
+            order = np.concatenate([order, order[:pad]]) if pad else order
             order = np.array_split(order, self.world_size)[self.rank]
         return order
 

@@ -71,13 +71,22 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
 def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, force: bool = False,
               log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
     """Train one supervised model into `out` (the `mtkd train` command)."""
+    from mtkd.dist import barrier, check_supported, world_from_env
+
+    rank, world = world_from_env()  # (0, 1) unless started by torchrun
+    if world > 1:
+        check_supported(cfg.distill.weighting if cfg.distill is not None else None)
     dataset = Dataset(data)
     cfg_dict = run_config_dict(cfg, dataset)
-    check_run_dir(out, resume, force, cfg_dict)
+    if rank == 0:
+        check_run_dir(out, resume, force, cfg_dict)
+    barrier(world)
     if resume and (out / "summary.json").exists() and not (out / "last.pt").exists():
         return json.loads((out / "summary.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG, yaml.safe_dump(cfg_dict, sort_keys=False))
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG, yaml.safe_dump(cfg_dict, sort_keys=False))
+    barrier(world)
     if resume and (out / "summary.json").exists():
         log(f"{out}: run already finished")
         return json.loads((out / "summary.json").read_text())
@@ -102,7 +111,7 @@ def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, for
         dataset = SubsetDataset(dataset, cfg.train_fraction, seed=cfg.seed)
         if hasattr(objective, "teachers"):
             objective.teachers.view = dataset  # type: ignore[attr-defined]
-    trainer = Trainer(cfg, dataset, model, objective, out, log=log, progress=progress)
+    trainer = Trainer(cfg, dataset, model, objective, out, log=log, progress=progress, rank=rank, world_size=world)
     return trainer.fit(resume=resume)
 
 

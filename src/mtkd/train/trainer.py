@@ -113,6 +113,12 @@ class Trainer:
                                         rank=rank, world_size=world_size, **objective.loader_extra("train"))
         if self._data_on_device():
             self.train_loader.place_on(self.device)
+        # under torchrun: every trained parameter (model and objective) is averaged after backward
+        self.synced = [p for o in self.optimizers for g in o.param_groups for p in g["params"]]
+        if world_size > 1:
+            from mtkd.dist import mark_sparse_tables
+
+            mark_sparse_tables([self.model, *objective.modules()])
         objective.bind(self)
 
     def _data_on_device(self) -> bool:
@@ -251,6 +257,10 @@ class Trainer:
             for o in self.optimizers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
+            if self.world_size > 1:
+                from mtkd.dist import average_gradients
+
+                average_gradients(self.synced, self.world_size)
             if self.embedding_l2:
                 self.embedding_l2.apply()
             if cfg.grad_clip:
@@ -355,6 +365,11 @@ class Trainer:
         self.state.logged += 1
 
     def _finish(self) -> dict[str, Any]:
+        if self.world_size > 1:
+            from mtkd.dist import barrier, check_in_sync
+
+            check_in_sync(self.synced, self.world_size)  # the model's and the objective's trained weights
+            barrier(self.world_size)  # rank 0 has written best.pt
         best = self.run_dir / "best.pt"
         if best.exists():
             ck = load_checkpoint(best, self.device)

@@ -1,0 +1,117 @@
+"""torch.distributed for `torchrun`: process group from the environment, gradient averaging.
+
+    torchrun --standalone --nproc_per_node 4 -m mtkd train --data DIR --model deepfm --out runs/x
+
+Each rank reads its own shard of every epoch's permutation (`BatchLoader`), computes the loss of
+its batch, and the gradients of every trained parameter (the model's and the objective's, e.g.
+the teacher gate) are averaged over ranks after backward, so one step equals a step on the union
+of the ranks' batches (world_size x batch_size rows). Dense gradients go in one flat all-reduce;
+sparse embedding gradients are all-gathered (row ids and rows), which keeps the row-wise
+optimiser's "touch only the rows in the batch". Every rank evaluates the same validation rows
+with the same weights, so early-stopping decisions agree without a broadcast; rank 0 writes.
+Gloo on CPU, NCCL on GPU (one GPU per rank, `LOCAL_RANK`).
+
+The gradients are averaged by hand rather than through DistributedDataParallel because the
+objective's own modules (gate, co-trained teachers) train beside the model; the averaging still
+runs once per step on whole flat buffers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from mtkd.errors import ConfigError, MtkdError
+
+
+def world_from_env() -> tuple[int, int]:
+    """(rank, world size); joins the process group on the first call under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and os.environ.get("MTKD_DIST_BACKEND", "") != "gloo"
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def check_supported(weighting: str | None) -> None:
+    if weighting == "policy":
+        raise ConfigError("distill.weighting policy trains its policy network with its own optimiser from "
+                          "per-rank rewards, which torch.distributed does not average yet; run it in one process")
+
+
+def average_gradients(params: list[nn.Parameter], world: int) -> None:
+    """Average every parameter's gradient over ranks in place (a missing gradient counts as zero)."""
+    dense = [p for p in params if not (p.grad is not None and p.grad.is_sparse) and not _is_sparse_table(p)]
+    dense_ids = {id(p) for p in dense}
+    sparse = [p for p in params if id(p) not in dense_ids]
+    if dense:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in dense]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat /= world
+        for p, g in zip(dense, torch._utils._unflatten_dense_tensors(flat, grads)):
+            p.grad = g if p.grad is None else p.grad.copy_(g)
+    for p in sparse:
+        p.grad = _gather_sparse(p, world)
+
+
+def _is_sparse_table(p: Tensor) -> bool:
+    return bool(getattr(p, "_mtkd_sparse_table", False))
+
+
+def mark_sparse_tables(modules: list[nn.Module]) -> None:
+    """Tag sparse embedding weights, so a rank whose batch left one without a gradient still joins the gather."""
+    for mod in modules:
+        for m in mod.modules():
+            if isinstance(m, nn.Embedding) and m.sparse:
+                m.weight._mtkd_sparse_table = True  # type: ignore[attr-defined]
+
+
+def _gather_sparse(p: nn.Parameter, world: int) -> Tensor:
+    g = p.grad
+    if g is None:
+        idx = torch.zeros((1, 0), dtype=torch.long, device=p.device)
+        val = torch.zeros((0, *p.shape[1:]), dtype=p.dtype, device=p.device)
+    else:  # uncoalesced is fine: the row-wise optimiser sums duplicate rows
+        idx, val = g._indices(), g._values()
+    n = torch.tensor([idx.shape[1]], device=p.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    top = int(max(s.item() for s in sizes))
+    pad_idx = torch.zeros((1, top), dtype=idx.dtype, device=p.device)
+    pad_val = torch.zeros((top, *val.shape[1:]), dtype=val.dtype, device=p.device)
+    pad_idx[:, : idx.shape[1]], pad_val[: val.shape[0]] = idx, val
+    all_idx = [torch.empty_like(pad_idx) for _ in range(world)]
+    all_val = [torch.empty_like(pad_val) for _ in range(world)]
+    dist.all_gather(all_idx, pad_idx)
+    dist.all_gather(all_val, pad_val)
+    k = [int(s.item()) for s in sizes]
+    idx = torch.cat([a[:, :m] for a, m in zip(all_idx, k)], dim=1)
+    val = torch.cat([a[:m] for a, m in zip(all_val, k)]) / world
+    return torch.sparse_coo_tensor(idx, val, p.shape, check_invariants=False)  # ids come from our own tables
+
+
+def check_in_sync(params: list[Tensor], world: int) -> None:
+    """Refuse to finish if the ranks' weights differ (a gradient that escaped averaging)."""
+    if world <= 1 or not params:
+        return
+    with torch.no_grad():
+        s = torch.stack([p.detach().double().sum() for p in params])
+    lo, hi = s.clone(), s.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        raise MtkdError("torch.distributed ranks ended with different weights; a parameter trained outside the "
+                        "averaged set (report this with the config)")
