@@ -12,8 +12,9 @@ with the same weights, so early-stopping decisions agree without a broadcast; ra
 Gloo on CPU, NCCL on GPU (one GPU per rank, `LOCAL_RANK`).
 
 The gradients are averaged by hand rather than through DistributedDataParallel because the
-objective's own modules (gate, co-trained teachers) train beside the model; the averaging still
-runs once per step on whole flat buffers.
+objective's own modules (gate, co-trained teachers) train beside the model, and the policy of
+reinforced selection steps its own optimiser: it averages its REINFORCE gradient the same way, so
+each policy step learns from every rank's rewards.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from mtkd.errors import ConfigError, MtkdError
+from mtkd.errors import MtkdError
 
 
 def world_from_env() -> tuple[int, int]:
@@ -43,12 +44,6 @@ def world_from_env() -> tuple[int, int]:
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
-
-
-def check_supported(weighting: str | None) -> None:
-    if weighting == "policy":
-        raise ConfigError("distill.weighting policy trains its policy network with its own optimiser from "
-                          "per-rank rewards, which torch.distributed does not average yet; run it in one process")
 
 
 def average_gradients(params: list[nn.Parameter], world: int) -> None:

@@ -324,6 +324,10 @@ class Policy(Weighting):
                 g = self.score_grad(self.scores(states), actions, rewards - b)
                 h.w.grad = torch.einsum("bt,btd->td", g, states)
                 h.b.grad = g.sum(0)
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            from mtkd.dist import average_gradients  # under torchrun: a step on every rank's rewards
+
+            average_gradients(list(h.parameters()), torch.distributed.get_world_size())
         self.opt.step()
         self.baseline = mean_r if self.baseline is None else self.momentum * self.baseline + (1 - self.momentum) * mean_r
         return mean_r

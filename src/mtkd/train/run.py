@@ -71,11 +71,9 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
 def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, force: bool = False,
               log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
     """Train one supervised model into `out` (the `mtkd train` command)."""
-    from mtkd.dist import barrier, check_supported, world_from_env
+    from mtkd.dist import barrier, world_from_env
 
     rank, world = world_from_env()  # (0, 1) unless started by torchrun
-    if world > 1:
-        check_supported(cfg.distill.weighting if cfg.distill is not None else None)
     dataset = Dataset(data)
     cfg_dict = run_config_dict(cfg, dataset)
     if rank == 0:

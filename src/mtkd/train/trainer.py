@@ -368,7 +368,9 @@ class Trainer:
         if self.world_size > 1:
             from mtkd.dist import barrier, check_in_sync
 
-            check_in_sync(self.synced, self.world_size)  # the model's and the objective's trained weights
+            # every weight of the model and the objective (the policy's included, which trains itself)
+            check_in_sync([q for m in (self.model, *self.objective.modules()) for q in m.parameters()],
+                          self.world_size)
             barrier(self.world_size)  # rank 0 has written best.pt
         best = self.run_dir / "best.pt"
         if best.exists():
