@@ -15,8 +15,8 @@ from mtkd.pipeline import Experiment
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _experiment(tmp_path: Path, students: list[dict]) -> Path:
-    exp = {
+def _experiment(tmp_path: Path, students: list[dict], **extra) -> Path:
+    exp = {**extra,
         "name": "tiny",
         "out": str(tmp_path / "exp"),
         "data": {"schema": str(REPO / "configs/datasets/synthetic.yaml"), "synth": {"rows": 3000, "seed": 1}},
@@ -39,7 +39,8 @@ STUDENTS = [
 
 
 def test_run_writes_report_with_every_model(tmp_path, capsys):
-    path = _experiment(tmp_path, STUDENTS + [{"name": "co", "distill": {"mode": "cotrain", "weighting": "average"}}])
+    path = _experiment(tmp_path, STUDENTS + [{"name": "co", "distill": {"mode": "cotrain", "weighting": "average"}}],
+                       export=["kd_gate"])
     assert main(["run", str(path)]) == 0
     out = tmp_path / "exp"
     rows = list(csv.DictReader((out / "report.csv").open()))
@@ -50,6 +51,12 @@ def test_run_writes_report_with_every_model(tmp_path, capsys):
         assert float(r["ms_per_1000_rows"]) > 0 and int(r["params"]) > 0
     md = (out / "report.md").read_text()
     assert "Bayes-optimal test AUC" in md and "KD single (dcn)" in md and "stop on valid.kd_loss" in md
+    # the exported student: an ONNX model of its first seed's run, timed in ONNX Runtime
+    assert [r["model"] for r in rows if r["onnx_ms_per_1000_rows"]] == ["kd_gate"]
+    assert float(next(r for r in rows if r["model"] == "kd_gate")["onnx_ms_per_1000_rows"]) > 0
+    assert "ONNX ms / 1,000 rows" in md and (out / "exports/kd_gate/model.onnx").exists()
+    meta = yaml.safe_load((out / "exports/kd_gate/export.json").read_text())
+    assert meta["run"].endswith("students/kd_gate/seed1") and meta["parity"]["max_abs_diff"] < 1e-4
     assert "kd_gate" in capsys.readouterr().out
     # students distil from the teachers of their own seed
     cfg = yaml.safe_load((out / "students/kd_dcn/seed2/config.yaml").read_text())
@@ -104,3 +111,9 @@ def test_bad_experiment_config(tmp_path, capsys):
                                     "students": [{"name": "s", "distil": {}}]}))
     assert main(["run", str(path)]) == 2
     assert "students[0].distil" in capsys.readouterr().err
+
+
+def test_export_of_an_unknown_model_is_refused(tmp_path, capsys):
+    path = _experiment(tmp_path, STUDENTS, export=["kd_gaet"])
+    assert main(["run", str(path)]) == 2
+    assert "export names ['kd_gaet']" in capsys.readouterr().err

@@ -213,12 +213,17 @@ class ExperimentConfig(_Strict):
     teachers: list[ModelSpec] = Field(default_factory=list)
     students: list[ModelSpec] = Field(default_factory=list)
     inference_rows: int = Field(1000, ge=1)
+    export: list[str] = Field(default_factory=list, description="models to export to ONNX (first seed's run) "
+                                                                 "into OUT/exports/NAME, timed with ONNX Runtime")
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentConfig":
         names = [m.name for m in self.teachers + self.students]
         if len(set(names)) != len(names):
             raise ValueError(f"teacher and student names must be unique: {names}")
+        unknown = [n for n in self.export if n not in names]
+        if unknown:
+            raise ValueError(f"export names {unknown} are not teachers or students of this experiment: {names}")
         if not self.seeds:
             raise ValueError("seeds is empty")
         for t in self.teachers:

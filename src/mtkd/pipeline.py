@@ -154,8 +154,25 @@ class Experiment:
             latency = batch_latency_ms(model, sample) * 1000.0 / len(sample)
             cfg0 = configs[(kind, m.name, self.cfg.seeds[0])]
             rows.append(summarise(m.name, kind[:-1], _method(cfg0), summaries, latency, task))
+            if m.name in self.cfg.export:
+                rows[-1]["onnx_ms_per_1000_rows"] = self._export(self.run_dir(kind, m.name, self.cfg.seeds[0]),
+                                                                 m.name, ds, len(sample), force)
             self._write_report(rows, ds, task)
         return rows
+
+    def _export(self, run: Path, name: str, ds: Dataset, rows: int, force: bool) -> float:
+        """ONNX export of `run` into OUT/exports/NAME (kept when already there for this run), and
+        its ONNX Runtime time per 1,000 of the same test rows the PyTorch column uses."""
+        from mtkd.serve.bench import scorer_ms_per_row
+        from mtkd.serve.export import export_onnx, split_arrays
+        from mtkd.serve.scorer import Scorer
+
+        dest = self.out / "exports" / name
+        meta = dest / "export.json"
+        if force or not meta.exists() or json.loads(meta.read_text()).get("run") != str(run.resolve()):
+            m = export_onnx(run, dest)
+            self.log(f"[export {name}] {dest}: parity {m['parity']['max_abs_diff']:.1e} on {m['parity']['rows']} rows")
+        return scorer_ms_per_row(Scorer.open(dest), split_arrays(ds, "test", rows)) * 1000.0
 
     def _write_report(self, rows: list[dict[str, Any]], ds: Dataset, task: str) -> None:
         from mtkd.report import to_csv, to_markdown
@@ -168,7 +185,9 @@ class Experiment:
             if "auc" in bayes:
                 notes.append(f"Bayes-optimal test AUC {bayes['auc']:.4f}, logloss {bayes['logloss']:.4f} "
                              "(true probabilities of the synthetic generator).")
-        notes.append("Latency: PyTorch eager forward of 1,000 test rows in one batch, best of 20, this machine.")
+        notes.append("Latency: PyTorch eager forward of 1,000 test rows in one batch, best of 20, this machine"
+                     + ("; ONNX: the exported model in ONNX Runtime on the same rows (`exports/`)."
+                        if any("onnx_ms_per_1000_rows" in r for r in rows) else "."))
         atomic_write_text(self.out / "report.md", to_markdown(rows, f"{self.cfg.name}: teachers and students",
                                                                notes, task))
         atomic_write_text(self.out / "report.csv", to_csv(rows))

@@ -9,7 +9,7 @@ import statistics
 from typing import Any
 
 COLUMNS = ["model", "kind", "method", "seeds", "test_auc", "test_auc_std", "test_logloss", "test_logloss_std",
-           "params", "ms_per_1000_rows", "best_epoch", "train_seconds"]
+           "params", "ms_per_1000_rows", "onnx_ms_per_1000_rows", "best_epoch", "train_seconds"]
 
 
 def _mean_std(xs: list[float]) -> tuple[float, float]:
@@ -46,14 +46,17 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
 
 def to_markdown(rows: list[dict[str, Any]], title: str, notes: list[str], task: str = "binary") -> str:
     metric = "AUC" if task == "binary" else "accuracy"
+    onnx = any(r.get("onnx_ms_per_1000_rows") is not None for r in rows)
     lines = [f"# {title}", "", *notes, "",
              f"| model | kind | method | test {metric} (mean ± std) | test logloss (mean ± std) | params | "
-             "ms / 1,000 rows | best epoch | train s |",
-             "|---|---|---|---|---|---:|---:|---:|---:|"]
+             f"ms / 1,000 rows |{' ONNX ms / 1,000 rows |' if onnx else ''} best epoch | train s |",
+             f"|---|---|---|---|---|---:|---:|{'---:|' if onnx else ''}---:|---:|"]
     for r in rows:
         lat = "" if r["ms_per_1000_rows"] is None else f"{r['ms_per_1000_rows']:.2f}"
+        ox = r.get("onnx_ms_per_1000_rows")
+        ox_cell = (f" {ox:.2f} |" if ox is not None else " |") if onnx else ""
         lines.append(
             f"| {r['model']} | {r['kind']} | {r['method']} | {r['test_auc']:.4f} ± {r['test_auc_std']:.4f} | "
-            f"{r['test_logloss']:.4f} ± {r['test_logloss_std']:.4f} | {r['params']:,} | {lat} | "
+            f"{r['test_logloss']:.4f} ± {r['test_logloss_std']:.4f} | {r['params']:,} | {lat} |{ox_cell} "
             f"{r['best_epoch']:.1f} | {r['train_seconds']:.1f} |")
     return "\n".join(lines) + "\n"

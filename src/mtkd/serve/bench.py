@@ -69,3 +69,16 @@ def scorer_latency(scorer, batch_sizes: tuple[int, ...] = (1, 256, 4096), repeat
         p50 = statistics.median(times)
         out[b] = {"p50_ms": p50, "p99_ms": float(np.percentile(times, 99)), "rows_per_s": b / (p50 / 1000)}
     return out
+
+
+def scorer_ms_per_row(scorer, arrays: dict, repeats: int = 20, warmup: int = 3) -> float:
+    """Best-of-`repeats` milliseconds per row of one `score_arrays` call over `arrays`."""
+    rows = len(next(iter(arrays.values())))
+    for _ in range(warmup):
+        scorer.score_arrays(arrays)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        scorer.score_arrays(arrays)
+        best = min(best, (time.perf_counter() - t) * 1000)
+    return best / rows

@@ -29,7 +29,7 @@ from mtkd.serve.scorer import EXPORT_FILE, ProbabilityHead, Scorer, input_names,
 PARITY_ROWS = 4096
 
 
-def _arrays_of(dataset: Any, split: str, rows: int) -> dict[str, np.ndarray]:
+def split_arrays(dataset: Any, split: str, rows: int) -> dict[str, np.ndarray]:
     """The first `rows` encoded rows of a split, as the scorer's input arrays."""
     b = next(iter(BatchLoader(dataset, split, rows, shuffle=False)))
     out = {}
@@ -54,7 +54,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None, tol: float = 1e-
     names = input_names(torch_scorer.schema)
     head: ProbabilityHead = torch_scorer.head  # type: ignore[assignment]
     split = "valid" if "valid" in dataset.split_names else dataset.split_names[0]
-    sample = _arrays_of(dataset, split, PARITY_ROWS)
+    sample = split_arrays(dataset, split, PARITY_ROWS)
     example = tuple(torch.from_numpy(a[:8].astype(np.int64 if k != "num" else np.float32))
                     for k, a in ((n, sample[n]) for n in names))
     batch = torch.export.Dim("batch")
