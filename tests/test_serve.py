@@ -176,3 +176,15 @@ def test_bench_times_both_engines(binary, capsys) -> None:
     assert main(["bench", str(run), str(export), "--batches", "1,8"]) == 0
     text = capsys.readouterr().out
     assert "torch" in text and "onnx" in text
+
+
+def test_predict_a_file_without_labels(binary, tmp_path) -> None:
+    """New traffic to score has no label column; the scores are those of the labelled file."""
+    import pyarrow.csv as pcsv
+
+    raw, _run, export = binary
+    unlabelled = tmp_path / "new.csv"
+    pcsv.write_csv(pcsv.read_csv(raw).drop_columns(["label"]), unlabelled)
+    predict_file(export, raw, tmp_path / "a.csv")
+    predict_file(export, unlabelled, tmp_path / "b.csv")
+    np.testing.assert_array_equal(read_scores(tmp_path / "a.csv")[1], read_scores(tmp_path / "b.csv")[1])

@@ -46,11 +46,12 @@ class RawReader:
 
     header_lines = 0
 
-    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK):
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
         self.path = Path(path)
         self.schema = schema
         self.block_size = block_size
-        self.columns = schema.input_columns()
+        # scoring (`mtkd predict`) reads files without labels: the label column is then not required
+        self.columns = [c for c in schema.input_columns() if need_label or c != schema.label]
         self.types = column_types(schema)
         if not self.path.exists():
             raise DataError(f"{self.path}: file not found (check the path)")
@@ -132,8 +133,8 @@ def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
 class DelimitedReader(RawReader):
     """CSV / TSV with or without a header line."""
 
-    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK):
-        super().__init__(path, schema, block_size)
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
+        super().__init__(path, schema, block_size, need_label)
         self.delimiter = schema.delimiter or ("\t" if schema.format == "tsv" else ",")
         self.header_lines = 1 if schema.header else 0
         self.file_columns = self._file_columns()
@@ -247,8 +248,8 @@ class DelimitedReader(RawReader):
 
 
 class ParquetReader(RawReader):
-    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK):
-        super().__init__(path, schema, block_size)
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
+        super().__init__(path, schema, block_size, need_label)
         try:
             self.file = pq.ParquetFile(self.path)
         except (pa.ArrowInvalid, OSError) as exc:
@@ -299,8 +300,8 @@ class LibFMReader(RawReader):
     value; a numeric field takes the value. Labels -1/+1 (or 0/1) become 0/1.
     """
 
-    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK):
-        super().__init__(path, schema, block_size)
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
+        super().__init__(path, schema, block_size, need_label)
         self.fields = [c for c in (schema.columns or []) if c != schema.label]
         self.raw_names = ["__label__"] + self.fields
 
@@ -387,10 +388,11 @@ def _preview(names: list[str], k: int = 12) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > k else "")
 
 
-def open_reader(path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK) -> RawReader:
-    """The reader for the schema's format."""
+def open_reader(path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK,
+                need_label: bool = True) -> RawReader:
+    """The reader for the schema's format (`need_label=False`: a file to score, label optional)."""
     if schema.format in ("csv", "tsv"):
-        return DelimitedReader(path, schema, block_size)
+        return DelimitedReader(path, schema, block_size, need_label)
     if schema.format == "parquet":
-        return ParquetReader(path, schema, block_size)
-    return LibFMReader(path, schema, block_size)
+        return ParquetReader(path, schema, block_size, need_label)
+    return LibFMReader(path, schema, block_size, need_label)

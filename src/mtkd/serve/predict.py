@@ -1,7 +1,7 @@
 """`mtkd predict`: a raw file in, one probability per row out (CSV), with the training encoder.
 
 The input has the columns of the files the model was trained on (same schema: format, header,
-column names; the label column may be empty). It is read in blocks and scored block by block,
+column names), with or without the label column (its values are not read). It is read in blocks and scored block by block,
 so a file larger than memory streams through. Output: `row` (0-based data row of the input) and
 `probability` (binary), or one `p_<class>` column per class (multi-class). Written to a
 temporary file and renamed, so an interrupted run leaves no half-written output.
@@ -25,7 +25,7 @@ from mtkd.serve.scorer import Scorer
 def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path) -> dict[str, Any]:
     """Score every row of `input_path` with a run or an export; returns rows, seconds and rows/s."""
     scorer = Scorer.open(model)
-    reader = open_reader(input_path, scorer.schema)
+    reader = open_reader(input_path, scorer.schema, need_label=False)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
