@@ -48,7 +48,7 @@ def test_two_ranks_train_one_model(data: Path, tmp_path: Path, sparse: bool) -> 
                   *sets([f"params.sparse={str(sparse).lower()}"])])
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["epochs_run"] == 2 and summary["valid"]["auc"] > 0.6
+    assert summary["epochs_run"] == 2 and summary["valid"]["auc"] > 0.6 and summary["world_size"] == 2
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 alone writes
     assert r.stdout.count("best valid.auc") == 1  # one summary printed
     # each rank took half of every epoch: 2 x ceil(4800 / 2 / 256) steps, not 2 x ceil(4800 / 256)

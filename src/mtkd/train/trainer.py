@@ -388,7 +388,9 @@ class Trainer:
             "stopped_early": st.stopped_early,
             "params": sum(p.numel() for p in self.model.parameters()),
             "train_seconds": round(st.train_seconds, 3),
-            "train_samples_per_s": round(st.samples / max(st.train_seconds, 1e-9), 1),
+            # all ranks together (every rank trains on an equal shard)
+            "train_samples_per_s": round(st.samples * self.world_size / max(st.train_seconds, 1e-9), 1),
+            "world_size": self.world_size,
             "device": str(self.device),
             "dataset": str(self.dataset.root),
             "dataset_checksum": self.dataset.checksum,
