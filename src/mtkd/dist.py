@@ -28,13 +28,14 @@ from torch import Tensor, nn
 from mtkd.errors import MtkdError
 
 
-def world_from_env() -> tuple[int, int]:
-    """(rank, world size); joins the process group on the first call under torchrun."""
+def world_from_env(device_type: str = "cpu") -> tuple[int, int]:
+    """(rank, world size); joins the process group on the first call under torchrun: NCCL when
+    the run trains on CUDA (one GPU per rank, `LOCAL_RANK`), gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and os.environ.get("MTKD_DIST_BACKEND", "") != "gloo"
+        use_cuda = device_type == "cuda"
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if use_cuda else "gloo")

@@ -73,7 +73,7 @@ def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, for
     """Train one supervised model into `out` (the `mtkd train` command)."""
     from mtkd.dist import barrier, world_from_env
 
-    rank, world = world_from_env()  # (0, 1) unless started by torchrun
+    rank, world = world_from_env(resolve_device(cfg.device).type)  # (0, 1) unless started by torchrun
     dataset = Dataset(data)
     cfg_dict = run_config_dict(cfg, dataset)
     if rank == 0:
