@@ -117,3 +117,9 @@ def test_export_of_an_unknown_model_is_refused(tmp_path, capsys):
     path = _experiment(tmp_path, STUDENTS, export=["kd_gaet"])
     assert main(["run", str(path)]) == 2
     assert "export names ['kd_gaet']" in capsys.readouterr().err
+
+
+def test_run_refuses_torchrun(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["run", str(_experiment(tmp_path, STUDENTS))]) != 0
+    assert "under torchrun start `mtkd train` per model" in capsys.readouterr().err.replace("\n", " ")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ from mtkd.config import ExperimentConfig, ModelSpec, TrainConfig, load_experimen
 from mtkd.config_io import parse_model
 from mtkd.data.atomic import atomic_write_text
 from mtkd.data.store import Dataset
-from mtkd.errors import ConfigError
+from mtkd.errors import ConfigError, MtkdError
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -134,6 +135,10 @@ class Experiment:
         from mtkd.report import summarise
         from mtkd.serve.bench import batch_latency_ms, first_rows
         from mtkd.train.run import load_run
+
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would prepare and write the same files
+            raise MtkdError("`mtkd run` is one process; under torchrun start `mtkd train` per model "
+                            "(`torchrun ... -m mtkd train --config ...`), or run the experiment without torchrun")
 
         self.out.mkdir(parents=True, exist_ok=True)
         ds = self.prepare()
