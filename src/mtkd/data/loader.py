@@ -174,6 +174,17 @@ class BatchLoader:
         )
 
 
+def keep_on_device(setting: bool | str, device: torch.device, loader: BatchLoader) -> bool:
+    """`data_on_device`: True / False as given; "auto" on a GPU when the loader's arrays take
+    under half its free memory (the rest is for the model, activations and evaluation)."""
+    if setting is False or (setting == "auto" and device.type != "cuda"):
+        return False
+    if setting == "auto":
+        free, _total = torch.cuda.mem_get_info(device)
+        return loader.device_bytes() < free // 2
+    return True
+
+
 def _to_device(a: np.ndarray, device: torch.device, dtype: type | None = None,
                chunk_rows: int = 1 << 20) -> torch.Tensor:
     """Copy a (memory-mapped) array to `device` in row chunks: host memory stays bounded by one

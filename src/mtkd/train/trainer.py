@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mtkd.config import TrainConfig
-from mtkd.data.loader import BatchLoader
+from mtkd.data.loader import BatchLoader, keep_on_device
 from mtkd.data.store import Dataset
 from mtkd.errors import MtkdError
 from mtkd.models.base import CTRModel
@@ -111,7 +111,7 @@ class Trainer:
         self.progress = Progress(progress and rank == 0)
         self.train_loader = BatchLoader(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
                                         rank=rank, world_size=world_size, **objective.loader_extra("train"))
-        if self._data_on_device():
+        if keep_on_device(cfg.data_on_device, self.device, self.train_loader):
             self.train_loader.place_on(self.device)
         # under torchrun: every trained parameter (model and objective) is averaged after backward
         self.synced = [p for o in self.optimizers for g in o.param_groups for p in g["params"]]
@@ -120,16 +120,6 @@ class Trainer:
 
             mark_sparse_tables([self.model, *objective.modules()])
         objective.bind(self)
-
-    def _data_on_device(self) -> bool:
-        """Whether the training split lives on the device (see `data_on_device`)."""
-        want = self.cfg.data_on_device
-        if want is False or (want == "auto" and self.device.type != "cuda"):
-            return False
-        if want == "auto":
-            free, _total = torch.cuda.mem_get_info(self.device)
-            return self.train_loader.device_bytes() < free // 2
-        return True
 
     # ------------------------------------------------------------------ checkpoints
     def _ckpt(self) -> dict[str, Any]:
