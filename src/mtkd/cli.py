@@ -136,8 +136,7 @@ def train_cmd(
     cfg = load_train_config(config, sets, model=model, device=device, seed=seed)
     summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
                         progress=not quiet)
-    if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun
-        _print_summary(summary)
+    _print_summary(summary)
 
 
 def _teacher_refs(items: list[str]) -> list[dict]:
@@ -201,8 +200,7 @@ def distill_cmd(
         raise MtkdError("no teachers: pass --teacher RUN_DIR (repeatable) or a --config with a `distill:` section")
     summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
                         progress=not quiet)
-    if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun
-        _print_summary(summary)
+    _print_summary(summary)
 
 
 @app.command("run")
@@ -290,7 +288,9 @@ def bench_cmd(models: list[Path] = typer.Argument(..., help="Run and/or export d
     from mtkd.serve.scorer import Scorer
 
     sizes = tuple(int(b) for b in batches.split(","))
-    t = Table(title=f"serving latency (torch threads {torch_threads()})")
+    import torch
+
+    t = Table(title=f"serving latency (torch threads {torch.get_num_threads()})")
     for col in ("model", "engine", "batch", "p50 ms", "p99 ms", "rows/s"):
         t.add_column(col, justify="left" if col in ("model", "engine") else "right")
     for m in models:
@@ -298,12 +298,6 @@ def bench_cmd(models: list[Path] = typer.Argument(..., help="Run and/or export d
         for b, r in scorer_latency(scorer, sizes).items():
             t.add_row("/".join(m.resolve().parts[-2:]), scorer.engine, str(b), f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['rows_per_s']:,.0f}")
     out.print(t)
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 @app.command("models")
@@ -335,6 +329,8 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
 
 
 def _print_summary(summary: dict) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone prints
+        return
     t = Table(title=f"{summary.get('model')}: best {summary.get('monitor')} {summary.get('best')} "
                     f"at epoch {summary.get('best_epoch')}")
     for c in ("split", "auc", "logloss", "accuracy", "gauc"):

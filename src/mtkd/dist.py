@@ -47,6 +47,12 @@ def barrier(world: int) -> None:
         dist.barrier()
 
 
+def sync_gradients(params: list[nn.Parameter]) -> None:
+    """Average the gradients over ranks when running under torchrun; nothing in one process."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        average_gradients(params, dist.get_world_size())
+
+
 def average_gradients(params: list[nn.Parameter], world: int) -> None:
     """Average every parameter's gradient over ranks in place (a missing gradient counts as zero)."""
     dense = [p for p in params if not (p.grad is not None and p.grad.is_sparse) and not _is_sparse_table(p)]

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from mtkd.config import ExperimentConfig, ModelSpec, TrainConfig, load_experiment
 from mtkd.config_io import parse_model
 from mtkd.data.atomic import atomic_write_text
+from mtkd.data.batch import Batch
 from mtkd.data.store import Dataset
 from mtkd.errors import ConfigError, MtkdError
 
@@ -161,23 +162,23 @@ class Experiment:
             rows.append(summarise(m.name, kind[:-1], _method(cfg0), summaries, latency, task))
             if m.name in self.cfg.export:
                 rows[-1]["onnx_ms_per_1000_rows"] = self._export(self.run_dir(kind, m.name, self.cfg.seeds[0]),
-                                                                 m.name, ds, len(sample), force)
+                                                                 m.name, sample, force)
             self._write_report(rows, ds, task)
         return rows
 
-    def _export(self, run: Path, name: str, ds: Dataset, rows: int, force: bool) -> float:
+    def _export(self, run: Path, name: str, sample: Batch, force: bool) -> float:
         """ONNX export of `run` into OUT/exports/NAME (kept when already there for this run), and
         its ONNX Runtime time per 1,000 of the same test rows the PyTorch column uses."""
         from mtkd.serve.bench import scorer_ms_per_row
-        from mtkd.serve.export import export_onnx, split_arrays
-        from mtkd.serve.scorer import Scorer
+        from mtkd.serve.export import export_onnx
+        from mtkd.serve.scorer import Scorer, batch_arrays
 
         dest = self.out / "exports" / name
         meta = dest / "export.json"
         if force or not meta.exists() or json.loads(meta.read_text()).get("run") != str(run.resolve()):
             m = export_onnx(run, dest)
             self.log(f"[export {name}] {dest}: parity {m['parity']['max_abs_diff']:.1e} on {m['parity']['rows']} rows")
-        return scorer_ms_per_row(Scorer.open(dest), split_arrays(ds, "test", rows)) * 1000.0
+        return scorer_ms_per_row(Scorer.open(dest), batch_arrays(sample)) * 1000.0
 
     def _write_report(self, rows: list[dict[str, Any]], ds: Dataset, task: str) -> None:
         from mtkd.report import to_csv, to_markdown

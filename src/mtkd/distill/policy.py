@@ -36,8 +36,7 @@ REINFORCE with a moving-average baseline (`baseline: batch`, the paper's) or, fo
 rather than how hard the instance is, which is most of the variance of a per-instance CE. On
 Frappe with a teacher trained on 5% of the rows (test AUC 0.76) in a pool of four good ones, the
 `batch` baseline left its selection rate at 0.47-0.56 after five epochs, `instance` took it to
-0.37-0.40 while the good teachers stayed at 0.47-0.61. An optional entropy bonus; the policy has
-its own Adam optimiser (lr 1e-2: a linear head sees few steps per epoch). With `ce` / `ce_kd`,
+0.37-0.40 (good teachers 0.47-0.61). An optional entropy bonus; own Adam (lr 1e-2). With `ce` / `ce_kd`,
 `update_every: k` takes one policy step per k student steps on all their rewarded rows together:
 less fixed cost per step, but k times fewer policy steps (on Frappe with k = 4 the weak teacher's
 selection rate fell to 0.42 instead of 0.35 in five epochs), so the default is 1.
@@ -55,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtkd.dist import sync_gradients
 from mtkd.distill.losses import default_kd_loss, kd_loss
 from mtkd.distill.weighting import Weighting, WeightContext, register_weighting, teacher_ce
 from mtkd.errors import ConfigError
@@ -324,10 +324,7 @@ class Policy(Weighting):
                 g = self.score_grad(self.scores(states), actions, rewards - b)
                 h.w.grad = torch.einsum("bt,btd->td", g, states)
                 h.b.grad = g.sum(0)
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            from mtkd.dist import average_gradients  # under torchrun: a step on every rank's rewards
-
-            average_gradients(list(h.parameters()), torch.distributed.get_world_size())
+        sync_gradients(list(h.parameters()))  # under torchrun: a step on every rank's rewards
         self.opt.step()
         self.baseline = mean_r if self.baseline is None else self.momentum * self.baseline + (1 - self.momentum) * mean_r
         return mean_r

@@ -1,10 +1,12 @@
-"""Latency and throughput of a model on real rows (PyTorch eager)."""
+"""Latency and throughput of a model on real rows (PyTorch eager) and of a scorer (PyTorch or ONNX Runtime)."""
 
 from __future__ import annotations
 
 import statistics
 import time
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from mtkd.data.batch import Batch
@@ -17,27 +19,31 @@ def first_rows(dataset: Dataset, split: str, rows: int) -> Batch:
     return next(iter(loader))
 
 
+def call_ms(fn: Callable[[], Any], repeats: int = 20, warmup: int = 3) -> list[float]:
+    """Wall time of `repeats` calls of `fn` in milliseconds, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
 @torch.no_grad()
 def batch_latency_ms(model: torch.nn.Module, batch: Batch, repeats: int = 20, warmup: int = 3,
                      stat: str = "min") -> float:
     """Wall time of one forward pass over `batch` in milliseconds: the minimum of `repeats` by
     default (other processes on a small machine only ever add time), or the median."""
     model.eval()
-    for _ in range(warmup):
-        model(batch)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model(batch)
-        times.append((time.perf_counter() - t) * 1000)
+    times = call_ms(lambda: model(batch), repeats, warmup)
     return min(times) if stat == "min" else statistics.median(times)
 
 
-def random_arrays(scorer, rows: int, seed: int = 0) -> dict:
+def random_arrays(scorer: Any, rows: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Encoded-looking input arrays for a scorer: ids drawn inside each field's vocabulary,
     numerics standard normal (latency does not depend on the values)."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     s, enc = scorer.schema, scorer.encoder
     out = {}
@@ -51,34 +57,19 @@ def random_arrays(scorer, rows: int, seed: int = 0) -> dict:
     return out
 
 
-def scorer_latency(scorer, batch_sizes: tuple[int, ...] = (1, 256, 4096), repeats: int = 50) -> dict[int, dict]:
+def scorer_latency(scorer: Any, batch_sizes: tuple[int, ...] = (1, 256, 4096), repeats: int = 50) -> dict[int, dict]:
     """Per batch size: median and p99 milliseconds of `score_arrays` (encoded input to
     probabilities), and rows/s at the median."""
-    import numpy as np
-
     out = {}
     for b in batch_sizes:
         arrays = random_arrays(scorer, b)
-        for _ in range(3):
-            scorer.score_arrays(arrays)
-        times = []
-        for _ in range(repeats if b < 4096 else max(5, repeats // 5)):
-            t = time.perf_counter()
-            scorer.score_arrays(arrays)
-            times.append((time.perf_counter() - t) * 1000)
+        times = call_ms(lambda: scorer.score_arrays(arrays), repeats if b < 4096 else max(5, repeats // 5))
         p50 = statistics.median(times)
         out[b] = {"p50_ms": p50, "p99_ms": float(np.percentile(times, 99)), "rows_per_s": b / (p50 / 1000)}
     return out
 
 
-def scorer_ms_per_row(scorer, arrays: dict, repeats: int = 20, warmup: int = 3) -> float:
+def scorer_ms_per_row(scorer: Any, arrays: dict[str, np.ndarray], repeats: int = 20) -> float:
     """Best-of-`repeats` milliseconds per row of one `score_arrays` call over `arrays`."""
     rows = len(next(iter(arrays.values())))
-    for _ in range(warmup):
-        scorer.score_arrays(arrays)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        scorer.score_arrays(arrays)
-        best = min(best, (time.perf_counter() - t) * 1000)
-    return best / rows
+    return min(call_ms(lambda: scorer.score_arrays(arrays), repeats)) / rows

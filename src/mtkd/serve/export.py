@@ -22,23 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtkd.data.loader import BatchLoader
+from mtkd.serve.bench import first_rows
 from mtkd.errors import MtkdError
-from mtkd.serve.scorer import EXPORT_FILE, ProbabilityHead, Scorer, input_names, onnx_name
+from mtkd.serve.scorer import EXPORT_FILE, ProbabilityHead, Scorer, batch_arrays, input_names, model_inputs, onnx_name
 
 PARITY_ROWS = 4096
 
 
 def split_arrays(dataset: Any, split: str, rows: int) -> dict[str, np.ndarray]:
     """The first `rows` encoded rows of a split, as the scorer's input arrays."""
-    b = next(iter(BatchLoader(dataset, split, rows, shuffle=False)))
-    out = {}
-    if b.cat is not None:
-        out["cat"] = b.cat.numpy()
-    if b.num is not None:
-        out["num"] = b.num.numpy()
-    out.update({f"seq_{k}": v.numpy() for k, v in b.seq.items()})
-    return out
+    return batch_arrays(first_rows(dataset, split, rows))
 
 
 def export_onnx(run: str | Path, out: str | Path | None = None, tol: float = 1e-4) -> dict[str, Any]:
@@ -48,15 +41,12 @@ def export_onnx(run: str | Path, out: str | Path | None = None, tol: float = 1e-
     torch_scorer = Scorer.open(run)
     if torch_scorer.engine != "torch":
         raise MtkdError(f"{run}: is already an export; point `mtkd export` at a run directory")
-    from mtkd.train.run import load_run
-
-    _cfg, dataset, _model = load_run(run, "cpu")
+    dataset = torch_scorer.dataset
     names = input_names(torch_scorer.schema)
     head: ProbabilityHead = torch_scorer.head  # type: ignore[assignment]
     split = "valid" if "valid" in dataset.split_names else dataset.split_names[0]
     sample = split_arrays(dataset, split, PARITY_ROWS)
-    example = tuple(torch.from_numpy(a[:8].astype(np.int64 if k != "num" else np.float32))
-                    for k, a in ((n, sample[n]) for n in names))
+    example = tuple(torch.from_numpy(a[:8]) for a in model_inputs(sample, names).values())
     batch = torch.export.Dim("batch")
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -83,7 +73,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None, tol: float = 1e-
         shutil.rmtree(tmp, ignore_errors=True)
         raise MtkdError(f"{run}: ONNX Runtime and PyTorch differ by {gap:.2e} on {len(ref)} {split} rows "
                         f"(tolerance {tol:g}); the export was not written")
-    meta = {"run": str(run.resolve()), "model": _cfg.model, "dataset_checksum": dataset.checksum,
+    meta = {"run": str(run.resolve()), "model": torch_scorer.model_name, "dataset_checksum": dataset.checksum,
             "task": torch_scorer.schema.task, "inputs": [onnx_name(n) for n in names], "output": "probability",
             "parity": {"rows": int(len(ref)), "split": split, "max_abs_diff": gap, "tolerance": tol},
             "export_seconds": round(seconds, 2), "onnx_bytes": sum(f.stat().st_size for f in tmp.glob(EXPORT_FILE + "*"))}

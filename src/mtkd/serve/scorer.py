@@ -25,6 +25,14 @@ from mtkd.errors import MtkdError
 EXPORT_FILE = "model.onnx"
 
 
+def batch_arrays(b: Batch) -> dict[str, np.ndarray]:
+    """A loader batch's inputs as the arrays `Encoder.transform` gives (cat, num, seq_<name>)."""
+    out = {} if b.cat is None else {"cat": b.cat.numpy()}
+    if b.num is not None:
+        out["num"] = b.num.numpy()
+    return {**out, **{f"seq_{k}": v.numpy() for k, v in b.seq.items()}}
+
+
 def model_inputs(arrays: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
     """The model's input arrays by name, in the dtypes the exported graph takes (ids int64)."""
     out = {}
@@ -69,9 +77,11 @@ class Scorer:
     """Load with `Scorer.open(path)`: a run directory (PyTorch) or an export directory (ONNX Runtime)."""
 
     def __init__(self, schema: Schema, encoder: Encoder, names: list[str], engine: str,
-                 head: ProbabilityHead | None = None, session: Any = None, source: Path | None = None):
+                 head: ProbabilityHead | None = None, session: Any = None, source: Path | None = None,
+                 dataset: Any = None, model_name: str | None = None):
         self.schema, self.encoder, self.names, self.engine = schema, encoder, names, engine
         self.head, self.session, self.source = head, session, source
+        self.dataset, self.model_name = dataset, model_name  # a run's training data and model (not an export's)
         self.binary = schema.task == "binary"
         self.classes: list[str] = list(getattr(encoder, "classes", []) or [])
         self.types = column_types(schema)
@@ -91,12 +101,12 @@ class Scorer:
     def _from_run(cls, run: Path) -> "Scorer":
         from mtkd.train.run import load_run
 
-        _cfg, dataset, model = load_run(run, "cpu")
+        cfg, dataset, model = load_run(run, "cpu")
         schema = load_schema(dataset.root / "schema.yaml")
         encoder = Encoder.load(dataset.root / "encoder.json", schema)
         names = input_names(schema)
         head = ProbabilityHead(model, names, schema.task == "binary").eval()
-        return cls(schema, encoder, names, "torch", head=head, source=run)
+        return cls(schema, encoder, names, "torch", head=head, source=run, dataset=dataset, model_name=cfg.model)
 
     @classmethod
     def _from_export(cls, export: Path) -> "Scorer":

@@ -24,6 +24,7 @@ import torch
 from mtkd.config import TrainConfig
 from mtkd.data.loader import BatchLoader, keep_on_device
 from mtkd.data.store import Dataset
+from mtkd.dist import sync_gradients
 from mtkd.errors import MtkdError
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
@@ -247,10 +248,7 @@ class Trainer:
             for o in self.optimizers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
-            if self.world_size > 1:
-                from mtkd.dist import average_gradients
-
-                average_gradients(self.synced, self.world_size)
+            sync_gradients(self.synced)  # under torchrun: the mean over every rank's batch
             if self.embedding_l2:
                 self.embedding_l2.apply()
             if cfg.grad_clip:

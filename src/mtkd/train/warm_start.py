@@ -43,7 +43,7 @@ def init_from_run(model: nn.Module, src: str | Path, dataset_checksum: str,
     with torch.no_grad():
         for k in copied:
             target[k].copy_(source[k])
-    kept = [k for k in target if k not in set(copied)]
+    kept = set(target) - set(copied)
     log(f"init_from {src}: copied {len(copied)} tensors ({', '.join(copied[:6])}{', ...' if len(copied) > 6 else ''}); "
         f"{len(kept)} keep their initialisation")
     return copied
