@@ -304,17 +304,21 @@ def test_first_order_weights_ride_in_the_embedding_and_old_checkpoints_load(name
         torch.testing.assert_close(fresh(batch).logits, model(batch).logits)
 
 
-@pytest.mark.parametrize("use_scale", [False, True])
-def test_self_attention_is_the_papers_formula(use_scale: bool) -> None:
-    """AutoInt's layer: relu(softmax(Q K^T * scale) V + residual) per head (fused kernel inside)."""
+@pytest.mark.parametrize("use_scale,layer_norm", [(False, False), (True, False), (False, True)])
+def test_self_attention_is_the_papers_formula(use_scale: bool, layer_norm: bool) -> None:
+    """AutoInt's layer: relu(softmax(Q K^T * scale) V + residual) per head (fused kernel inside),
+    with FuxiCTR's optional layer norm before the ReLU."""
     from mtkd.models.layers import SelfAttention
 
     torch.manual_seed(0)
-    layer = SelfAttention(8, 6, 2, use_residual=True, use_scale=use_scale)
+    layer = SelfAttention(8, 6, 2, use_residual=True, use_scale=use_scale, layer_norm=layer_norm)
     x = torch.randn(5, 7, 8)
     q, k, v = (m(x).view(5, 7, 2, 6).transpose(1, 2) for m in (layer.query, layer.key, layer.value))
     att = torch.softmax(q @ k.transpose(-1, -2) * (6 ** -0.5 if use_scale else 1.0), -1)
-    ref = torch.relu((att @ v).transpose(1, 2).reshape(5, 7, 12) + layer.residual(x))
+    ref = (att @ v).transpose(1, 2).reshape(5, 7, 12) + layer.residual(x)
+    if layer_norm:
+        ref = torch.nn.functional.layer_norm(ref, (12,), layer.norm.weight, layer.norm.bias)
+    ref = torch.relu(ref)
     torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-6)
 
 

@@ -23,6 +23,7 @@ class AutoInt(CTRModel):
     Defaults follow the paper: 3 interacting layers, 2 heads, 32 dims per head, residuals.
     `use_wide` adds a first-order (logistic regression) term, as FuxiCTR's and DeepCTR-Torch's
     AutoInt do: without it every first-order effect must pass through the attention stack.
+    `layer_norm` normalises each interacting layer's output before its ReLU (FuxiCTR's option).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class AutoInt(CTRModel):
         use_scale: bool = False,
         use_dnn: bool = False,
         use_wide: bool = False,
+        layer_norm: bool = False,
         hidden_units: Sequence[int] = (64, 64, 64),
         dropout: float = 0.0,
         batch_norm: bool = False,
@@ -50,7 +52,7 @@ class AutoInt(CTRModel):
         num_fields = self.embedding.num_fields
         layers, dim = [], embedding_dim
         for _ in range(attention_layers):
-            layers.append(SelfAttention(dim, attention_dim, num_heads, use_residual, use_scale))
+            layers.append(SelfAttention(dim, attention_dim, num_heads, use_residual, use_scale, layer_norm))
             dim = layers[-1].output_dim
         self.attention = nn.Sequential(*layers)
         self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm) if use_dnn else None

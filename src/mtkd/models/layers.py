@@ -197,10 +197,12 @@ class SelfAttention(nn.Module):
     """AutoInt interacting layer: multi-head self-attention over fields, residual, then ReLU."""
 
     def __init__(
-        self, input_dim: int, attention_dim: int, num_heads: int, use_residual: bool = True, use_scale: bool = False
+        self, input_dim: int, attention_dim: int, num_heads: int, use_residual: bool = True, use_scale: bool = False,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         out = attention_dim * num_heads
+        self.norm = nn.LayerNorm(out) if layer_norm else None
         self.query = nn.Linear(input_dim, out, bias=False)
         self.key = nn.Linear(input_dim, out, bias=False)
         self.value = nn.Linear(input_dim, out, bias=False)
@@ -221,6 +223,8 @@ class SelfAttention(nn.Module):
         out = out.transpose(1, 2).reshape(b, f, self.output_dim)
         if self.residual is not None:
             out = out + self.residual(x)
+        if self.norm is not None:  # FuxiCTR's placement: after the residual, before the ReLU
+            out = self.norm(out)
         return torch.relu(out)
 
 
