@@ -137,6 +137,13 @@ def train_cmd(
     summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
                         progress=not quiet)
     _print_summary(summary)
+    _end_torchrun()
+
+
+def _end_torchrun() -> None:
+    from mtkd.dist import end_process
+
+    end_process()  # a torchrun worker exits here, skipping a teardown that gloo can abort
 
 
 def _teacher_refs(items: list[str]) -> list[dict]:
@@ -201,6 +208,7 @@ def distill_cmd(
     summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
                         progress=not quiet)
     _print_summary(summary)
+    _end_torchrun()
 
 
 @app.command("run")

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mtkd.data.batch import Batch
+from mtkd.dist import all_gather_rows, all_sum
 from mtkd.distill.losses import HintRegression, default_kd_loss, kd_loss
 from mtkd.distill.weighting import WeightContext, Weighting, mixture
 from mtkd.models.base import CTRModel, ModelOutput
@@ -100,13 +101,16 @@ class _KD(Objective):
         acc["w"] += w.float().sum(0).cpu()
 
     def eval_result(self, split: str) -> dict[str, float]:
-        acc = self._eval.pop(split, None)
-        if not acc or not acc["n"]:
+        acc = self._eval.pop(split, None) or {"kd": 0.0, "kd_avg": 0.0, "n": 0, "w": torch.zeros(len(self.names))}
+        # under torchrun each rank summed its own block of the split: add the ranks' sums
+        kd, kd_avg, n, *w = all_sum(torch.tensor([acc["kd"], acc["kd_avg"], acc["n"], *acc["w"].tolist()],
+                                                 dtype=torch.float64)).tolist()
+        if not n:
             return {}
-        res = {"kd_loss": acc["kd"] / acc["n"]}
+        res = {"kd_loss": kd / n}
         if self._trainable_weighting():
-            res["kd_loss_avg"] = acc["kd_avg"] / acc["n"]
-        res.update({f"w.{n}": float(acc["w"][i] / acc["n"]) for i, n in enumerate(self.names)})
+            res["kd_loss_avg"] = kd_avg / n
+        res.update({f"w.{name}": w[i] / n for i, name in enumerate(self.names)})
         return res
 
 
@@ -296,8 +300,8 @@ class CoTraining(_KD):
         res = super().eval_result(split)
         parts = self._teacher_eval.pop(split, [])
         if parts:
-            tl = torch.cat([p[0] for p in parts]).numpy()
-            y = torch.cat([p[1] for p in parts]).numpy()
+            tl = all_gather_rows(torch.cat([p[0] for p in parts])).numpy()
+            y = all_gather_rows(torch.cat([p[1] for p in parts])).numpy()
             for i, n in enumerate(self.names):
                 for k, v in compute_metrics(self.task, y, tl[:, i]).items():
                     if k in ("auc", "logloss", "accuracy"):

@@ -70,10 +70,19 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
 
 def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, force: bool = False,
               log: Callable[[str], None] = print, progress: bool = True) -> dict[str, Any]:
-    """Train one supervised model into `out` (the `mtkd train` command)."""
-    from mtkd.dist import barrier, world_from_env
+    """Train one model into `out` (the `mtkd train` and `mtkd distill` commands)."""
+    from mtkd.dist import leave_world, world_from_env
 
     rank, world = world_from_env(resolve_device(cfg.device).type)  # (0, 1) unless started by torchrun
+    summary = _train_run(cfg, data, out, resume, force, log, progress, rank, world)
+    leave_world(world)
+    return summary
+
+
+def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: bool, log: Callable[[str], None],
+               progress: bool, rank: int, world: int) -> dict[str, Any]:
+    from mtkd.dist import barrier
+
     dataset = Dataset(data)
     cfg_dict = run_config_dict(cfg, dataset)
     if rank == 0:

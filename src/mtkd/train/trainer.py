@@ -177,9 +177,13 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(logits, labels, row index, groups) of a whole split, in row order, on the CPU."""
-        loader = BatchLoader(self.dataset, split, self.cfg.eval_batch_size, shuffle=False,
-                             **self.objective.loader_extra(split))
+        """(logits, labels, row index, groups) of a whole split, in row order, on the CPU. Under
+        torchrun each rank scores its own block of rows and the blocks are gathered, so every
+        rank ends with the whole split's outputs (and the same metrics) at 1/world of the work."""
+        if (rows := self.dataset.split(split).rows) < self.world_size:
+            raise MtkdError(f"split {split!r} has {rows} row(s), fewer than the {self.world_size} ranks sharing it")
+        loader = BatchLoader(self.dataset, split, self.cfg.eval_batch_size, shuffle=False, rank=self.rank,
+                             world_size=self.world_size, pad_shards=False, **self.objective.loader_extra(split))
         self.model.eval()
         self.objective.train(False)
         logits, labels, index, groups = [], [], [], []
@@ -195,7 +199,12 @@ class Trainer:
                 groups.append(batch.group)
         self.model.train()
         self.objective.train(True)
-        return (torch.cat(logits), torch.cat(labels), torch.cat(index), torch.cat(groups) if groups else None)
+        parts = [torch.cat(t) if t else None for t in (logits, labels, index, groups)]
+        if self.world_size > 1:  # contiguous blocks in rank order: concatenated they are in row order
+            from mtkd.dist import all_gather_rows
+
+            parts = [None if t is None else all_gather_rows(t) for t in parts]
+        return parts[0], parts[1], parts[2], parts[3]
 
     def evaluate(self, split: str) -> dict[str, float]:
         logits, labels, index, groups = self.predict(split)
