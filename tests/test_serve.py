@@ -18,7 +18,7 @@ from mtkd.data.prepare import Source, prepare
 from mtkd.data.schema import load_schema
 from mtkd.data.synthetic import DEFAULT_TEST_SPLIT, write_synthetic
 from mtkd.errors import MtkdError
-from mtkd.serve.export import export_onnx
+from mtkd.serve.export import export_run
 from mtkd.serve.predict import predict_file
 from mtkd.serve.scorer import Scorer
 from mtkd.serve.server import make_server
@@ -47,8 +47,10 @@ def trained(root: Path, task: str, model: str) -> tuple[Path, Path]:
 def binary(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("serve")
     raw, run = trained(root, "binary", "deepfm")
-    meta = export_onnx(run, root / "export")
-    assert meta["parity"]["max_abs_diff"] <= 1e-4 and meta["parity"]["split"] == "valid" and meta["parity"]["rows"] > 250
+    meta = export_run(run, root / "export", formats=("onnx", "torchscript"))
+    assert set(meta["formats"]) == {"onnx", "torchscript"}
+    for fmt in meta["formats"].values():
+        assert fmt["parity"]["max_abs_diff"] <= 1e-4 and fmt["parity"]["split"] == "valid" and fmt["parity"]["rows"] > 250
     return raw, run, root / "export"
 
 
@@ -60,14 +62,17 @@ def read_scores(path: Path) -> tuple[list[str], np.ndarray]:
 
 def test_export_is_self_contained_and_matches_pytorch(binary) -> None:
     _raw, run, export = binary
-    assert {p.name for p in export.iterdir()} >= {"model.onnx", "encoder.json", "schema.yaml", "export.json"}
+    assert {p.name for p in export.iterdir()} >= {"model.onnx", "model.ts", "encoder.json", "schema.yaml", "export.json"}
     meta = json.loads((export / "export.json").read_text())
     assert meta["model"] == "deepfm" and meta["inputs"] == ["categorical_ids", "numeric_values"]
-    onnx, torch_ = Scorer.open(export), Scorer.open(run)
-    assert (onnx.engine, torch_.engine) == ("onnx", "torch")
-    rng = np.random.default_rng(0)  # any batch size, ids past the vocabulary's end included
-    arrays = {"cat": rng.integers(0, 50, (37, 26)).astype(np.int32), "num": rng.normal(size=(37, 13)).astype(np.float32)}
-    np.testing.assert_allclose(onnx.score_arrays(arrays), torch_.score_arrays(arrays), atol=1e-5)
+    onnx, script, torch_ = Scorer.open(export), Scorer.open(export, "torchscript"), Scorer.open(run)
+    assert (onnx.engine, script.engine, torch_.engine) == ("onnx", "torchscript", "torch")
+    assert Scorer.engines(export) == ["onnx", "torchscript"] and Scorer.engines(run) == []
+    rng = np.random.default_rng(0)  # any batch size (the trace saw 8 rows), ids past the vocabulary's end included
+    for n in (37, 1):
+        arrays = {"cat": rng.integers(0, 50, (n, 26)).astype(np.int32), "num": rng.normal(size=(n, 13)).astype(np.float32)}
+        np.testing.assert_allclose(onnx.score_arrays(arrays), torch_.score_arrays(arrays), atol=1e-5)
+        np.testing.assert_allclose(script.score_arrays(arrays), torch_.score_arrays(arrays), atol=1e-6)
 
 
 def test_predict_raw_file_equals_the_trainers_test_predictions(binary, tmp_path) -> None:
@@ -135,7 +140,8 @@ def test_http_server_scores_rows_like_predict(binary, tmp_path) -> None:
 
 def test_multiclass_export_and_predict(tmp_path) -> None:
     raw, run = trained(tmp_path, "multiclass", "dnn")
-    export_onnx(run, tmp_path / "export")
+    export_run(run, tmp_path / "export", formats=("torchscript",))  # a TorchScript-only export
+    assert Scorer.open(tmp_path / "export").engine == "torchscript"
     r = predict_file(tmp_path / "export", raw, tmp_path / "p.csv")
     header, scores = read_scores(tmp_path / "p.csv")
     classes = Scorer.open(run).classes
@@ -146,12 +152,17 @@ def test_multiclass_export_and_predict(tmp_path) -> None:
 def test_errors_name_the_fix(binary, tmp_path) -> None:
     _raw, run, export = binary
     with pytest.raises(MtkdError, match="already an export"):
-        export_onnx(export, tmp_path / "again")
-    with pytest.raises(MtkdError, match="differ by .* the export was not written"):
-        export_onnx(run, tmp_path / "strict", tol=-1.0)
+        export_run(export, tmp_path / "again")
+    for fmt in ("onnx", "torchscript"):
+        with pytest.raises(MtkdError, match=f"{fmt} and PyTorch differ by .* the export was not written"):
+            export_run(run, tmp_path / "strict", tol=-1.0, formats=(fmt,))
+    with pytest.raises(MtkdError, match="export format.*'pmml'.*choose from onnx, torchscript"):
+        export_run(run, tmp_path / "strict", formats=("pmml",))
     assert not (tmp_path / "strict").exists() and not (tmp_path / ".strict.tmp").exists()
     with pytest.raises(MtkdError, match="neither a run directory"):
         Scorer.open(tmp_path)
+    with pytest.raises(MtkdError, match="has no torchscript model .* --format torchscript"):
+        Scorer.open(tmp_path / "onnx_only", "torchscript") if export_run(run, tmp_path / "onnx_only") else None
     bad = tmp_path / "bad.csv"
     bad.write_text("label,foo\n1,2\n")
     with pytest.raises(MtkdError, match="the file lacks"):
@@ -161,7 +172,8 @@ def test_errors_name_the_fix(binary, tmp_path) -> None:
 
 def test_cli_export_predict(binary, tmp_path, capsys) -> None:
     raw, run, _export = binary
-    assert main(["export", str(run), "--out", str(tmp_path / "e")]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "e"), "--format", "onnx,torchscript"]) == 0
+    assert "model.ts (torchscript" in " ".join(capsys.readouterr().out.split())
     assert main(["predict", str(tmp_path / "e"), "--input", str(raw), "--out", str(tmp_path / "p.csv")]) == 0
     assert read_scores(tmp_path / "p.csv")[1].shape == (ROWS, 2)
     assert "rows scored with onnx" in capsys.readouterr().out.replace("\n", " ")
@@ -175,7 +187,7 @@ def test_bench_times_both_engines(binary, capsys) -> None:
     assert set(lat) == {1, 16} and all(r["p50_ms"] > 0 and r["rows_per_s"] > 0 for r in lat.values())
     assert main(["bench", str(run), str(export), "--batches", "1,8"]) == 0
     text = capsys.readouterr().out
-    assert "torch" in text and "onnx" in text
+    assert "torch" in text and "onnx" in text and "torchscript" in text  # every format of the export
 
 
 def test_predict_a_file_without_labels(binary, tmp_path) -> None:

@@ -136,14 +136,7 @@ def train_cmd(
     cfg = load_train_config(config, sets, model=model, device=device, seed=seed)
     summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
                         progress=not quiet)
-    _print_summary(summary)
-    _end_torchrun()
-
-
-def _end_torchrun() -> None:
-    from mtkd.dist import end_process
-
-    end_process()  # a torchrun worker exits here, skipping a teardown that gloo can abort
+    _finish_train(summary)
 
 
 def _teacher_refs(items: list[str]) -> list[dict]:
@@ -207,8 +200,7 @@ def distill_cmd(
         raise MtkdError("no teachers: pass --teacher RUN_DIR (repeatable) or a --config with a `distill:` section")
     summary = train_run(cfg, data, out_dir, resume, force, log=lambda s: err.print(s, markup=False, highlight=False),
                         progress=not quiet)
-    _print_summary(summary)
-    _end_torchrun()
+    _finish_train(summary)
 
 
 @app.command("run")
@@ -248,18 +240,20 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
 @app.command("export")
 def export_cmd(run: Path = typer.Argument(..., help="Run directory (its best weights are exported)."),
                out_dir: Optional[Path] = typer.Option(None, "--out", help="Export directory (default RUN/export)."),
-               tol: float = typer.Option(1e-4, "--tol", help="Largest PyTorch vs ONNX Runtime difference allowed.")) -> None:
-    """Export a run to ONNX with its encoder and schema; checked against PyTorch on validation rows."""
-    from mtkd.serve.export import export_onnx
+               formats: str = typer.Option("onnx", "--format", help="onnx, torchscript or both: onnx,torchscript."),
+               tol: float = typer.Option(1e-4, "--tol", help="Largest difference from PyTorch allowed.")) -> None:
+    """Export a run to ONNX and/or TorchScript with its encoder and schema; each checked against PyTorch."""
+    from mtkd.serve.export import export_run
 
-    meta = export_onnx(run, out_dir, tol)
+    meta = export_run(run, out_dir, tol, tuple(f.strip() for f in formats.split(",") if f.strip()))
     dest = out_dir or run / "export"
-    out.print(f"{dest}: {meta['model']} -> model.onnx ({meta['onnx_bytes']:,} bytes), parity on "
-              f"{meta['parity']['rows']:,} {meta['parity']['split']} rows: max |diff| {meta['parity']['max_abs_diff']:.2e}")
+    for fmt, d in meta["formats"].items():
+        out.print(f"{dest}: {meta['model']} -> {d['file']} ({fmt}, {d['bytes']:,} bytes), parity on "
+                  f"{d['parity']['rows']:,} {d['parity']['split']} rows: max |diff| {d['parity']['max_abs_diff']:.2e}")
 
 
 @app.command("predict")
-def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX)."),
+def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX, else TorchScript)."),
                 input_path: Path = typer.Option(..., "--input", help="Raw file with the training files' columns."),
                 out_path: Path = typer.Option(..., "--out", help="Output CSV: row, probability (or p_<class>).")) -> None:
     """Score a raw file, encoding it with the encoder the model was trained with."""
@@ -271,7 +265,7 @@ def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) 
 
 
 @app.command("serve")
-def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX)."),
+def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX, else TorchScript)."),
               host: str = typer.Option("127.0.0.1", "--host"),
               port: int = typer.Option(8080, "--port")) -> None:
     """HTTP scoring: POST /predict {"rows": [{column: value}, ...]}, GET /health."""
@@ -292,19 +286,21 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
 def bench_cmd(models: list[Path] = typer.Argument(..., help="Run and/or export directories."),
               batches: str = typer.Option("1,256,4096", "--batches", help="Batch sizes, comma-separated.")) -> None:
     """Serving latency: median / p99 ms and rows/s of encoded rows to probabilities, per batch size."""
+    import torch
+
     from mtkd.serve.bench import scorer_latency
     from mtkd.serve.scorer import Scorer
 
     sizes = tuple(int(b) for b in batches.split(","))
-    import torch
-
     t = Table(title=f"serving latency (torch threads {torch.get_num_threads()})")
     for col in ("model", "engine", "batch", "p50 ms", "p99 ms", "rows/s"):
         t.add_column(col, justify="left" if col in ("model", "engine") else "right")
     for m in models:
-        scorer = Scorer.open(m)
-        for b, r in scorer_latency(scorer, sizes).items():
-            t.add_row("/".join(m.resolve().parts[-2:]), scorer.engine, str(b), f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['rows_per_s']:,.0f}")
+        for engine in Scorer.engines(m) or [None]:  # every format of an export; a run's PyTorch model
+            scorer = Scorer.open(m, engine)
+            for b, r in scorer_latency(scorer, sizes).items():
+                t.add_row("/".join(m.resolve().parts[-2:]), scorer.engine, str(b), f"{r['p50_ms']:.3f}",
+                          f"{r['p99_ms']:.3f}", f"{r['rows_per_s']:,.0f}")
     out.print(t)
 
 
@@ -336,21 +332,25 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     out.print(t)
 
 
-def _print_summary(summary: dict) -> None:
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone prints
-        return
-    t = Table(title=f"{summary.get('model')}: best {summary.get('monitor')} {summary.get('best')} "
-                    f"at epoch {summary.get('best_epoch')}")
-    for c in ("split", "auc", "logloss", "accuracy", "gauc"):
-        if c == "split" or any(c in summary.get(s, {}) for s in ("valid", "test")):
-            t.add_column(c, justify="right" if c != "split" else "left")
-    cols = [c.header for c in t.columns][1:]
-    for s in ("valid", "test"):
-        if s in summary:
-            t.add_row(s, *(f"{summary[s].get(c, float('nan')):.5f}" for c in cols))
-    out.print(t)
-    out.print(f"params {summary.get('params'):,}  train {summary.get('train_seconds')}s "
-              f"({summary.get('train_samples_per_s'):,.0f} samples/s)")
+def _finish_train(summary: dict) -> None:
+    """Print the summary (rank 0 alone under torchrun), then end a torchrun worker there: gloo can
+    abort the interpreter's teardown (see `dist.end_process`)."""
+    from mtkd.dist import end_process
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        t = Table(title=f"{summary.get('model')}: best {summary.get('monitor')} {summary.get('best')} "
+                        f"at epoch {summary.get('best_epoch')}")
+        for c in ("split", "auc", "logloss", "accuracy", "gauc"):
+            if c == "split" or any(c in summary.get(s, {}) for s in ("valid", "test")):
+                t.add_column(c, justify="right" if c != "split" else "left")
+        cols = [c.header for c in t.columns][1:]
+        for s in ("valid", "test"):
+            if s in summary:
+                t.add_row(s, *(f"{summary[s].get(c, float('nan')):.5f}" for c in cols))
+        out.print(t)
+        out.print(f"params {summary.get('params'):,}  train {summary.get('train_seconds')}s "
+                  f"({summary.get('train_samples_per_s'):,.0f} samples/s)")
+    end_process()
 
 
 def _click_exceptions() -> tuple[type[Exception], type[Exception]]:

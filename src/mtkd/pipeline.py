@@ -170,13 +170,13 @@ class Experiment:
         """ONNX export of `run` into OUT/exports/NAME (kept when already there for this run), and
         its ONNX Runtime time per 1,000 of the same test rows the PyTorch column uses."""
         from mtkd.serve.bench import scorer_ms_per_row
-        from mtkd.serve.export import export_onnx
+        from mtkd.serve.export import export_run
         from mtkd.serve.scorer import Scorer, batch_arrays
 
         dest = self.out / "exports" / name
         meta = dest / "export.json"
         if force or not meta.exists() or json.loads(meta.read_text()).get("run") != str(run.resolve()):
-            m = export_onnx(run, dest)
+            m = export_run(run, dest)
             self.log(f"[export {name}] {dest}: parity {m['parity']['max_abs_diff']:.1e} on {m['parity']['rows']} rows")
         return scorer_ms_per_row(Scorer.open(dest), batch_arrays(sample)) * 1000.0
 

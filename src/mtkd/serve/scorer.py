@@ -2,13 +2,14 @@
 
 One object behind `mtkd predict` and `mtkd serve`. It loads either a run directory (PyTorch,
 the run's best weights; the encoder and schema from its dataset) or an export directory
-(`mtkd export`: ONNX Runtime; encoder and schema copied beside model.onnx, so the dataset is not
-needed). Rows are encoded in whole Arrow batches by the same `Encoder.transform` that prepared
+(`mtkd export`: ONNX Runtime, or the TorchScript module; encoder and schema copied beside the
+model, so the dataset is not needed). Rows are encoded in whole Arrow batches by the same `Encoder.transform` that prepared
 the training data, so an id unseen in training maps to OOV exactly as it did there.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from mtkd.data.readers import column_types
 from mtkd.data.schema import Schema, load_schema
 from mtkd.errors import MtkdError
 
-EXPORT_FILE = "model.onnx"
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.ts"
+ENGINE_FILES = {"onnx": ONNX_FILE, "torchscript": TORCHSCRIPT_FILE}  # in order of preference
 
 
 def batch_arrays(b: Batch) -> dict[str, np.ndarray]:
@@ -74,10 +77,11 @@ class ProbabilityHead(torch.nn.Module):
 
 
 class Scorer:
-    """Load with `Scorer.open(path)`: a run directory (PyTorch) or an export directory (ONNX Runtime)."""
+    """Load with `Scorer.open(path)`: a run directory (PyTorch) or an export directory (ONNX
+    Runtime or TorchScript)."""
 
     def __init__(self, schema: Schema, encoder: Encoder, names: list[str], engine: str,
-                 head: ProbabilityHead | None = None, session: Any = None, source: Path | None = None,
+                 head: torch.nn.Module | None = None, session: Any = None, source: Path | None = None,
                  dataset: Any = None, model_name: str | None = None):
         self.schema, self.encoder, self.names, self.engine = schema, encoder, names, engine
         self.head, self.session, self.source = head, session, source
@@ -88,14 +92,26 @@ class Scorer:
         self.features = [n for n, _ in schema.specs()]
 
     @classmethod
-    def open(cls, path: str | Path) -> "Scorer":
+    def open(cls, path: str | Path, engine: str | None = None) -> "Scorer":
+        """`engine` picks one format of an export directory (default: ONNX when it is there)."""
         path = Path(path)
-        if (path / EXPORT_FILE).exists():
-            return cls._from_export(path)
-        if (path / "config.yaml").exists():
+        found = cls.engines(path)
+        if not found and (path / "config.yaml").exists():
             return cls._from_run(path)
-        raise MtkdError(f"{path}: neither a run directory (config.yaml, best.pt) nor an export directory "
-                        f"({EXPORT_FILE}); train with `mtkd train` or export with `mtkd export`")
+        if not found:
+            raise MtkdError(f"{path}: neither a run directory (config.yaml, best.pt) nor an export directory "
+                            f"({' or '.join(ENGINE_FILES.values())}); train with `mtkd train` or export with "
+                            "`mtkd export`")
+        engine = engine or found[0]
+        if engine not in found:
+            raise MtkdError(f"{path}: has no {engine} model (it holds {', '.join(found)}); export it with "
+                            f"`mtkd export RUN --format {engine}`")
+        return cls._from_export(path, engine)
+
+    @staticmethod
+    def engines(path: str | Path) -> list[str]:
+        """The exported formats a directory holds, in order of preference."""
+        return [e for e, f in ENGINE_FILES.items() if (Path(path) / f).exists()]
 
     @classmethod
     def _from_run(cls, run: Path) -> "Scorer":
@@ -109,22 +125,27 @@ class Scorer:
         return cls(schema, encoder, names, "torch", head=head, source=run, dataset=dataset, model_name=cfg.model)
 
     @classmethod
-    def _from_export(cls, export: Path) -> "Scorer":
+    def _from_export(cls, export: Path, engine: str) -> "Scorer":
+        schema = load_schema(export / "schema.yaml")
+        encoder = Encoder.load(export / "encoder.json", schema)
+        names = input_names(schema)
+        if engine == "torchscript":
+            with warnings.catch_warnings():  # torch marks TorchScript deprecated; the export says why it is kept
+                warnings.simplefilter("ignore", DeprecationWarning)
+                head = torch.jit.load(str(export / TORCHSCRIPT_FILE), map_location="cpu").eval()
+            return cls(schema, encoder, names, engine, head=head, source=export)
         try:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - installed with the project
-            raise MtkdError("scoring an export needs onnxruntime: pip install onnxruntime") from e
-        schema = load_schema(export / "schema.yaml")
-        encoder = Encoder.load(export / "encoder.json", schema)
+            raise MtkdError("scoring an ONNX export needs onnxruntime: pip install onnxruntime") from e
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(export / EXPORT_FILE), opts, providers=["CPUExecutionProvider"])
-        names = input_names(schema)
+        session = ort.InferenceSession(str(export / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
         graph = {i.name for i in session.get_inputs()}
         if graph != {onnx_name(n) for n in names}:
-            raise MtkdError(f"{export / EXPORT_FILE}: its inputs {sorted(graph)} do not fit {export / 'schema.yaml'} "
+            raise MtkdError(f"{export / ONNX_FILE}: its inputs {sorted(graph)} do not fit {export / 'schema.yaml'} "
                             f"(expected {sorted(onnx_name(n) for n in names)}); export the run again")
-        return cls(schema, encoder, names, "onnx", session=session, source=export)
+        return cls(schema, encoder, names, engine, session=session, source=export)
 
     # -- scoring ------------------------------------------------------------------------
     def score_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
