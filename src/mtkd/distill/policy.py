@@ -5,8 +5,7 @@ learns from that teacher on that instance; it is trained by REINFORCE from the s
 own performance after it learned from the selection.
 
 State of teacher t on instance i (`state_tensor`; all teachers at once, [B, T, d]), in order:
-  1. the teacher's predicted probability (binary: sigmoid(z_t); multi-class: softmax, C values)
-                                                                            [P]
+  1. the teacher's predicted probability (binary: sigmoid(z_t); multi-class: softmax, C) [P]
   2. log1p of the teacher's cross-entropy against the label                 [1]
   3. log1p of KL(teacher || student) for the instance                       [1]
   4. the student's own probability (binary: 1 value; multi-class: C)       [P]
@@ -28,18 +27,17 @@ on the batch: `ce` = -CE; `ce_kd` = -(CE + KD to the plain average of all teache
 that does not depend on the action); `valid` = change of a validation metric over an episode
 of N steps (one reward for every action of the episode). `reward_sample` (0.25 by default)
 scores the updated student on that random fraction of the batch only, and the policy gradient
-uses those rows: the extra forward pass was the largest part of the policy's cost (2.0 of 3.2 ms
-per 2,048-row Frappe step over a 7.5 ms plain step); 1.0 rewards every row, as in the paper.
-REINFORCE with a moving-average baseline (`baseline: batch`, the paper's) or, for `ce` and
+uses those rows (the extra forward was 2.0 of the policy's 3.2 ms per 2,048-row Frappe step over
+a 7.5 ms plain step); 1.0 rewards every row, as in the paper. REINFORCE with a moving-average baseline (`baseline: batch`, the paper's) or, for `ce` and
 `ce_kd` and by default, with each instance's own reward before the update subtracted first
 (`baseline: instance`): the reward then measures what the step's selection did for the instance
 rather than how hard the instance is, which is most of the variance of a per-instance CE. On
 Frappe with a teacher trained on 5% of the rows (test AUC 0.76) in a pool of four good ones, the
 `batch` baseline left its selection rate at 0.47-0.56 after five epochs, `instance` took it to
-0.37-0.40 (good teachers 0.47-0.61). An optional entropy bonus; own Adam (lr 1e-2). With `ce` / `ce_kd`,
-`update_every: k` takes one policy step per k student steps on all their rewarded rows together:
-less fixed cost per step, but k times fewer policy steps (on Frappe with k = 4 the weak teacher's
-selection rate fell to 0.42 instead of 0.35 in five epochs), so the default is 1.
+0.37-0.40 (good teachers 0.47-0.61). An optional entropy bonus; own Adam (lr 1e-2). `update_every:
+k` (ce / ce_kd) takes one policy step per k student steps on all their rewarded rows: less fixed
+cost, k times fewer policy steps (Frappe, k = 4: the weak teacher's selection rate fell to 0.42
+instead of 0.35 in five epochs), so the default is 1.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtkd.dist import sync_gradients
+from mtkd.dist import all_sum, sync_gradients
 from mtkd.distill.losses import default_kd_loss, kd_loss
 from mtkd.distill.weighting import Weighting, WeightContext, register_weighting, teacher_ce
 from mtkd.errors import ConfigError
@@ -311,8 +309,10 @@ class Policy(Weighting):
         return g / n
 
     def reinforce(self, states: Tensor, actions: Tensor, rewards: Tensor) -> float:
-        """One policy-gradient step; returns the mean reward."""
-        mean_r = float(rewards.mean())
+        """One policy-gradient step; returns the mean reward (of every rank's rewards under torchrun:
+        the moving baseline, which a checkpoint saves from rank 0, is then the same on every rank)."""
+        total = all_sum(torch.tensor([float(rewards.sum()), rewards.numel()], dtype=torch.float64))
+        mean_r = float(total[0] / total[1])
         b = mean_r if self.baseline is None else self.baseline
         h = self.heads
         self.opt.zero_grad(set_to_none=True)
