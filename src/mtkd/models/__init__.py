@@ -20,6 +20,7 @@ from mtkd.models import (  # noqa: F401  (imported to register)
     ipnn,
     lr,
     nfm,
+    text,
     wide_deep,
     xdeepfm,
 )

@@ -112,6 +112,13 @@ class FeatureEmbedding(nn.Module):
         self._rows = rows if torch.is_grad_enabled() else []
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # one part: no copy
 
+    def tokens(self, batch: Batch, name: str) -> tuple[Tensor, Tensor]:
+        """Sequence field `name` in order, for text encoders: token embeddings [B, L, D] (the
+        same table the pooled field uses) and the mask of real tokens [B, L] (padding is id 0)."""
+        ids = batch.seq[name]
+        e = self.sequences[self.seq_names.index(name)](ids)
+        return (e[..., : self.embedding_dim] if self.linear_dim else e), ids != 0
+
     def with_dense(self, x: Tensor, batch: Batch) -> Tensor:
         """x [B, K] with the raw numeric values appended when numeric="dense" (else x itself)."""
         return torch.cat([x, batch.num.to(x.dtype)], dim=1) if self.n_dense else x
