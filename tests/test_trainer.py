@@ -174,7 +174,8 @@ def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
     assert json.loads((tmp_path / "cli" / "summary.json").read_text())["model"] == "deepfm"
     assert main(["evaluate", str(tmp_path / "cli"), "--split", "valid", "--json"]) == 0
     assert main(["models", "--data", str(data_dir)]) == 0
-    assert "xdeepfm" in capsys.readouterr().out
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "xdeepfm" in listing and "text_cnn" in listing and "not for this data" in listing  # no text field
     rc = main(["train", "--data", str(data_dir), "--model", "nope", "--out", str(tmp_path / "x")])
     assert rc == 2 and "unknown model 'nope'" in capsys.readouterr().err
     rc = main(["train", "--data", str(data_dir), "--set", "epochz=3", "--out", str(tmp_path / "y")])

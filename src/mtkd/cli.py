@@ -18,8 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="mtkd: multi-teacher knowledge distillation for CTR prediction and classification.")
 data_app = typer.Typer(no_args_is_help=True, help="Make, prepare and inspect datasets.")
 app.add_typer(data_app, name="data")
-out = Console()
-err = Console(stderr=True)
+out, err = Console(), Console(stderr=True)
 
 
 def _ratios(text: Optional[str]) -> Optional[list[float]]:
@@ -314,8 +313,7 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     from mtkd.models import MODELS, build_model
 
     if data is not None:
-        fmap = Dataset(data).feature_map
-        where = str(data)
+        fmap, where = Dataset(data).feature_map, str(data)
     else:
         fmap = FeatureMap(categorical=tuple(CategoricalField(f"C{i}", 10000) for i in range(1, 27)),
                           numeric=tuple(f"I{i}" for i in range(1, 14)))
@@ -325,10 +323,12 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     for c in ("model", "parameters", "kind"):
         t.add_column(c, justify="right" if c == "parameters" else "left")
     for name in sorted(MODELS):
-        m = build_model(name, fmap, **params)
-        n = sum(p.numel() for p in m.parameters())
-        doc = sys.modules[MODELS[name].__module__].__doc__ or ""
-        t.add_row(name, f"{n:,}", doc.strip().splitlines()[0][:80])
+        doc = (sys.modules[MODELS[name].__module__].__doc__ or "").strip().splitlines()[0][:80]
+        try:  # a model this data cannot feed (a text encoder without a text field) says why
+            n = f"{sum(p.numel() for p in build_model(name, fmap, **params).parameters()):,}"
+        except MtkdError as e:
+            n, doc = "-", f"not for this data: {str(e)[:100]}"
+        t.add_row(name, n, doc)
     out.print(t)
 
 
