@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mtkd.config import TrainConfig
+from mtkd.data.batch import Batch
 from mtkd.data.loader import BatchLoader, keep_on_device
 from mtkd.data.store import Dataset
 from mtkd.dist import sync_gradients
@@ -250,25 +251,7 @@ class Trainer:
         seen = 0
         stop = False
         for i, batch in enumerate(self.train_loader):
-            b = batch.to(self.device, non_blocking=True)
-            with self._autocast():
-                out = self.model(b)
-                loss, logs = self.objective.loss(self.model, b, out)
-            for o in self.optimizers:
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            sync_gradients(self.synced)  # under torchrun: the mean over every rank's batch
-            if self.embedding_l2:
-                self.embedding_l2.apply()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for g in self.optimizers for pg in g.param_groups
-                                                for p in pg["params"] if p.grad is not None and not p.grad.is_sparse],
-                                               cfg.grad_clip)
-            for o in self.optimizers:
-                o.step()
-            more = self.objective.after_step(self.model, b, out, st.step)
-            if more:
-                logs = {**logs, **more}
+            loss, logs = self._step(batch.to(self.device, non_blocking=True))
             st.step += 1
             n = len(batch)
             seen += n
@@ -276,12 +259,9 @@ class Trainer:
             if logs:
                 keys = tuple(logs)
                 vec = torch.stack([v.detach().reshape(()).float() for v in logs.values()]).double() * n
-                acc = logs_acc.get(keys)
-                if acc is None:
-                    logs_acc[keys] = [vec, n]
-                else:
-                    acc[0] += vec
-                    acc[1] += n
+                acc = logs_acc.setdefault(keys, [torch.zeros_like(vec), 0])
+                acc[0] += vec
+                acc[1] += n
             if i % 100 == 0 and not math.isfinite(float(loss.detach())):
                 raise MtkdError(f"training loss is {float(loss)} at step {st.step}; lower the learning rate")
             if self.progress.due(i + 1 == n_batches):
@@ -296,8 +276,7 @@ class Trainer:
         st.train_seconds += elapsed
         st.samples += seen
         train_logs = {"train.loss": float(loss_sum / max(seen, 1))}
-        totals: dict[str, float] = {}
-        rows: dict[str, int] = {}
+        totals, rows = {}, {}  # per logged key: the sum of its values, the rows they cover
         for keys, (vec, count) in logs_acc.items():  # a key's mean over the steps that logged it
             for k, x in zip(keys, vec.tolist()):
                 totals[k] = totals.get(k, 0.0) + x
@@ -310,6 +289,27 @@ class Trainer:
         if stop or st.epoch >= cfg.epochs:
             st.done = True
         self._save_last()
+
+    def _step(self, b: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimisation step on a device batch: forward, backward, gradients averaged over
+        ranks (torchrun), embedding L2, clipping, every optimiser, then the objective's hook."""
+        with self._autocast():
+            out = self.model(b)
+            loss, logs = self.objective.loss(self.model, b, out)
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        sync_gradients(self.synced)  # under torchrun: the mean over every rank's batch
+        if self.embedding_l2:
+            self.embedding_l2.apply()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizers for pg in g.param_groups
+                                            for p in pg["params"] if p.grad is not None and not p.grad.is_sparse],
+                                           self.cfg.grad_clip)
+        for o in self.optimizers:
+            o.step()
+        more = self.objective.after_step(self.model, b, out, self.state.step)
+        return loss, ({**logs, **more} if more else logs)
 
     def _evaluate_and_track(self, train_logs: dict[str, float], elapsed: float) -> bool:
         """Evaluate on valid, log a metrics line, track the best, adjust LR; True = stop now."""
