@@ -136,7 +136,7 @@ def _sync_worker(rank: int, port: int, results) -> None:
     average_gradients([dense, table.weight], 2)
     out = {"dense": dense.grad.tolist(), "table": table.weight.grad.to_dense().sum(1).tolist()}
     rows = torch.arange(3 * rank + 2.0).view(-1, 1)  # rank 0: 2 rows, rank 1: 5 rows
-    out["gathered"] = all_gather_rows(rows)[:, 0].tolist()
+    out["gathered"] = all_gather_rows(rows)[0][:, 0].tolist()
     out["summed"] = all_sum(torch.tensor([rank + 1.0, 10.0])).tolist()
     check_in_sync([dense], 2)  # equal weights pass
     try:

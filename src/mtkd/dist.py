@@ -7,8 +7,9 @@ its batch, and the gradients of every trained parameter (the model's and the obj
 the teacher gate) are averaged over ranks after backward, so one step equals a step on the union
 of the ranks' batches (world_size x batch_size rows). Dense gradients go in one flat all-reduce;
 sparse embedding gradients are all-gathered (row ids and rows), which keeps the row-wise
-optimiser's "touch only the rows in the batch". Every rank evaluates the same validation rows
-with the same weights, so early-stopping decisions agree without a broadcast; rank 0 writes.
+optimiser's "touch only the rows in the batch". Evaluation is sharded: each rank scores a block
+of rows and the predictions are gathered, so every rank computes the same metrics and
+early-stopping decisions agree without a broadcast; rank 0 writes.
 Gloo on CPU, NCCL on GPU (one GPU per rank, `LOCAL_RANK`).
 
 The gradients are averaged by hand rather than through DistributedDataParallel because the
@@ -69,8 +70,8 @@ def end_process() -> None:
 
 def sync_gradients(params: list[nn.Parameter]) -> None:
     """Average the gradients over ranks when running under torchrun; nothing in one process."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        average_gradients(params, dist.get_world_size())
+    if _world() > 1:
+        average_gradients(params, _world())
 
 
 def _world() -> int:
@@ -93,22 +94,26 @@ def all_sum(t: Tensor) -> Tensor:
     return out.to(t.device)
 
 
-def all_gather_rows(t: Tensor) -> Tensor:
-    """Every rank's rows concatenated in rank order (the ranks may hold different counts);
-    `t` itself in one process. Sharded evaluation gathers its predictions with it."""
+def all_gather_rows(*ts: Tensor) -> list[Tensor]:
+    """Every rank's rows of each tensor, concatenated in rank order (the ranks may hold different
+    counts; the tensors of one call share theirs, so the counts are gathered once); the tensors
+    themselves in one process. Sharded evaluation and sparse gradients gather with it."""
     world = _world()
     if world <= 1:
-        return t
-    dev = _comm_device(t)
-    n = torch.tensor([t.shape[0]], device=dev)
+        return list(ts)
+    dev = _comm_device(ts[0])
+    n = torch.tensor([ts[0].shape[0]], device=dev)
     sizes = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(sizes, n)
     counts = [int(c.item()) for c in sizes]
-    padded = torch.zeros((max(counts), *t.shape[1:]), dtype=t.dtype, device=dev)
-    padded[: t.shape[0]] = t
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(t.device)
+    out = []
+    for t in ts:
+        padded = torch.zeros((max(counts), *t.shape[1:]), dtype=t.dtype, device=dev)
+        padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        out.append(torch.cat([p[:c] for p, c in zip(parts, counts)]).to(t.device))
+    return out
 
 
 def average_gradients(params: list[nn.Parameter], world: int) -> None:
@@ -146,21 +151,8 @@ def _gather_sparse(p: nn.Parameter, world: int) -> Tensor:
         val = torch.zeros((0, *p.shape[1:]), dtype=p.dtype, device=p.device)
     else:  # uncoalesced is fine: the row-wise optimiser sums duplicate rows
         idx, val = g._indices(), g._values()
-    n = torch.tensor([idx.shape[1]], device=p.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    top = int(max(s.item() for s in sizes))
-    pad_idx = torch.zeros((1, top), dtype=idx.dtype, device=p.device)
-    pad_val = torch.zeros((top, *val.shape[1:]), dtype=val.dtype, device=p.device)
-    pad_idx[:, : idx.shape[1]], pad_val[: val.shape[0]] = idx, val
-    all_idx = [torch.empty_like(pad_idx) for _ in range(world)]
-    all_val = [torch.empty_like(pad_val) for _ in range(world)]
-    dist.all_gather(all_idx, pad_idx)
-    dist.all_gather(all_val, pad_val)
-    k = [int(s.item()) for s in sizes]
-    idx = torch.cat([a[:, :m] for a, m in zip(all_idx, k)], dim=1)
-    val = torch.cat([a[:m] for a, m in zip(all_val, k)]) / world
-    return torch.sparse_coo_tensor(idx, val, p.shape, check_invariants=False)  # ids come from our own tables
+    idx_t, val = all_gather_rows(idx.t(), val)
+    return torch.sparse_coo_tensor(idx_t.t(), val / world, p.shape, check_invariants=False)  # ids from our own tables
 
 
 def check_in_sync(params: list[Tensor], world: int) -> None:

@@ -165,6 +165,7 @@ class BatchLoader:
             else [None if h is None else take(f"teacher_hidden_{i}") for i, h in enumerate(self.teacher_hidden)],
         )
 
+
 def keep_on_device(setting: bool | str, device: torch.device, loader: BatchLoader) -> bool:
     """`data_on_device`: True / False as given; "auto" on a GPU when the loader's arrays take
     under half its free memory (the rest is for the model, activations and evaluation)."""

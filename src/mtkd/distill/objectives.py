@@ -300,8 +300,8 @@ class CoTraining(_KD):
         res = super().eval_result(split)
         parts = self._teacher_eval.pop(split, [])
         if parts:
-            tl = all_gather_rows(torch.cat([p[0] for p in parts])).numpy()
-            y = all_gather_rows(torch.cat([p[1] for p in parts])).numpy()
+            tl, y = (t.numpy() for t in all_gather_rows(torch.cat([p[0] for p in parts]),
+                                                         torch.cat([p[1] for p in parts])))
             for i, n in enumerate(self.names):
                 for k, v in compute_metrics(self.task, y, tl[:, i]).items():
                     if k in ("auc", "logloss", "accuracy"):

@@ -25,7 +25,7 @@ from mtkd.config import TrainConfig
 from mtkd.data.batch import Batch
 from mtkd.data.loader import BatchLoader, keep_on_device
 from mtkd.data.store import Dataset
-from mtkd.dist import sync_gradients
+from mtkd.dist import all_gather_rows, barrier, check_in_sync, mark_sparse_tables, sync_gradients
 from mtkd.errors import MtkdError
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
@@ -118,8 +118,6 @@ class Trainer:
         # under torchrun: every trained parameter (model and objective) is averaged after backward
         self.synced = [p for o in self.optimizers for g in o.param_groups for p in g["params"]]
         if world_size > 1:
-            from mtkd.dist import mark_sparse_tables
-
             mark_sparse_tables([self.model, *objective.modules()])
         objective.bind(self)
 
@@ -202,9 +200,8 @@ class Trainer:
         self.objective.train(True)
         parts = [torch.cat(t) if t else None for t in (logits, labels, index, groups)]
         if self.world_size > 1:  # contiguous blocks in rank order: concatenated they are in row order
-            from mtkd.dist import all_gather_rows
-
-            parts = [None if t is None else all_gather_rows(t) for t in parts]
+            got = iter(all_gather_rows(*(t for t in parts if t is not None)))
+            parts = [None if t is None else next(got) for t in parts]
         return parts[0], parts[1], parts[2], parts[3]
 
     def evaluate(self, split: str) -> dict[str, float]:
@@ -363,8 +360,6 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         if self.world_size > 1:
-            from mtkd.dist import barrier, check_in_sync
-
             # every weight of the model and the objective (the policy's included, which trains itself)
             check_in_sync([q for m in (self.model, *self.objective.modules()) for q in m.parameters()],
                           self.world_size)
