@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+from sklearn.metrics import accuracy_score, f1_score, log_loss, matthews_corrcoef, roc_auc_score
 
 from mtkd.train import metrics as M
 
@@ -125,6 +125,22 @@ def test_binary_metrics_from_logits() -> None:
     assert t["auc"] == pytest.approx(out["auc"])
 
 
+def test_binary_threshold_metrics_match_sklearn() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 777)
+    logits = rng.normal(size=777) + 0.8 * y - 0.3
+    out = M.binary_metrics(y, logits)
+    pred = (logits > 0).astype(int)
+    assert out["accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    assert out["f1"] == pytest.approx(f1_score(y, pred), abs=1e-12)
+    assert out["mcc"] == pytest.approx(matthews_corrcoef(y, pred), abs=1e-12)
+    assert M.metric_mode("valid.mcc") == "max" and M.metric_mode("test.f1") == "max"
+    # degenerate predictions: all one class gives MCC 0 and, with no true positive, F1 0 (as sklearn)
+    none = M.binary_metrics(y, np.full(777, -1.0))
+    assert none["mcc"] == 0.0 == matthews_corrcoef(y, np.zeros(777, int))
+    assert none["f1"] == 0.0
+
+
 def test_binary_logloss_finite_for_extreme_logits() -> None:
     y = np.array([1, 0, 1, 0])
     logits = np.array([100.0, -100.0, -100.0, 100.0])
@@ -146,7 +162,8 @@ def test_multiclass_metrics_and_dispatch() -> None:
     assert out["logloss"] == pytest.approx(log_loss(y, probs, labels=[0, 1, 2]), rel=1e-9)
     assert out["accuracy"] == pytest.approx(accuracy_score(y, probs.argmax(axis=1)))
     assert math.isfinite(M.multiclass_metrics([0], np.array([[-1000.0, 1000.0]]))["logloss"])
-    assert set(M.compute_metrics("binary", y > 0, logits[:, 0])) == {"auc", "logloss", "calibration"}
+    assert set(M.compute_metrics("binary", y > 0, logits[:, 0])) == {
+        "auc", "logloss", "calibration", "accuracy", "f1", "mcc"}
     with pytest.raises(ValueError):
         M.compute_metrics("regression", y, logits)
 

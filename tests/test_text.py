@@ -64,20 +64,23 @@ def test_text_encoders_read_word_order(name: str, min_auc: float | None) -> None
         assert auc > min_auc, f"{name}: held-out AUC {auc:.3f}"
 
 
-def test_transformer_ignores_padding_slots() -> None:
-    """It attends over the batch's longest text only; the same rows with fewer padding slots
-    (or more) score the same."""
+@pytest.mark.parametrize("name", ["text_transformer", "text_cnn"])
+def test_encoders_ignore_padding_slots(name: str) -> None:
+    """They read the batch's longest text only; the same rows with fewer padding slots (or
+    more) score the same, and an empty text scores without NaN."""
     torch.manual_seed(0)
     fmap = FeatureMap(sequences=(SequenceField("text", 30, 8),))
-    model = build_model("text_transformer", fmap).eval()
+    model = build_model(name, fmap).eval()
     ids = order_batch(16).seq["text"][:, :5]
     wide = torch.cat([ids, torch.zeros(16, 3, dtype=ids.dtype)], 1)
     ids[3, 2:] = 0  # rows of different lengths
     wide[3, 2:] = 0
+    ids[5], wide[5] = 0, 0  # an empty text
     with torch.no_grad():
         a = model(Batch(label=torch.zeros(16), index=torch.arange(16), seq={"text": ids})).logits
         b = model(Batch(label=torch.zeros(16), index=torch.arange(16), seq={"text": wide})).logits
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(a).all()
 
 
 WORDS = "the a film movie plot actors story was is very quite really rather".split()

@@ -12,107 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mtkd.cli_data import data_app
 from mtkd.errors import MtkdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="mtkd: multi-teacher knowledge distillation for CTR prediction and classification.")
-data_app = typer.Typer(no_args_is_help=True, help="Make, prepare and inspect datasets.")
 app.add_typer(data_app, name="data")
 out, err = Console(), Console(stderr=True)
-
-
-def _ratios(text: Optional[str]) -> Optional[list[float]]:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise MtkdError(f"--split {text!r}: expected comma-separated numbers such as 0.8,0.1,0.1") from None
-
-
-@data_app.command("synth")
-def data_synth(
-    rows: int = typer.Option(100_000, "--rows", min=10, help="Number of rows to generate."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the ground truth and the sample."),
-    task: str = typer.Option("binary", "--task", help="binary or multiclass."),
-    classes: int = typer.Option(4, "--classes", min=2, help="Classes for --task multiclass."),
-    with_truth: bool = typer.Option(False, "--with-truth", help="Add the true click probability as column p_true."),
-    out_file: Path = typer.Option(..., "--out", help="CSV file to write."),
-) -> None:
-    """Write Criteo-shaped synthetic CTR data with a known ground truth (and FILE.meta.json)."""
-    from mtkd.data.synthetic import write_synthetic
-
-    if task not in ("binary", "multiclass"):
-        raise MtkdError(f"--task {task!r}: expected binary or multiclass")
-    meta = write_synthetic(out_file, rows, seed, task, classes, with_truth)
-    bayes = meta["bayes_optimal"]["test_split"]
-    best = ", ".join(f"{k} {v:.4f}" for k, v in bayes.items() if k in ("auc", "logloss", "accuracy"))
-    out.print(f"wrote {rows:,} rows to {out_file} (seed {seed}); Bayes-optimal on the default test split: {best}")
-
-
-@data_app.command("prepare")
-def data_prepare(
-    schema: Path = typer.Option(..., "--schema", help="Dataset schema YAML (see configs/datasets/)."),
-    train: list[Path] = typer.Option(..., "--train", help="Training file(s); repeat to pool several. Split into valid/test when those are not given."),
-    valid: Optional[Path] = typer.Option(None, "--valid", help="Validation file."),
-    test: Optional[Path] = typer.Option(None, "--test", help="Test file."),
-    split: Optional[str] = typer.Option(None, "--split", help="Ratios dividing --train into the splits not given as files, e.g. 0.8,0.1,0.1."),
-    ordered: Optional[bool] = typer.Option(None, "--ordered/--random", help="Ordered split (first rows train, last rows test) or seeded random split."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the random split (default: the schema's)."),
-    force: bool = typer.Option(False, "--force", help="Replace --out if it holds another dataset."),
-    out_dir: Path = typer.Option(..., "--out", help="Dataset directory to create."),
-) -> None:
-    """Encode raw files into a dataset directory (arrays per split, encoder.json, manifest.json)."""
-    import time
-
-    from mtkd.data.prepare import prepare
-    from mtkd.data.schema import load_schema
-
-    sch = load_schema(schema)
-    t0 = time.perf_counter()
-    manifest = prepare(sch, out_dir, train, valid, test, _ratios(split), ordered, seed, force,
-                       log=lambda s: err.print(f"[dim]{s}[/dim]"))
-    dt = time.perf_counter() - t0
-    rows = sum(s["rows"] for s in manifest["splits"].values())
-    _print_manifest(manifest, out_dir)
-    out.print(f"{rows:,} rows in {dt:.1f}s ({rows / max(dt, 1e-9):,.0f} rows/s) -> {out_dir}")
-
-
-@data_app.command("info")
-def data_info(path: Path = typer.Argument(..., help="Dataset directory."),
-              as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON.")) -> None:
-    """Show a prepared dataset's manifest: splits, label rates, features and vocabularies."""
-    from mtkd.data.store import read_manifest
-
-    manifest = read_manifest(path)
-    if as_json:
-        out.print_json(json.dumps(manifest))
-    else:
-        _print_manifest(manifest, path)
-
-
-def _print_manifest(m: dict, path: Path) -> None:
-    out.print(f"[bold]{m.get('name')}[/bold] ({m.get('task')}) at {path}  checksum {m.get('checksum')}")
-    t = Table(title="splits")
-    for c in ("split", "rows", "label rate" if m.get("task") == "binary" else "classes"):
-        t.add_column(c, justify="right" if c != "split" else "left")
-    for name, s in m["splits"].items():
-        extra = s.get("label_rate") if m.get("task") == "binary" else len(s.get("class_counts", {}))
-        t.add_row(name, f"{s['rows']:,}", f"{extra:.4f}" if isinstance(extra, float) else str(extra))
-    out.print(t)
-    fm = m["feature_map"]
-    f = Table(title="features")
-    for c in ("feature", "type", "size"):
-        f.add_column(c)
-    for c in fm["categorical"]:
-        f.add_row(c["name"], "categorical", f"vocab {c['vocab_size']:,}")
-    for n in fm["numeric"]:
-        f.add_row(n, "numeric", "1")
-    for s in fm["sequences"]:
-        f.add_row(s["name"], "sequence", f"vocab {s['vocab_size']:,}, max_len {s['max_len']}")
-    for n in fm.get("scores", []):
-        f.add_row(n, "score", "1")
-    out.print(f)
 
 
 @app.command("train")

@@ -133,9 +133,23 @@ class _NumStats:
         return [float(v) for v in np.unique(qs)]
 
 
-def _split_tokens(col: pa.Array, sep: str) -> pa.Array:
-    """List array of the tokens of each sequence string (empty tokens included; callers drop them)."""
-    return pc.split_pattern(col, sep)
+# one character that is not a letter, digit, combining mark, underscore or space (RE2, Unicode
+# classes: "café." -> café .); each becomes a token, so "isn't." -> isn ' t .
+_PUNCT = r"([^\p{L}\p{N}\p{M}_\s])"
+
+
+def _split_tokens(col: pa.Array, spec: FeatureSpec) -> pa.Array:
+    """List array of the tokens of each sequence string (empty tokens included; callers drop them).
+
+    Text options run in Arrow over the whole column: lower-casing, then spaces put around each
+    punctuation mark (so "Iraq." and "Iraq" are one word) when `split_punctuation` is set.
+    """
+    col = pc.fill_null(col, "")
+    if spec.lowercase:
+        col = pc.utf8_lower(col)
+    if spec.split_punctuation:
+        col = pc.replace_substring_regex(col, _PUNCT, f"{spec.separator}\\1{spec.separator}")
+    return pc.split_pattern(col, spec.separator)
 
 
 @dataclass
@@ -151,7 +165,7 @@ class EncoderFitter:
         for name, spec in self.schema.specs():
             if spec.type == "numeric":
                 self.stats[name] = _NumStats()
-            else:
+            elif spec.share_embedding is None:
                 self.counters[name] = _Counter()
 
     def add(self, batch: pa.RecordBatch, rows: np.ndarray, mask: np.ndarray | None = None) -> None:
@@ -166,13 +180,13 @@ class EncoderFitter:
             if spec.type == "categorical":
                 if not pa.types.is_dictionary(col.type):
                     col = pc.fill_null(col, categorical_fill(spec))
-                self.counters[name].add(col, m)
+                self.counters[self.schema.vocab_owner(name)].add(col, m)
             elif spec.type == "sequence":
                 if m is not None:
                     col = col.filter(pa.array(m))
-                tokens = pc.list_flatten(_split_tokens(pc.fill_null(col, ""), spec.separator))
+                tokens = pc.list_flatten(_split_tokens(col, spec))
                 tokens = tokens.filter(pc.not_equal(tokens, ""))
-                self.counters[name].add(tokens)
+                self.counters[self.schema.vocab_owner(name)].add(tokens)
             else:
                 x = _numeric_pre(col, spec, name)
                 self.stats[name].add(x if m is None else x[m], rows if m is None else rows[m],
@@ -185,9 +199,15 @@ class EncoderFitter:
         state: dict[str, Any] = {"version": ENCODER_VERSION, "schema_hash": self.schema.hash(),
                                  "task": self.schema.task, "features": {}}
         for name, spec in self.schema.specs():
-            if spec.type in ("categorical", "sequence"):
+            if spec.share_embedding is not None:  # the vocabulary is stored once, under its owner
+                entry: dict[str, Any] = {"type": spec.type, "share_embedding": spec.share_embedding}
+                if spec.type == "categorical":
+                    entry["fill_na"] = categorical_fill(spec)
+                else:
+                    entry.update(separator=spec.separator, max_len=spec.max_len)
+            elif spec.type in ("categorical", "sequence"):
                 vocab = self.counters[name].vocabulary(spec.min_count)
-                entry: dict[str, Any] = {"type": spec.type, "vocab": vocab, "min_count": spec.min_count}
+                entry = {"type": spec.type, "vocab": vocab, "min_count": spec.min_count}
                 if spec.type == "categorical":
                     entry["fill_na"] = categorical_fill(spec)
                 else:
@@ -264,8 +284,11 @@ class Encoder:
         self.state = state
         self.vocabs: dict[str, HashVocab] = {}
         for name, entry in state["features"].items():
-            if entry["type"] in ("categorical", "sequence"):
+            if "vocab" in entry:
                 self.vocabs[name] = HashVocab(entry["vocab"], first_id=FIRST_ID, default=OOV_ID)
+        for name, entry in state["features"].items():
+            if "share_embedding" in entry:
+                self.vocabs[name] = self.vocabs[entry["share_embedding"]]
         self.classes: list[str] = state.get("classes", [])
         self.class_vocab = HashVocab(self.classes, first_id=0, default=-1) if self.classes else None
 
@@ -274,6 +297,8 @@ class Encoder:
         entry = self.state["features"][name]
         if entry["type"] == "numeric":
             return len(entry["edges"]) + 1 + FIRST_ID
+        if "share_embedding" in entry:
+            return self.vocab_size(entry["share_embedding"])
         return len(entry["vocab"]) + FIRST_ID
 
     def feature_map(self):
@@ -281,9 +306,10 @@ class Encoder:
 
         s = self.schema
         return FeatureMap(
-            categorical=tuple(CategoricalField(n, self.vocab_size(n)) for n, _ in s.categorical()),
+            categorical=tuple(CategoricalField(n, self.vocab_size(n), f.share_embedding) for n, f in s.categorical()),
             numeric=tuple(n for n, _ in s.numeric()),
-            sequences=tuple(SequenceField(n, self.vocab_size(n), f.max_len) for n, f in s.sequences()),
+            sequences=tuple(SequenceField(n, self.vocab_size(n), f.max_len, f.share_embedding)
+                            for n, f in s.sequences()),
             task=s.task,
             num_classes=len(self.classes) if s.task == "multiclass" else 2,
             scores=tuple(s.scores),
@@ -348,7 +374,7 @@ class Encoder:
         place, so values stay in front and do not lose their slots to holes.
         """
         n = len(col)
-        lists = _split_tokens(pc.fill_null(col, ""), spec.separator)
+        lists = _split_tokens(col, spec)
         offsets = lists.offsets.to_numpy().astype(np.int64)
         row = np.repeat(np.arange(n), np.diff(offsets))
         tokens = pc.list_flatten(lists)
@@ -363,6 +389,13 @@ class Encoder:
 
     def encode_labels(self, col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(labels, index of bad rows): float32 0/1 for binary, int32 class ids for multi-class."""
+        if self.schema.task == "binary" and self.schema.label_values:
+            neg, pos = self.schema.label_values
+            y = np.full(len(col), np.nan)
+            text = pc.fill_null(col, "\x00missing")
+            y[pc.equal(text, neg).to_numpy(zero_copy_only=False)] = 0.0
+            y[pc.equal(text, pos).to_numpy(zero_copy_only=False)] = 1.0
+            return y.astype(np.float32), np.flatnonzero(np.isnan(y))
         if self.schema.task == "binary":
             y = col.to_numpy(zero_copy_only=False).astype(np.float64)
             bad = np.flatnonzero(~((y == 0.0) | (y == 1.0)))  # NaN (missing) is bad too

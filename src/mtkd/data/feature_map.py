@@ -16,6 +16,7 @@ class CategoricalField:
 
     name: str
     vocab_size: int  # number of ids, padding and OOV included
+    share: str | None = None  # the field whose vocabulary and embedding rows this one uses
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class SequenceField:
     name: str
     vocab_size: int
     max_len: int
+    share: str | None = None  # the sequence field whose vocabulary and embedding table this one uses
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,16 @@ class FeatureMap:
 
     @property
     def total_vocab(self) -> int:
-        return sum(f.vocab_size for f in self.categorical) + sum(s.vocab_size for s in self.sequences)
+        """Embedding rows in all: a shared vocabulary counts once."""
+        return sum(f.vocab_size for f in (*self.categorical, *self.sequences) if f.share is None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "categorical": [{"name": f.name, "vocab_size": f.vocab_size} for f in self.categorical],
+            "categorical": [_shared({"name": f.name, "vocab_size": f.vocab_size}, f.share)
+                            for f in self.categorical],
             "numeric": list(self.numeric),
-            "sequences": [
-                {"name": s.name, "vocab_size": s.vocab_size, "max_len": s.max_len} for s in self.sequences
-            ],
+            "sequences": [_shared({"name": s.name, "vocab_size": s.vocab_size, "max_len": s.max_len}, s.share)
+                          for s in self.sequences],
             "task": self.task,
             "num_classes": self.num_classes,
             "scores": list(self.scores),
@@ -79,3 +82,8 @@ class FeatureMap:
             num_classes=int(d.get("num_classes", 2)),
             scores=tuple(d.get("scores", [])),
         )
+
+
+def _shared(d: dict[str, Any], share: str | None) -> dict[str, Any]:
+    """A field's manifest entry; `share` only where set, so manifests of unshared data stay as they were."""
+    return d if share is None else {**d, "share": share}

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 import mtkd
@@ -114,7 +115,11 @@ def _check_labels(reader: RawReader, encoder_or_none: Encoder | None, batch: pa.
                   start: int, schema: Schema) -> None:
     col = batch.column(schema.label)
     if schema.task == "binary":
-        y = col.to_numpy(zero_copy_only=False)
+        if schema.label_values:  # text labels: 0.0 where one of the two, NaN where missing, else bad
+            known = pc.is_in(col, value_set=pa.array(schema.label_values)).to_numpy(zero_copy_only=False)
+            y = np.where(known, 0.0, np.where(col.is_null().to_numpy(zero_copy_only=False), np.nan, 0.5))
+        else:
+            y = col.to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~((y == 0.0) | (y == 1.0)))
         what = "missing" if bad.size and np.isnan(y[bad[0]]) else None
     else:
@@ -128,7 +133,9 @@ def _check_labels(reader: RawReader, encoder_or_none: Encoder | None, batch: pa.
         i = int(bad[0])
         value = col[i].as_py()
         line = reader.line_of(start + i)
-        if schema.task == "binary":
+        if schema.task == "binary" and schema.label_values:
+            hint = f"labels must be one of label_values {schema.label_values}; fix the row or drop it"
+        elif schema.task == "binary":
             hint = ("labels must be 0 or 1" + (" (libFM: -1/+1)" if schema.format == "libfm" else "")
                     + "; fix the row or drop it")
         elif what == "unseen":

@@ -33,7 +33,7 @@ def column_types(schema: Schema) -> dict[str, pa.DataType]:
     types: dict[str, pa.DataType] = {}
     for name, spec in schema.specs():
         types[name] = pa.float64() if spec.type == "numeric" else pa.string()
-    types[schema.label] = pa.float64() if schema.task == "binary" else pa.string()
+    types[schema.label] = pa.float64() if schema.task == "binary" and not schema.label_values else pa.string()
     if schema.group:
         types[schema.group] = pa.string()
     for s in schema.scores:
@@ -156,10 +156,11 @@ class DelimitedReader(RawReader):
         first = self._first_line()
         if not first.strip():
             raise DataError(f"{self.path}: line 1 is blank; expected a header or a data row")
-        fields = next(csv.reader([first], delimiter=self.delimiter))
-        if self.schema.header:
+        quoting = csv.QUOTE_MINIMAL if self.schema.quoting else csv.QUOTE_NONE
+        fields = next(csv.reader([first], delimiter=self.delimiter, quoting=quoting))
+        if self.schema.columns is None:
             return [f.strip() for f in fields]
-        names = list(self.schema.columns or [])
+        names = list(self.schema.columns)  # no header, or a header renamed (`header: true` and `columns:`)
         if len(fields) != len(names):
             raise DataError(
                 f"{self.path}: line 1 has {len(fields)} columns but the schema's `columns:` lists "
@@ -170,10 +171,11 @@ class DelimitedReader(RawReader):
     def _options(self, types: dict[str, pa.DataType], include: list[str]):
         read = pcsv.ReadOptions(
             block_size=self.block_size,
-            column_names=None if self.schema.header else self.file_columns,
+            column_names=None if self.schema.columns is None else self.file_columns,
+            skip_rows=1 if self.schema.header and self.schema.columns is not None else 0,
             use_threads=True,
         )
-        parse = pcsv.ParseOptions(delimiter=self.delimiter)
+        parse = pcsv.ParseOptions(delimiter=self.delimiter, quote_char='"' if self.schema.quoting else False)
         conv = pcsv.ConvertOptions(
             column_types={c: types[c] for c in include},
             include_columns=include,
@@ -211,7 +213,8 @@ class DelimitedReader(RawReader):
             line = self._find_bad_number(col)
             where = f"line {line}, " if line else ""
             if col == self.schema.label:
-                what, fix = "the label", "binary labels must be 0 or 1"
+                what = "the label"
+                fix = "binary labels must be 0 or 1, or name text labels with `label_values: [negative, positive]`"
             elif col in self.schema.scores:
                 what, fix = "a score column", "fix the value"
             else:
@@ -225,7 +228,8 @@ class DelimitedReader(RawReader):
 
     def _find_bad_width(self, expected: int) -> tuple[int, int]:
         with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
-            for i, fields in enumerate(csv.reader(f, delimiter=self.delimiter), start=1):
+            quoting = csv.QUOTE_MINIMAL if self.schema.quoting else csv.QUOTE_NONE
+            for i, fields in enumerate(csv.reader(f, delimiter=self.delimiter, quoting=quoting), start=1):
                 if fields and len(fields) != expected:
                     return i, len(fields)
         return 0, 0

@@ -36,6 +36,10 @@ class FeatureSpec(_Strict):
     bins: int = Field(10, ge=2, le=100000, description="quantile bins for transform: bucketize")
     separator: str = "|"
     max_len: int = Field(10, ge=1)
+    lowercase: bool = Field(False, description="sequence: lower-case the text before splitting it")
+    split_punctuation: bool = Field(False, description="sequence: punctuation marks become tokens of their own")
+    share_embedding: str | None = Field(
+        None, description="use another feature's vocabulary and embedding table (fitted on both columns)")
 
     @model_validator(mode="after")
     def _check(self) -> "FeatureSpec":
@@ -50,6 +54,10 @@ class FeatureSpec(_Strict):
             raise ValueError("bucketize must be the last transform")
         if len(ts) > 1 and "none" in ts:
             raise ValueError("`none` cannot be combined with other transforms")
+        if self.type != "sequence" and (self.lowercase or self.split_punctuation):
+            raise ValueError("lowercase and split_punctuation apply to sequence (text) features only")
+        if self.share_embedding is not None and self.type == "numeric":
+            raise ValueError("share_embedding applies to categorical and sequence features")
         return self
 
     @property
@@ -77,8 +85,12 @@ class Schema(_Strict):
     format: Format = "csv"
     header: bool = True
     delimiter: str | None = None
-    columns: list[str] | None = None
+    columns: list[str] | None = Field(
+        None, description="column names in file order: for files without a header, or to rename a header's")
+    quoting: bool = Field(True, description='csv/tsv: a field that starts with " is quoted; false reads quotes as text')
     label: str = "label"
+    label_values: list[str] | None = Field(
+        None, description="binary task with text labels: [negative, positive], e.g. [not_entailment, entailment]")
     group: str | None = None
     scores: list[str] = Field(default_factory=list)
     features: list[FeatureSpec]
@@ -100,6 +112,9 @@ class Schema(_Strict):
         used = names + [self.label] + ([self.group] if self.group else []) + list(self.scores)
         if self.label in names:
             raise ValueError(f"label column {self.label!r} is also listed as a feature")
+        self._check_shared()
+        if self.label_values is not None and (self.task != "binary" or len(set(self.label_values)) != 2):
+            raise ValueError("label_values lists the two labels of a binary task: [negative, positive]")
         if self.format in ("csv", "tsv") and not self.header and not self.columns:
             raise ValueError("header: false needs `columns:` (the column names in file order)")
         if self.format == "libfm":
@@ -115,6 +130,29 @@ class Schema(_Strict):
             if missing:
                 raise ValueError(f"columns used but not listed in `columns`: {missing}")
         return self
+
+    def _check_shared(self) -> None:
+        spec = dict(self.specs())
+        for name, f in spec.items():
+            owner = f.share_embedding
+            if owner is None:
+                continue
+            if owner not in spec or owner == name:
+                raise ValueError(f"feature {name!r}: share_embedding names {owner!r}, which is not another feature")
+            o = spec[owner]
+            if o.share_embedding is not None:
+                raise ValueError(f"feature {name!r}: share_embedding must name the table's owner; "
+                                 f"{owner!r} itself shares {o.share_embedding!r}")
+            if o.type != f.type:
+                raise ValueError(f"feature {name!r} ({f.type}) cannot share the embedding of {owner!r} ({o.type}): "
+                                 "share between sequence features, or between categorical ones")
+            if f.min_count not in (1, o.min_count):
+                raise ValueError(f"feature {name!r}: a shared vocabulary has its owner's min_count "
+                                 f"({owner!r}: {o.min_count}); drop min_count here")
+
+    def vocab_owner(self, name: str) -> str:
+        """The feature whose vocabulary (and embedding table) `name` uses: itself unless shared."""
+        return dict(self.specs())[name].share_embedding or name
 
     # -- derived views ---------------------------------------------------------------
     def specs(self) -> list[tuple[str, FeatureSpec]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +26,8 @@ class FeatureEmbedding(nn.Module):
     to the flat DNN input by `flat` / `with_dense` (as DeepCTR-Torch does: a narrower first
     layer, and interaction layers see only the embedded fields). Each sequence field has its
     own table (id 0 = padding, kept at zero) and is mean-pooled over its non-padding positions.
+    A field with `share` set (the schema's `share_embedding`) reads its owner's rows instead: the
+    two sentences of a pair, or a target item and the history of items, mean one thing per id.
     Rows gathered from sparse tables in a forward with grad enabled are kept for
     `CTRModel.reg_loss`; dense tables are regularised whole, through `l2_parameters`.
 
@@ -55,18 +58,22 @@ class FeatureEmbedding(nn.Module):
                 "set numeric_input: embed"
             )
         width = embedding_dim + linear_dim
-        sizes = [f.vocab_size for f in feature_map.categorical]
+        cats = feature_map.categorical
+        sizes = [f.vocab_size for f in cats if f.share is None]  # a shared vocabulary has rows once
         self.table = nn.Embedding(sum(sizes), width, sparse=sparse) if sizes else None
-        offsets = torch.tensor([0, *sizes[:-1]], dtype=torch.long).cumsum(0) if sizes else torch.zeros(0)
-        self.register_buffer("offsets", offsets.long(), persistent=False)
+        start = dict(zip([f.name for f in cats if f.share is None], [0, *np.cumsum(sizes).tolist()]))
+        offsets = torch.tensor([start[f.share or f.name] for f in cats], dtype=torch.long)
+        self.register_buffer("offsets", offsets, persistent=False)
         self.numeric = nn.Parameter(torch.empty(n_num, width)) if n_num and not self.n_dense else None
         # dense numerics are not embedded, but keep their first-order weights
         self.numeric_linear = nn.Parameter(torch.empty(self.n_dense, linear_dim)) if self.n_dense and linear_dim else None
         self.seq_names = [s.name for s in feature_map.sequences]
-        self.sequences = nn.ModuleList(
+        owners = [s.name for s in feature_map.sequences if s.share is None]
+        self.sequences = nn.ModuleList(  # one table per vocabulary; fields that share one read it
             nn.Embedding(s.vocab_size, width, padding_idx=0, sparse=sparse)
-            for s in feature_map.sequences
+            for s in feature_map.sequences if s.share is None
         )
+        self.seq_table = [owners.index(s.share or s.name) for s in feature_map.sequences]
         self.num_fields = feature_map.num_fields - self.n_dense  # fields in forward's [B, F, D]
         self.embedding_dim, self.linear_dim = embedding_dim, linear_dim
         self.flat_dim = self.num_fields * embedding_dim + self.n_dense
@@ -102,7 +109,8 @@ class FeatureEmbedding(nn.Module):
                 rows.append(e)
         if self.numeric is not None:
             parts.append(batch.num.unsqueeze(-1) * self.numeric)
-        for name, table in zip(self.seq_names, self.sequences):
+        for name, t in zip(self.seq_names, self.seq_table):
+            table = self.sequences[t]
             ids = batch.seq[name]
             e = table(ids)  # padding rows are zero, so a plain sum skips them
             count = (ids != 0).sum(1, keepdim=True).clamp(min=1).to(e.dtype)
@@ -116,7 +124,7 @@ class FeatureEmbedding(nn.Module):
         """Sequence field `name` in order, for text encoders: token embeddings [B, L, D] (the
         same table the pooled field uses) and the mask of real tokens [B, L] (padding is id 0)."""
         ids = batch.seq[name]
-        e = self.sequences[self.seq_names.index(name)](ids)
+        e = self.sequences[self.seq_table[self.seq_names.index(name)]](ids)
         return (e[..., : self.embedding_dim] if self.linear_dim else e), ids != 0
 
     def with_dense(self, x: Tensor, batch: Batch) -> Tensor:

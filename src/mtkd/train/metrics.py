@@ -18,6 +18,8 @@ METRIC_MODES: dict[str, str] = {
     "gauc": "max",
     "accuracy": "max",
     "macro_f1": "max",
+    "f1": "max",
+    "mcc": "max",
     "logloss": "min",
     "loss": "min",
     "kd_loss": "min",
@@ -191,6 +193,29 @@ def macro_f1(y_true: Any, pred: Any, num_classes: int) -> float:
     return float(np.mean(2.0 * tp[present] / support[present]))
 
 
+def confusion(y_true: Any, y_pred: Any) -> tuple[float, float, float, float]:
+    """(TP, FP, FN, TN) of 0/1 labels against 0/1 predictions, as floats (products stay exact)."""
+    y = _np(y_true).reshape(-1) > 0.5
+    yp = _np(y_pred).reshape(-1) > 0.5
+    tp = float(np.count_nonzero(y & yp))
+    fp = float(np.count_nonzero(~y & yp))
+    fn = float(np.count_nonzero(y & ~yp))
+    return tp, fp, fn, float(y.size) - tp - fp - fn
+
+
+def f1(y_true: Any, y_pred: Any) -> float:
+    """F1 of the positive class (GLUE's MRPC / QQP score); 0 when there is no positive at all."""
+    tp, fp, fn, _ = confusion(y_true, y_pred)
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def mcc(y_true: Any, y_pred: Any) -> float:
+    """Matthews correlation (GLUE's CoLA score): 0 when a margin is empty, as scikit-learn gives."""
+    tp, fp, fn, tn = confusion(y_true, y_pred)
+    den = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+    return (tp * tn - fp * fn) / np.sqrt(den) if den else 0.0
+
+
 def _softplus(x: np.ndarray) -> np.ndarray:
     """log(1 + exp(x)) without overflow for large |x|."""
     return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
@@ -209,16 +234,23 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def binary_metrics(y_true: Any, logits: Any, groups: Any = None) -> dict[str, float]:
-    """AUC, logloss, calibration (and gAUC when ``groups`` is given) from one logit per row.
+    """AUC, logloss, calibration (and gAUC when ``groups`` is given) from one logit per row; and,
+    at the 0.5 threshold, accuracy, F1 and the Matthews correlation (the GLUE scores of binary
+    text tasks; cheap, so always logged).
 
     AUC ranks the logits themselves, so rows whose sigmoid saturates to the same float still
     rank correctly; logloss is softplus(x) - y * x, exact and finite for any finite logit.
     """
     y, x = _binary_inputs(y_true, logits)
+    pred = x > 0
+    nan = float("nan")
     out = {
         "auc": auc(y, x),
-        "logloss": float(np.mean(_softplus(x) - y * x)) if y.size else float("nan"),
+        "logloss": float(np.mean(_softplus(x) - y * x)) if y.size else nan,
         "calibration": calibration(y, _sigmoid(x)),
+        "accuracy": float(np.mean(pred == (y > 0.5))) if y.size else nan,
+        "f1": f1(y, pred) if y.size else nan,
+        "mcc": mcc(y, pred) if y.size else nan,
     }
     if groups is not None:
         out["gauc"] = group_auc(y, x, groups)

@@ -1,0 +1,201 @@
+"""Sentence-pair text tasks (paraphrase, entailment: GLUE's MRPC and RTE) and the file shapes of
+GLUE: a shared vocabulary and embedding table for the two sentences, text options
+(lower-case, punctuation split), quotes read as text, renamed headers, text labels."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from mtkd.config import load_train_config
+from mtkd.data.batch import Batch
+from mtkd.data.feature_map import CategoricalField, FeatureMap, SequenceField
+from mtkd.data.prepare import prepare
+from mtkd.data.schema import load_schema, schema_from_dict
+from mtkd.errors import ConfigError, DataError
+from mtkd.models import build_model
+from mtkd.models.embedding import FeatureEmbedding
+from mtkd.serve.export import export_run
+from mtkd.train.run import train_run
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = dict(progress=False, log=lambda s: None)
+WORDS = "the a cat dog sat ran on under mat rug and then quickly slowly big small red blue".split()
+
+
+def write_mrpc(path: Path, rows: int, seed: int) -> None:
+    """MRPC's shape: a BOM on the header, `Quality<TAB>#1 ID<TAB>#2 ID<TAB>#1 String<TAB>#2 String`,
+    quotes inside fields that are text, not CSV quoting. A paraphrase (1) is the same words with
+    two neighbours swapped; a non-paraphrase (0) has other words."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n")
+        for i in range(rows):
+            a = list(rng.choice(WORDS, int(rng.integers(5, 10))))
+            same = rng.random() < 0.5
+            b = list(a) if same else list(rng.choice(WORDS, int(rng.integers(5, 10))))
+            k = int(rng.integers(0, len(b) - 1))
+            b[k], b[k + 1] = b[k + 1], b[k]
+            quote = ['"'] if i % 7 == 0 else []  # a field that starts with a quote mark
+            f.write(f"{int(same)}\t{i}\t{i + rows}\t{' '.join(quote + a)}.\t{' '.join(b).capitalize()}.\n")
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pairs")
+    write_mrpc(root / "train.tsv", 2000, seed=1)
+    write_mrpc(root / "dev.tsv", 400, seed=2)
+    prepare(load_schema(REPO / "configs/datasets/mrpc.yaml"), root / "ds", root / "train.tsv", test=root / "dev.tsv")
+    return root
+
+
+def test_pair_file_is_read_as_glue_reads_it(pairs: Path) -> None:
+    ds = pairs / "ds"
+    rows = sum(json.loads((ds / "manifest.json").read_text())["splits"][s]["rows"] for s in ("train", "valid"))
+    assert rows == 2000  # no line swallowed by a quote mark
+    enc = json.loads((ds / "encoder.json").read_text())["features"]
+    assert enc["sentence2"]["share_embedding"] == "sentence1" and "vocab" not in enc["sentence2"]
+    vocab = enc["sentence1"]["vocab"]
+    assert '"' in vocab and "." in vocab and "the" in vocab and "The" not in vocab and "mat." not in vocab
+    # the same word has the same id in both columns (the second sentences are capitalised)
+    s1, s2 = (np.load(ds / "train" / f"seq_sentence{k}.npy") for k in (1, 2))
+    y = np.load(ds / "train" / "label.npy")
+    same = np.flatnonzero(y == 1)[:50]
+    assert all(set(s1[i][s1[i] > 0]) - {vocab.index('"') + 2} == set(s2[i][s2[i] > 0]) for i in same)
+
+
+def test_shared_vocabulary_counts_both_columns(tmp_path: Path) -> None:
+    """A word seen only in the second column is in the vocabulary, and min_count counts both."""
+    (tmp_path / "t.csv").write_text("label,q,d\n1,Café!,zebra\n0,café,zebra\n1,x,Zebra.\n")
+    (tmp_path / "v.csv").write_text("label,q,d\n1,yak,yak\n")
+    schema = schema_from_dict({"task": "binary", "label": "label", "features": [
+        {"name": "q", "type": "sequence", "separator": " ", "min_count": 2, "lowercase": True,
+         "split_punctuation": True},
+        {"name": "d", "type": "sequence", "separator": " ", "share_embedding": "q", "lowercase": True,
+         "split_punctuation": True}]})
+    prepare(schema, tmp_path / "ds", tmp_path / "t.csv", valid=tmp_path / "v.csv", test=tmp_path / "v.csv")
+    vocab = json.loads((tmp_path / "ds" / "encoder.json").read_text())["features"]["q"]["vocab"]
+    assert vocab == ["zebra", "café"]  # "." and "!" and "x" seen once; "zebra" 3 times, in column d only
+    fmap = json.loads((tmp_path / "ds" / "manifest.json").read_text())["feature_map"]["sequences"]
+    assert fmap[1] == {"name": "d", "vocab_size": 4, "max_len": 10, "share": "q"}
+
+
+SEQ = {"type": "sequence"}
+
+
+@pytest.mark.parametrize("features,message", [
+    ([{"name": "a", **SEQ, "share_embedding": "nope"}], "not another feature"),
+    ([{"name": "a", **SEQ, "share_embedding": "b"}, {"name": "b", **SEQ, "share_embedding": "c"},
+      {"name": "c", **SEQ}], "must name the table's owner"),
+    ([{"name": "a", **SEQ, "share_embedding": "c"}, {"name": "c", "type": "categorical"}], "cannot share"),
+    ([{"name": "a", **SEQ, "share_embedding": "b", "min_count": 3}, {"name": "b", **SEQ, "min_count": 2}],
+     "min_count"),
+    ([{"name": "a", "type": "categorical", "lowercase": True}], "sequence"),
+])
+def test_share_embedding_and_text_options_are_checked(features: list, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        schema_from_dict({"features": features})
+
+
+def test_text_labels_and_bad_label_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "rte.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tA b.\tA.\tentailment\n"
+                                      "1\tC d.\tE.\tnot_entailment\n2\tF.\tG.\tmaybe\n")
+    schema = load_schema(REPO / "configs/datasets/rte.yaml")
+    with pytest.raises(DataError, match=r"line 4, column 'label'.*'maybe'.*label_values"):
+        prepare(schema, tmp_path / "bad", tmp_path / "rte.tsv")
+    (tmp_path / "rte.tsv").write_text("\n".join((tmp_path / "rte.tsv").read_text().splitlines()[:3]) + "\n")
+    prepare(schema, tmp_path / "ds", tmp_path / "rte.tsv", valid=tmp_path / "rte.tsv", test=tmp_path / "rte.tsv")
+    assert np.load(tmp_path / "ds" / "train" / "label.npy").tolist() == [1.0, 0.0]
+
+
+def test_shared_tables_in_the_embedding() -> None:
+    fmap = FeatureMap(categorical=(CategoricalField("item", 7), CategoricalField("user", 5),
+                                   CategoricalField("last_item", 7, share="item")),
+                      sequences=(SequenceField("s1", 9, 4), SequenceField("s2", 9, 3, share="s1")))
+    emb = FeatureEmbedding(fmap, 4, init_std=0.1)
+    assert emb.table.num_embeddings == 12 and emb.offsets.tolist() == [0, 7, 0] and len(emb.sequences) == 1
+    ids = torch.tensor([[3, 1, 0, 0]])
+    batch = Batch(label=torch.zeros(1), index=torch.zeros(1), cat=torch.tensor([[3, 2, 3]]),
+                  seq={"s1": ids, "s2": ids[:, :3]})
+    e = emb(batch)
+    torch.testing.assert_close(e[:, 0], e[:, 2])  # item 3 and last_item 3: one row
+    torch.testing.assert_close(e[:, 3], e[:, 4])  # the same tokens pool to the same vector
+    assert fmap.total_vocab == 7 + 5 + 9
+
+
+def pair_batch(n: int, seed: int) -> Batch:
+    """Label 1: the second sentence is the first one shuffled; 0: other random words. Each
+    sentence alone says nothing about the label."""
+    g = torch.Generator().manual_seed(seed)
+    s1 = torch.randint(2, 40, (n, 6), generator=g)
+    shuffled = torch.gather(s1, 1, torch.rand(n, 6, generator=g).argsort(1))
+    label = torch.randint(0, 2, (n,), generator=g)
+    s2 = torch.where(label[:, None] == 1, shuffled, torch.randint(2, 40, (n, 6), generator=g))
+    return Batch(label=label.float(), index=torch.arange(n), seq={"s1": s1, "s2": s2})
+
+
+@pytest.mark.parametrize("name,fields,at_least", [("text_cnn", None, 0.95), ("text_transformer", None, 0.95),
+                                                  ("text_cnn", ["s2"], None)])
+def test_pair_encoders_compare_the_sentences(name: str, fields: list | None, at_least: float | None) -> None:
+    torch.manual_seed(0)
+    fmap = FeatureMap(sequences=(SequenceField("s1", 40, 6), SequenceField("s2", 40, 6, share="s1")))
+    model = build_model(name, fmap, dropout=0.0, text_fields=fields)
+    train, held = pair_batch(3000, 0), pair_batch(1000, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(12):
+        for idx in torch.randperm(3000).split(250):
+            part = Batch(label=train.label[idx], index=idx, seq={k: v[idx] for k, v in train.seq.items()})
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(model(part).logits, part.label).backward()
+            opt.step()
+    with torch.no_grad():
+        auc = roc_auc_score(held.label.numpy(), model.eval()(held).logits.numpy())
+    if at_least is None:  # one sentence alone: chance
+        assert auc < 0.6, f"{name} on {fields}: held-out AUC {auc:.3f}"
+    else:
+        assert auc > at_least, f"{name}: held-out AUC {auc:.3f}"
+
+
+def test_unknown_text_field_is_refused() -> None:
+    fmap = FeatureMap(sequences=(SequenceField("s1", 40, 6),))
+    with pytest.raises(ConfigError, match=r"text_fields \['s3'\] are not sequence fields"):
+        build_model("text_cnn", fmap, text_fields=["s3"])
+
+
+def test_pair_teacher_student_and_export(pairs: Path) -> None:
+    sets = ["batch_size=128", "epochs=4", "device=cpu", "patience=4"]
+    teacher = train_run(load_train_config(None, sets, model="text_cnn"), pairs / "ds", pairs / "cnn", **QUIET)
+    assert teacher["test"]["auc"] > 0.9 and teacher["test"]["f1"] > 0.8 and teacher["test"]["mcc"] > 0.6
+    kd = sets + ["params.embedding_dim=16", f'distill.teachers=[{{"name": "cnn", "run": "{pairs / "cnn"}"}}]',
+                 "distill.weighting=gate"]
+    student = train_run(load_train_config(None, kd, model="dnn"), pairs / "ds", pairs / "kd", **QUIET)
+    assert np.isfinite(student["valid"]["kd_loss"]) and 0 <= student["test"]["accuracy"] <= 1
+    tf = train_run(load_train_config(None, sets[:1] + ["epochs=1", "device=cpu"], model="text_transformer"),
+                   pairs / "ds", pairs / "tf", **QUIET)
+    assert np.isfinite(tf["test"]["logloss"])
+    for run in ("cnn", "tf"):  # two sequence inputs, one shared table; the transformer's segments
+        meta = export_run(pairs / run, pairs / f"export_{run}", formats=("onnx", "torchscript"))
+        assert max(f["parity"]["max_abs_diff"] for f in meta["formats"].values()) <= 1e-4, run
+
+
+def write_cola(path: Path) -> None:
+    rows = [("gj04", 1, "", "Our friends won't buy this analysis."), ("gj04", 0, "*", 'He said "go" .')] * 10
+    with open(path, "w", newline="") as f:
+        csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE, escapechar=None,
+                   quotechar="\x00").writerows(rows)
+
+
+def test_cola_file_without_header(tmp_path: Path) -> None:
+    write_cola(tmp_path / "cola.tsv")
+    cola = tmp_path / "cola.tsv"
+    prepare(load_schema(REPO / "configs/datasets/cola.yaml"), tmp_path / "ds", cola, valid=cola, test=cola)
+    vocab = json.loads((tmp_path / "ds" / "encoder.json").read_text())["features"]["sentence"]["vocab"]
+    assert {"won", "'", "t", '"', "go", "."} <= set(vocab)
+    assert np.load(tmp_path / "ds" / "train" / "label.npy").sum() == 10
