@@ -16,12 +16,11 @@ from sklearn.metrics import roc_auc_score
 
 from mtkd.config import load_train_config
 from mtkd.data.batch import Batch
-from mtkd.data.feature_map import CategoricalField, FeatureMap, SequenceField
+from mtkd.data.feature_map import FeatureMap, SequenceField
 from mtkd.data.prepare import prepare
-from mtkd.data.schema import load_schema, schema_from_dict
+from mtkd.data.schema import load_schema
 from mtkd.errors import ConfigError, DataError
 from mtkd.models import build_model
-from mtkd.models.embedding import FeatureEmbedding
 from mtkd.serve.export import export_run
 from mtkd.train.run import train_run
 
@@ -71,39 +70,6 @@ def test_pair_file_is_read_as_glue_reads_it(pairs: Path) -> None:
     assert all(set(s1[i][s1[i] > 0]) - {vocab.index('"') + 2} == set(s2[i][s2[i] > 0]) for i in same)
 
 
-def test_shared_vocabulary_counts_both_columns(tmp_path: Path) -> None:
-    """A word seen only in the second column is in the vocabulary, and min_count counts both."""
-    (tmp_path / "t.csv").write_text("label,q,d\n1,Café!,zebra\n0,café,zebra\n1,x,Zebra.\n")
-    (tmp_path / "v.csv").write_text("label,q,d\n1,yak,yak\n")
-    schema = schema_from_dict({"task": "binary", "label": "label", "features": [
-        {"name": "q", "type": "sequence", "separator": " ", "min_count": 2, "lowercase": True,
-         "split_punctuation": True},
-        {"name": "d", "type": "sequence", "separator": " ", "share_embedding": "q", "lowercase": True,
-         "split_punctuation": True}]})
-    prepare(schema, tmp_path / "ds", tmp_path / "t.csv", valid=tmp_path / "v.csv", test=tmp_path / "v.csv")
-    vocab = json.loads((tmp_path / "ds" / "encoder.json").read_text())["features"]["q"]["vocab"]
-    assert vocab == ["zebra", "café"]  # "." and "!" and "x" seen once; "zebra" 3 times, in column d only
-    fmap = json.loads((tmp_path / "ds" / "manifest.json").read_text())["feature_map"]["sequences"]
-    assert fmap[1] == {"name": "d", "vocab_size": 4, "max_len": 10, "share": "q"}
-
-
-SEQ = {"type": "sequence"}
-
-
-@pytest.mark.parametrize("features,message", [
-    ([{"name": "a", **SEQ, "share_embedding": "nope"}], "not another feature"),
-    ([{"name": "a", **SEQ, "share_embedding": "b"}, {"name": "b", **SEQ, "share_embedding": "c"},
-      {"name": "c", **SEQ}], "must name the table's owner"),
-    ([{"name": "a", **SEQ, "share_embedding": "c"}, {"name": "c", "type": "categorical"}], "cannot share"),
-    ([{"name": "a", **SEQ, "share_embedding": "b", "min_count": 3}, {"name": "b", **SEQ, "min_count": 2}],
-     "min_count"),
-    ([{"name": "a", "type": "categorical", "lowercase": True}], "sequence"),
-])
-def test_share_embedding_and_text_options_are_checked(features: list, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        schema_from_dict({"features": features})
-
-
 def test_text_labels_and_bad_label_names_the_line(tmp_path: Path) -> None:
     (tmp_path / "rte.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\tA b.\tA.\tentailment\n"
                                       "1\tC d.\tE.\tnot_entailment\n2\tF.\tG.\tmaybe\n")
@@ -113,21 +79,6 @@ def test_text_labels_and_bad_label_names_the_line(tmp_path: Path) -> None:
     (tmp_path / "rte.tsv").write_text("\n".join((tmp_path / "rte.tsv").read_text().splitlines()[:3]) + "\n")
     prepare(schema, tmp_path / "ds", tmp_path / "rte.tsv", valid=tmp_path / "rte.tsv", test=tmp_path / "rte.tsv")
     assert np.load(tmp_path / "ds" / "train" / "label.npy").tolist() == [1.0, 0.0]
-
-
-def test_shared_tables_in_the_embedding() -> None:
-    fmap = FeatureMap(categorical=(CategoricalField("item", 7), CategoricalField("user", 5),
-                                   CategoricalField("last_item", 7, share="item")),
-                      sequences=(SequenceField("s1", 9, 4), SequenceField("s2", 9, 3, share="s1")))
-    emb = FeatureEmbedding(fmap, 4, init_std=0.1)
-    assert emb.table.num_embeddings == 12 and emb.offsets.tolist() == [0, 7, 0] and len(emb.sequences) == 1
-    ids = torch.tensor([[3, 1, 0, 0]])
-    batch = Batch(label=torch.zeros(1), index=torch.zeros(1), cat=torch.tensor([[3, 2, 3]]),
-                  seq={"s1": ids, "s2": ids[:, :3]})
-    e = emb(batch)
-    torch.testing.assert_close(e[:, 0], e[:, 2])  # item 3 and last_item 3: one row
-    torch.testing.assert_close(e[:, 3], e[:, 4])  # the same tokens pool to the same vector
-    assert fmap.total_vocab == 7 + 5 + 9
 
 
 def pair_batch(n: int, seed: int) -> Batch:

@@ -143,9 +143,10 @@ class Schema(_Strict):
             if o.share_embedding is not None:
                 raise ValueError(f"feature {name!r}: share_embedding must name the table's owner; "
                                  f"{owner!r} itself shares {o.share_embedding!r}")
-            if o.type != f.type:
+            if o.type != f.type and not (f.type == "sequence" and o.type == "categorical"):
                 raise ValueError(f"feature {name!r} ({f.type}) cannot share the embedding of {owner!r} ({o.type}): "
-                                 "share between sequence features, or between categorical ones")
+                                 "share between features of one type, or let a sequence share a categorical "
+                                 "feature's (a history of items and the item)")
             if f.min_count not in (1, o.min_count):
                 raise ValueError(f"feature {name!r}: a shared vocabulary has its owner's min_count "
                                  f"({owner!r}: {o.min_count}); drop min_count here")

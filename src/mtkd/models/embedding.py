@@ -73,7 +73,11 @@ class FeatureEmbedding(nn.Module):
             nn.Embedding(s.vocab_size, width, padding_idx=0, sparse=sparse)
             for s in feature_map.sequences if s.share is None
         )
-        self.seq_table = [owners.index(s.share or s.name) for s in feature_map.sequences]
+        # index into `sequences`, or -1 - j: the rows of categorical field j in `table` (a history
+        # of items sharing the item's embedding)
+        cat_names = [f.name for f in cats]
+        self.seq_table = [owners.index(s.share or s.name) if (s.share or s.name) in owners
+                          else -1 - cat_names.index(s.share) for s in feature_map.sequences]
         self.num_fields = feature_map.num_fields - self.n_dense  # fields in forward's [B, F, D]
         self.embedding_dim, self.linear_dim = embedding_dim, linear_dim
         self.flat_dim = self.num_fields * embedding_dim + self.n_dense
@@ -110,21 +114,27 @@ class FeatureEmbedding(nn.Module):
         if self.numeric is not None:
             parts.append(batch.num.unsqueeze(-1) * self.numeric)
         for name, t in zip(self.seq_names, self.seq_table):
-            table = self.sequences[t]
             ids = batch.seq[name]
-            e = table(ids)  # padding rows are zero, so a plain sum skips them
+            e = self._lookup(ids, t)  # padding rows are zero, so a plain sum skips them
             count = (ids != 0).sum(1, keepdim=True).clamp(min=1).to(e.dtype)
             parts.append((e.sum(1) / count).unsqueeze(1))
-            if table.sparse:
+            if (self.sequences[t] if t >= 0 else self.table).sparse:
                 rows.append(e)
         self._rows = rows if torch.is_grad_enabled() else []
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # one part: no copy
+
+    def _lookup(self, ids: Tensor, t: int) -> Tensor:
+        """[B, L, width] rows of sequence ids from table t (see `seq_table`); padding (0) is zero."""
+        if t >= 0:
+            return self.sequences[t](ids)
+        e = self.table(ids + self.offsets[-1 - t])  # the categorical table has no padding row
+        return e * (ids != 0).unsqueeze(-1).to(e.dtype)
 
     def tokens(self, batch: Batch, name: str) -> tuple[Tensor, Tensor]:
         """Sequence field `name` in order, for text encoders: token embeddings [B, L, D] (the
         same table the pooled field uses) and the mask of real tokens [B, L] (padding is id 0)."""
         ids = batch.seq[name]
-        e = self.sequences[self.seq_table[self.seq_names.index(name)]](ids)
+        e = self._lookup(ids, self.seq_table[self.seq_names.index(name)])
         return (e[..., : self.embedding_dim] if self.linear_dim else e), ids != 0
 
     def with_dense(self, x: Tensor, batch: Batch) -> Tensor:

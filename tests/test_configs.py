@@ -1,0 +1,36 @@
+"""The example configs in configs/: every experiment and dataset schema parses, names models that
+exist and resolves into valid training configs for each teacher and student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtkd.config import load_experiment
+from mtkd.data.schema import load_schema
+from mtkd.models import MODELS
+from mtkd.pipeline import Experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_experiment_config_resolves(path: Path) -> None:
+    cfg = load_experiment(path)
+    load_schema(REPO / cfg.data.schema_path)
+    exp = Experiment(cfg, str(path), log=lambda s: None)
+    known = set(MODELS)
+    for t in cfg.teachers:
+        assert t.model in known
+        exp.teacher_config(t, cfg.seeds[0])
+    for s in cfg.students:
+        tc = exp.student_config(s, cfg.seeds[0])
+        assert tc.model in known
+    for f in (cfg.data.train or []) + [cfg.data.test or "", cfg.data.valid or ""]:
+        assert not f or f.startswith("../shared/data/"), f"{path.name}: {f} is not under ../shared/data"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "datasets").glob("*.yaml")), ids=lambda p: p.name)
+def test_dataset_schema_loads(path: Path) -> None:
+    assert load_schema(path).features
