@@ -22,6 +22,7 @@ from mtkd.data.schema import load_schema
 from mtkd.errors import ConfigError, DataError
 from mtkd.models import build_model
 from mtkd.serve.export import export_run
+from mtkd.serve.predict import predict_file
 from mtkd.train.run import train_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,6 +135,12 @@ def test_pair_teacher_student_and_export(pairs: Path) -> None:
     for run in ("cnn", "tf"):  # two sequence inputs, one shared table; the transformer's segments
         meta = export_run(pairs / run, pairs / f"export_{run}", formats=("onnx", "torchscript"))
         assert max(f["parity"]["max_abs_diff"] for f in meta["formats"].values()) <= 1e-4, run
+    # the raw dev file (BOM, quotes as text, renamed header) scored by the export in ONNX Runtime
+    done = predict_file(pairs / "export_cnn", pairs / "dev.tsv", pairs / "scores.csv")
+    assert done["rows"] == 400 and done["engine"] == "onnx"
+    p = np.loadtxt(pairs / "scores.csv", delimiter=",", skiprows=1)[:, 1]
+    y = np.loadtxt(pairs / "dev.tsv", delimiter="\t", skiprows=1, usecols=0, encoding="utf-8", comments=None)
+    assert roc_auc_score(y, p) == pytest.approx(teacher["test"]["auc"], abs=1e-6)
 
 
 def write_cola(path: Path) -> None:
