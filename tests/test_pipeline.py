@@ -40,7 +40,7 @@ STUDENTS = [
 
 def test_run_writes_report_with_every_model(tmp_path, capsys):
     path = _experiment(tmp_path, STUDENTS + [{"name": "co", "distill": {"mode": "cotrain", "weighting": "average"}}],
-                       export=["kd_gate"])
+                       export=["kd_gate"], metrics=["accuracy", "mcc"])
     assert main(["run", str(path)]) == 0
     out = tmp_path / "exp"
     rows = list(csv.DictReader((out / "report.csv").open()))
@@ -49,7 +49,9 @@ def test_run_writes_report_with_every_model(tmp_path, capsys):
     for r in rows:
         assert 0.5 < float(r["test_auc"]) <= 1 and float(r["test_auc_std"]) >= 0
         assert float(r["ms_per_1000_rows"]) > 0 and int(r["params"]) > 0
+        assert 0.5 < float(r["test_accuracy"]) <= 1 and -1 <= float(r["test_mcc"]) <= 1  # `metrics:` columns
     md = (out / "report.md").read_text()
+    assert "test accuracy (mean ± std) | test mcc (mean ± std)" in md
     assert "Bayes-optimal test AUC" in md and "KD single (dcn)" in md and "stop on valid.kd_loss" in md
     # the exported student: an ONNX model of its first seed's run, timed in ONNX Runtime
     assert [r["model"] for r in rows if r["onnx_ms_per_1000_rows"]] == ["kd_gate"]
@@ -117,6 +119,12 @@ def test_export_of_an_unknown_model_is_refused(tmp_path, capsys):
     path = _experiment(tmp_path, STUDENTS, export=["kd_gaet"])
     assert main(["run", str(path)]) == 2
     assert "export names ['kd_gaet']" in capsys.readouterr().err
+
+
+def test_report_metric_that_is_not_logged_is_refused(tmp_path, capsys):
+    path = _experiment(tmp_path, STUDENTS, metrics=["f2"])
+    assert main(["run", str(path)]) == 2
+    assert "metrics ['f2'] are not logged" in " ".join(capsys.readouterr().err.split())
 
 
 def test_run_refuses_torchrun(tmp_path, monkeypatch, capsys):

@@ -213,6 +213,8 @@ class ExperimentConfig(_Strict):
     teachers: list[ModelSpec] = Field(default_factory=list)
     students: list[ModelSpec] = Field(default_factory=list)
     inference_rows: int = Field(1000, ge=1)
+    metrics: list[str] = Field(default_factory=list, description="more test metrics for the report, e.g. "
+                                                                   "[accuracy, f1] (MRPC) or [mcc] (CoLA)")
     export: list[str] = Field(default_factory=list, description="models to export to ONNX (first seed's run) "
                                                                  "into OUT/exports/NAME, timed with ONNX Runtime")
 
@@ -226,6 +228,9 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"export names {unknown} are not teachers or students of this experiment: {names}")
         if not self.seeds:
             raise ValueError("seeds is empty")
+        known = {"auc", "logloss", "accuracy", "f1", "mcc", "macro_f1", "gauc", "calibration"}
+        if set(self.metrics) - known:
+            raise ValueError(f"metrics {sorted(set(self.metrics) - known)} are not logged; choose from {sorted(known)}")
         for t in self.teachers:
             if t.model is None:
                 raise ValueError(f"teacher {t.name!r}: `model` is required")

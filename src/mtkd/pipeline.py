@@ -159,7 +159,8 @@ class Experiment:
             _, _, model = load_run(self.run_dir(kind, m.name, self.cfg.seeds[0]))
             latency = batch_latency_ms(model, sample) * 1000.0 / len(sample)
             cfg0 = configs[(kind, m.name, self.cfg.seeds[0])]
-            rows.append(summarise(m.name, kind[:-1], _method(cfg0), summaries, latency, task))
+            rows.append(summarise(m.name, kind[:-1], _method(cfg0), summaries, latency, task,
+                                  tuple(self.cfg.metrics)))
             if m.name in self.cfg.export:
                 rows[-1]["onnx_ms_per_1000_rows"] = self._export(self.run_dir(kind, m.name, self.cfg.seeds[0]),
                                                                  m.name, sample, force)
