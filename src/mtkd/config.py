@@ -109,6 +109,9 @@ class TrainConfig(_Strict):
     init_from: Optional[str] = Field(
         None, description="a run directory on the same dataset: start from its best weights wherever names and "
                           "shapes match (NFM's FM pre-training, a student from a teacher's embeddings)")
+    word_vectors: dict[str, str] = Field(
+        default_factory=dict, description="text field -> GloVe / word2vec / fastText text file: its vocabulary's "
+                                          "rows start from these vectors (params.embedding_dim must match)")
     train_fraction: Optional[float] = Field(
         None, gt=0, le=1, description="train on this seeded fraction of the training rows (learning curves, "
                                       "a deliberately weak teacher)")

@@ -11,7 +11,7 @@ import yaml
 from mtkd.config import TrainConfig
 from mtkd.config_io import yaml_load
 from mtkd.data.atomic import atomic_write_text
-from mtkd.data.store import Dataset
+from mtkd.data.store import ENCODER, Dataset
 from mtkd.errors import MtkdError
 from mtkd.models import build_model, model_params
 from mtkd.models.base import CTRModel
@@ -100,6 +100,10 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
     configure_torch()
     seed_everything(cfg.seed)
     model = build_model(cfg.model, dataset.feature_map, **cfg.params)
+    if cfg.word_vectors:
+        from mtkd.models.word_vectors import init_word_vectors
+
+        init_word_vectors(model, dataset.root / ENCODER, cfg.word_vectors, log)
     if cfg.init_from:
         from mtkd.train.warm_start import init_from_run
 
