@@ -16,6 +16,7 @@ from mtkd.models import MODELS, CTRModel, ModelOutput, build_model, model_params
 
 ALL = sorted(MODELS)
 TEXT = ["text_cnn", "text_transformer"]  # read a sequence field in order; need one
+HISTORY = ["din"]  # attends over a history that shares a categorical field's table; needs one
 VOCAB, SEQ_VOCAB, SEQ_LEN = 20, 15, 5
 
 
@@ -23,7 +24,8 @@ def feature_map(task: str = "binary", num_classes: int = 2) -> FeatureMap:
     return FeatureMap(
         categorical=tuple(CategoricalField(f"c{i}", VOCAB) for i in range(3)),
         numeric=("n0", "n1"),
-        sequences=(SequenceField("tags", SEQ_VOCAB, SEQ_LEN),),
+        # "hist": items of c0 (its vocabulary and embedding rows), as a history of clicked items
+        sequences=(SequenceField("tags", SEQ_VOCAB, SEQ_LEN), SequenceField("hist", VOCAB, SEQ_LEN, share="c0")),
         task=task,
         num_classes=num_classes,
     )
@@ -34,6 +36,7 @@ def random_batch(n: int, fmap: FeatureMap, seed: int = 0) -> Batch:
     seq = torch.randint(1, SEQ_VOCAB, (n, SEQ_LEN), generator=g)
     lengths = torch.randint(0, SEQ_LEN + 1, (n, 1), generator=g)  # some rows are all padding
     seq = seq * (torch.arange(SEQ_LEN) < lengths)
+    hist = torch.randint(1, VOCAB, (n, SEQ_LEN), generator=g) * (torch.arange(SEQ_LEN) < lengths.roll(1, 0))
     if fmap.task == "binary":
         label = torch.randint(0, 2, (n,), generator=g).float()
     else:
@@ -43,7 +46,7 @@ def random_batch(n: int, fmap: FeatureMap, seed: int = 0) -> Batch:
         index=torch.arange(n),
         cat=torch.randint(1, VOCAB, (n, len(fmap.categorical)), generator=g),
         num=torch.randn(n, len(fmap.numeric), generator=g),
-        seq={"tags": seq},
+        seq={"tags": seq, "hist": hist},
     )
 
 
@@ -146,8 +149,10 @@ def test_autoint_wide_term_is_first_order() -> None:
         assert torch.allclose(out.hidden[:, :1], first + 0.25)
         model.embedding.table.weight[:, -1] += 1.0  # every first-order weight up by one
         shifted = model(batch).logits
-    # one first-order weight per categorical field (the sequence field has its own table)
-    assert torch.allclose(shifted - out.logits, torch.full_like(shifted, len(fmap.categorical)), atol=1e-5)
+    # one first-order weight per categorical field, plus the mean of a non-empty history's (its rows are
+    # c0's); "tags" has a table of its own
+    expected = len(fmap.categorical) + (batch.seq["hist"] != 0).any(1).float()
+    assert torch.allclose(shifted - out.logits, expected, atol=1e-5)
 
 
 VARIANTS = [
@@ -198,6 +203,10 @@ def test_partial_feature_maps(name: str, kind: str) -> None:
         with pytest.raises(ConfigError, match="reads a text .sequence. field in order"):
             build_model(name, fmap)
         return
+    if name in HISTORY:
+        with pytest.raises(ConfigError, match="attends over a history"):
+            build_model(name, fmap)
+        return
     out = build_model(name, fmap)(batch)
     assert out.logits.shape == (8,) and torch.isfinite(out.logits).all()
 
@@ -230,7 +239,7 @@ def test_numeric_input_dense(name: str) -> None:
 def test_numeric_input_dense_narrows_the_dnn() -> None:
     fmap = feature_map()
     embed, dense = build_model("dnn", fmap, embedding_dim=8), build_model("dnn", fmap, embedding_dim=8, numeric_input="dense")
-    assert embed.mlp.net[0].in_features == 6 * 8 and dense.mlp.net[0].in_features == 4 * 8 + 2
+    assert embed.mlp.net[0].in_features == 7 * 8 and dense.mlp.net[0].in_features == 5 * 8 + 2
 
 
 def learnable_batch(n: int, first_order: bool) -> Batch:
@@ -252,7 +261,7 @@ def test_learns_interaction(name: str) -> None:
     for _ in range(40):
         for idx in torch.randperm(2000).split(500):
             part = Batch(label=batch.label[idx], index=idx, cat=batch.cat[idx], num=batch.num[idx],
-                         seq={"tags": batch.seq["tags"][idx]})
+                         seq={k: v[idx] for k, v in batch.seq.items()})
             opt.zero_grad()
             loss_of(model(part), part, fmap).backward()
             opt.step()

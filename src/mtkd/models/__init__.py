@@ -14,6 +14,7 @@ from mtkd.models import (  # noqa: F401  (imported to register)
     dcn,
     dcnv2,
     deepfm,
+    din,
     dnn,
     fibinet,
     fm,

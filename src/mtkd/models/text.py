@@ -21,7 +21,7 @@ from mtkd.data.feature_map import FeatureMap
 from mtkd.errors import ConfigError
 from mtkd.models.base import CTRModel, ModelOutput
 from mtkd.models.embedding import FeatureEmbedding
-from mtkd.models.layers import MLP
+from mtkd.models.layers import MLP, trim_padding
 from mtkd.models.registry import register_model
 
 
@@ -53,16 +53,6 @@ class _TextModel(CTRModel):
         """[B, encoded_dim] from each text field's (token embeddings [B, L, D], mask [B, L])."""
         raise NotImplementedError
 
-    @staticmethod
-    def trimmed(tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Tokens come first, padding after: keep the batch's longest text, not max_len slots
-        (SST-2 phrases average ~9 of 64). Encoders ignore padding, so this is exact; skipped when
-        tracing or exporting, where a data-dependent length would be frozen into the graph."""
-        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
-            return tokens, mask
-        longest = max(int(mask.sum(1).max()), 1)
-        return tokens[:, :longest], mask[:, :longest]
-
     def forward(self, batch: Batch) -> ModelOutput:
         fields = self.embedding.flat(self.embedding(batch), batch)
         text = self.drop(self.encode([self.embedding.tokens(batch, f) for f in self.text_fields]))
@@ -89,7 +79,7 @@ class TextCNN(_TextModel):
         self._head(width * (4 if k == 2 else k), hidden_units)
 
     def encode(self, texts: list[tuple[Tensor, Tensor]]) -> Tensor:
-        enc = [self._one(*self.trimmed(tokens, mask)) for tokens, mask in texts]
+        enc = [self._one(*trim_padding(tokens, mask)) for tokens, mask in texts]
         if len(enc) == 2:
             u, v = enc
             return torch.cat([u, v, (u - v).abs(), u * v], dim=1)
@@ -140,7 +130,7 @@ class TextTransformer(_TextModel):
     def encode(self, texts: list[tuple[Tensor, Tensor]]) -> Tensor:
         xs, masks = [], []
         for i, (tokens, mask) in enumerate(texts):
-            tokens, mask = self.trimmed(tokens, mask)
+            tokens, mask = trim_padding(tokens, mask)
             x = tokens * self.scale + self.position[: tokens.shape[1]]
             xs.append(x if self.segment is None else x + self.segment[i])
             masks.append(mask)
