@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,6 +119,39 @@ def test_two_ranks_with_the_policy(data: Path, tmp_path: Path) -> None:
     assert json.loads((out / "summary.json").read_text())["valid"]["auc"] > 0.6
     logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert "train.reward" in logged and "train.sel.fm" in logged  # epoch 2: the policy selected and learned
+
+
+def test_two_ranks_resume_after_a_kill(data: Path, tmp_path: Path) -> None:
+    """torchrun killed (SIGKILL to the whole job) after an epoch, then `--resume`: both ranks continue
+    from rank 0's last.pt and the run ends as an uninterrupted one does."""
+    args = ["train", "--data", str(data), "--model", "deepfm", "--quiet",
+            *sets(["epochs=6", "batch_size=16", "patience=6"])]
+    full = torchrun([*args, "--out", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr[-20000:]
+    cut = tmp_path / "cut"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mtkd",
+           *args, "--out", str(cut)]
+    job = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    deadline = time.monotonic() + 120
+    metrics = cut / "metrics.jsonl"
+    while time.monotonic() < deadline and job.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1 and (cut / "last.pt").exists():
+            break
+        time.sleep(0.02)
+    assert job.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    done = len(metrics.read_text().splitlines())
+    assert 1 <= done < 6 and not (cut / "summary.json").exists()
+    again = torchrun([*args, "--out", str(cut), "--resume"])
+    assert again.returncode == 0, again.stderr[-20000:]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (tmp_path / "full", cut))
+    assert a["epochs_run"] == b["epochs_run"] == 6
+    for split in ("valid", "test"):
+        assert b[split]["auc"] == pytest.approx(a[split]["auc"], abs=1e-6)
+        assert b[split]["logloss"] == pytest.approx(a[split]["logloss"], abs=1e-6)
 
 
 def _sync_worker(rank: int, port: int, results) -> None:
