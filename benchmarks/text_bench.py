@@ -7,7 +7,8 @@ is the test split): SST-2 (sentiment), CoLA (acceptability), and the sentence pa
 (paraphrase) and RTE (entailment), whose two sentences share one vocabulary. Per seed it trains
 two text CNN teachers (Kim's widths 3-4-5, and a 1-2-3 variant; on pairs they match the two
 sentences as [u, v, |u - v|, u * v]), on pairs also a Transformer that reads both sentences
-jointly, the plain DNN student, and DNN students distilled from the teachers with averaging, the
+jointly, the plain DNN student (on pairs with `pair_features`: |u - v| and u * v of the pooled
+sentences), and DNN students distilled from the teachers with averaging, the
 gate and reinforced selection. Prints GLUE's metric of the task (accuracy; F1 too for MRPC; the
 Matthews correlation for CoLA), AUC and logloss on the test split as mean ± std over seeds, with
 parameters and CPU milliseconds per 1,000 test rows. SST-2's valid split holds phrases, its test
@@ -50,7 +51,7 @@ def latency_ms(run: Path) -> float:
     return batch_latency_ms(model, first_rows(ds, "test", 1000))
 
 
-def one_seed(data: Path, runs: Path, seed: int, teachers: dict, metrics: list[str]) -> dict[str, dict]:
+def one_seed(data: Path, runs: Path, seed: int, teachers: dict, metrics: list[str], pair: bool) -> dict[str, dict]:
     out: dict[str, dict] = {}
     shown = metrics + ["auc", "logloss"]
 
@@ -65,10 +66,11 @@ def one_seed(data: Path, runs: Path, seed: int, teachers: dict, metrics: list[st
 
     for name, (model, sets) in teachers.items():
         train(name, model, sets)
-    train("dnn", "dnn", STUDENT)
+    student = STUDENT + (["params.pair_features=true"] if pair else [])
+    train("dnn", "dnn", student)
     refs = json.dumps([{"name": n, "run": str(runs / f"{n}-{seed}")} for n in teachers])
     for name, weighting in WEIGHTINGS.items():
-        train(name, "dnn", STUDENT + [f"distill.teachers={refs}", f"distill.weighting={weighting}"])
+        train(name, "dnn", student + [f"distill.teachers={refs}", f"distill.weighting={weighting}"])
     return out
 
 
@@ -99,7 +101,7 @@ def main() -> None:
             test=args.glue / folder / "dev.tsv")
     teachers = PAIR_TEACHERS if pair else TEACHERS
     runs = args.workdir / "runs" / args.task
-    results = [one_seed(data, runs, int(s), teachers, metrics) for s in args.seeds.split(",")]
+    results = [one_seed(data, runs, int(s), teachers, metrics, pair) for s in args.seeds.split(",")]
     rows = json.loads((data / "manifest.json").read_text())["splits"]["test"]["rows"]
     print(f"\n{folder} (test = GLUE dev, {rows:,} rows), {len(results)} seed(s)\n")
     print(table(results, metrics))
