@@ -1,4 +1,4 @@
-"""Raw file readers: CSV, TSV, Parquet and libFM, streamed as Arrow record batches.
+"""Raw file readers: CSV, TSV, Parquet (here) and libFM (`libfm.py`), streamed as Arrow record batches.
 
 Every reader yields batches holding exactly `schema.input_columns()` with fixed types
 (features and group as strings or float64, label as float64 or string), so the encoder
@@ -118,7 +118,7 @@ def _nonempty_lines(path: Path, block_size: int = 16 << 20) -> Iterator[np.ndarr
         yield np.array([line])
 
 
-def _count_lines(path: Path) -> int:
+def count_lines(path: Path) -> int:
     """Number of non-empty lines, read in blocks (for ordered splits)."""
     return sum(int(numbers.size) for numbers in _nonempty_lines(path))
 
@@ -248,7 +248,7 @@ class DelimitedReader(RawReader):
         return 0
 
     def count_rows(self) -> int:
-        return _count_lines(self.path) - self.header_lines
+        return count_lines(self.path) - self.header_lines
 
 
 class ParquetReader(RawReader):
@@ -284,7 +284,7 @@ class ParquetReader(RawReader):
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                         where = ""
                         if pa.types.is_string(arr.type) and pa.types.is_floating(want):
-                            where = f"row {self.line_of(rows + _first_non_number(arr, null_ok=True))}, "
+                            where = f"row {self.line_of(rows + first_non_number(arr, null_ok=True))}, "
                         raise DataError(
                             f"{self.path}: {where}column {name!r} of type {arr.type} cannot be read as {want} "
                             f"({exc}). Fix the column or its type in the schema."
@@ -297,90 +297,7 @@ class ParquetReader(RawReader):
         return self.file.metadata.num_rows
 
 
-class LibFMReader(RawReader):
-    """libFM / libSVM lines `label idx:val idx:val ...` with one token per field, in field order.
-
-    Fields are named by the schema's `columns:`. A categorical field takes the index as its
-    value; a numeric field takes the value. Labels -1/+1 (or 0/1) become 0/1.
-    """
-
-    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
-        super().__init__(path, schema, block_size, need_label)
-        self.fields = [c for c in (schema.columns or []) if c != schema.label]
-        self.raw_names = ["__label__"] + self.fields
-
-    def _blocks(self) -> Iterator[pa.RecordBatch]:
-        # Whole lines, split on runs of whitespace: libSVM writers often leave a trailing space
-        # or use tabs, which a one-space delimiter would turn into extra (empty) tokens.
-        read = pcsv.ReadOptions(block_size=self.block_size, column_names=["line"], use_threads=True)
-        parse = pcsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False)
-        conv = pcsv.ConvertOptions(column_types={"line": pa.string()})
-        rows = 0
-        try:
-            for batch in pcsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=conv):
-                yield self._convert(self._tokens(batch.column(0), rows), rows)
-                rows += batch.num_rows
-        except pa.ArrowInvalid as exc:
-            raise DataError(f"{self.path}: cannot parse as libFM: {exc}") from None
-
-    def _tokens(self, lines: pa.Array, start: int) -> list[pa.Array]:
-        """One string array per token (label first), after checking every line has them all."""
-        parts = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(lines))
-        n = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(n != len(self.raw_names))
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(
-                f"{self.path}: line {self.line_of(start + i)}: expected a label and {len(self.fields)} "
-                f"idx:value tokens (one per field in `columns:`), got {max(int(n[i]) - 1, 0)} tokens. "
-                "Fix the line or `columns:`."
-            )
-        return [pc.list_element(parts, j) for j in range(len(self.raw_names))]
-
-    def _convert(self, tokens: list[pa.Array], start: int) -> pa.RecordBatch:
-        label_raw = tokens[0]
-        try:
-            label = pc.cast(label_raw, pa.float64())
-        except pa.ArrowInvalid:
-            i = _first_non_number(label_raw)
-            raise DataError(
-                f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {label_raw[i].as_py()!r} "
-                "is not a number; libFM labels are -1/+1 or 0/1."
-            ) from None
-        lab = label.to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(~np.isin(lab, (-1.0, 0.0, 1.0)))
-        if bad.size:
-            i = int(bad[0])
-            raise DataError(
-                f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {lab[i]!r} is not a "
-                "libFM binary label; use -1/+1 (or 0/1)."
-            )
-        out: dict[str, pa.Array] = {self.schema.label: pa.array(np.where(lab > 0, 1.0, 0.0))}
-        specs = dict(self.schema.specs())
-        for j, name in enumerate(self.fields, start=1):
-            if name not in specs:
-                continue
-            if specs[name].type == "numeric":
-                val = pc.struct_field(pc.extract_regex(tokens[j], r"^[^:]*:(?P<value>.*)$"), [0])
-                try:
-                    out[name] = pc.cast(val, pa.float64())
-                    i = None if out[name].null_count == 0 else _first_non_number(val)
-                except pa.ArrowInvalid:
-                    i = _first_non_number(val)
-                if i is not None:
-                    raise DataError(
-                        f"{self.path}: line {self.line_of(start + i)}, field {name!r} (token {j + 1}): "
-                        f"{tokens[j][i].as_py()!r} is not idx:value with a numeric value; fix the token."
-                    )
-            else:
-                out[name] = pc.list_element(pc.split_pattern(tokens[j], ":", max_splits=1), 0)
-        return pa.RecordBatch.from_arrays([out[c] for c in self.columns], names=self.columns)
-
-    def count_rows(self) -> int:
-        return _count_lines(self.path)
-
-
-def _first_non_number(arr: pa.Array, null_ok: bool = False) -> int:
+def first_non_number(arr: pa.Array, null_ok: bool = False) -> int:
     """Index of the first value that does not parse as a number (0 if none is found)."""
     ok = pc.fill_null(pc.match_substring_regex(arr, _FLOAT_RE), null_ok).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(~ok)
@@ -399,4 +316,6 @@ def open_reader(path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOC
         return DelimitedReader(path, schema, block_size, need_label)
     if schema.format == "parquet":
         return ParquetReader(path, schema, block_size, need_label)
+    from mtkd.data.libfm import LibFMReader  # it builds on RawReader, defined here
+
     return LibFMReader(path, schema, block_size, need_label)

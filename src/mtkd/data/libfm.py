@@ -1,0 +1,98 @@
+"""libFM / libSVM files (`label idx:val idx:val ...`, one token per field in field order), read
+block by block into the same typed record batches as every other reader."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from mtkd.data.readers import DEFAULT_BLOCK, RawReader, count_lines, first_non_number
+from mtkd.data.schema import Schema
+from mtkd.errors import DataError
+
+class LibFMReader(RawReader):
+    """libFM / libSVM lines `label idx:val idx:val ...` with one token per field, in field order.
+
+    Fields are named by the schema's `columns:`. A categorical field takes the index as its
+    value; a numeric field takes the value. Labels -1/+1 (or 0/1) become 0/1.
+    """
+
+    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
+        super().__init__(path, schema, block_size, need_label)
+        self.fields = [c for c in (schema.columns or []) if c != schema.label]
+        self.raw_names = ["__label__"] + self.fields
+
+    def _blocks(self) -> Iterator[pa.RecordBatch]:
+        # Whole lines, split on runs of whitespace: libSVM writers often leave a trailing space
+        # or use tabs, which a one-space delimiter would turn into extra (empty) tokens.
+        read = pcsv.ReadOptions(block_size=self.block_size, column_names=["line"], use_threads=True)
+        parse = pcsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False)
+        conv = pcsv.ConvertOptions(column_types={"line": pa.string()})
+        rows = 0
+        try:
+            for batch in pcsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=conv):
+                yield self._convert(self._tokens(batch.column(0), rows), rows)
+                rows += batch.num_rows
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"{self.path}: cannot parse as libFM: {exc}") from None
+
+    def _tokens(self, lines: pa.Array, start: int) -> list[pa.Array]:
+        """One string array per token (label first), after checking every line has them all."""
+        parts = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(lines))
+        n = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(n != len(self.raw_names))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(
+                f"{self.path}: line {self.line_of(start + i)}: expected a label and {len(self.fields)} "
+                f"idx:value tokens (one per field in `columns:`), got {max(int(n[i]) - 1, 0)} tokens. "
+                "Fix the line or `columns:`."
+            )
+        return [pc.list_element(parts, j) for j in range(len(self.raw_names))]
+
+    def _convert(self, tokens: list[pa.Array], start: int) -> pa.RecordBatch:
+        label_raw = tokens[0]
+        try:
+            label = pc.cast(label_raw, pa.float64())
+        except pa.ArrowInvalid:
+            i = first_non_number(label_raw)
+            raise DataError(
+                f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {label_raw[i].as_py()!r} "
+                "is not a number; libFM labels are -1/+1 or 0/1."
+            ) from None
+        lab = label.to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(~np.isin(lab, (-1.0, 0.0, 1.0)))
+        if bad.size:
+            i = int(bad[0])
+            raise DataError(
+                f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {lab[i]!r} is not a "
+                "libFM binary label; use -1/+1 (or 0/1)."
+            )
+        out: dict[str, pa.Array] = {self.schema.label: pa.array(np.where(lab > 0, 1.0, 0.0))}
+        specs = dict(self.schema.specs())
+        for j, name in enumerate(self.fields, start=1):
+            if name not in specs:
+                continue
+            if specs[name].type == "numeric":
+                val = pc.struct_field(pc.extract_regex(tokens[j], r"^[^:]*:(?P<value>.*)$"), [0])
+                try:
+                    out[name] = pc.cast(val, pa.float64())
+                    i = None if out[name].null_count == 0 else first_non_number(val)
+                except pa.ArrowInvalid:
+                    i = first_non_number(val)
+                if i is not None:
+                    raise DataError(
+                        f"{self.path}: line {self.line_of(start + i)}, field {name!r} (token {j + 1}): "
+                        f"{tokens[j][i].as_py()!r} is not idx:value with a numeric value; fix the token."
+                    )
+            else:
+                out[name] = pc.list_element(pc.split_pattern(tokens[j], ":", max_splits=1), 0)
+        return pa.RecordBatch.from_arrays([out[c] for c in self.columns], names=self.columns)
+
+    def count_rows(self) -> int:
+        return count_lines(self.path)
