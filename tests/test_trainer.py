@@ -176,6 +176,7 @@ def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
     assert main(["models", "--data", str(data_dir)]) == 0
     listing = " ".join(capsys.readouterr().out.split())
     assert "xdeepfm" in listing and "text_cnn" in listing and "not for this data" in listing  # no text field
+    assert "AutoInt+: AutoInt" in listing  # a module with two models describes each by its class
     rc = main(["train", "--data", str(data_dir), "--model", "nope", "--out", str(tmp_path / "x")])
     assert rc == 2 and "unknown model 'nope'" in capsys.readouterr().err
     rc = main(["train", "--data", str(data_dir), "--set", "epochz=3", "--out", str(tmp_path / "y")])

@@ -229,13 +229,26 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     for c in ("model", "parameters", "kind"):
         t.add_column(c, justify="right" if c == "parameters" else "left")
     for name in sorted(MODELS):
-        doc = (sys.modules[MODELS[name].__module__].__doc__ or "").strip().splitlines()[0][:80]
+        doc = _model_line(name)
         try:  # a model this data cannot feed (a text encoder without a text field) says why
             n = f"{sum(p.numel() for p in build_model(name, fmap, **params).parameters()):,}"
         except MtkdError as e:
             n, doc = "-", f"not for this data: {str(e)[:100]}"
         t.add_row(name, n, doc)
     out.print(t)
+
+
+def _model_line(name: str) -> str:
+    """A model's one-line description: its module's first docstring line, or its class's where the
+    module registers several models (the two text encoders) and the class says what it is."""
+    from mtkd.models import MODELS
+
+    cls = MODELS[name]
+    first = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    shared = sum(c.__module__ == cls.__module__ for c in MODELS.values()) > 1
+    if shared and first and not first.startswith("hidden:"):
+        return first[:80]
+    return (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0][:80]
 
 
 def _finish_train(summary: dict) -> None:
