@@ -231,7 +231,9 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"export names {unknown} are not teachers or students of this experiment: {names}")
         if not self.seeds:
             raise ValueError("seeds is empty")
-        known = {"auc", "logloss", "accuracy", "f1", "mcc", "macro_f1", "gauc", "calibration"}
+        from mtkd.train.metrics import METRIC_MODES
+
+        known = set(METRIC_MODES) | {"calibration"}  # every quantity a run's summary can hold
         if set(self.metrics) - known:
             raise ValueError(f"metrics {sorted(set(self.metrics) - known)} are not logged; choose from {sorted(known)}")
         for t in self.teachers:

@@ -189,6 +189,19 @@ def _numeric_pre(col: pa.Array, spec: FeatureSpec, name: str) -> np.ndarray:
     return x
 
 
+def binary_labels(col: pa.Array, schema: Schema) -> np.ndarray:
+    """A binary label column as float64: 0/1 where valid, NaN where missing, the value itself
+    (not 0 or 1) where it is wrong; text labels map through `label_values`, others to 0.5."""
+    if not schema.label_values:
+        return col.to_numpy(zero_copy_only=False).astype(np.float64)
+    neg, pos = schema.label_values
+    y = np.where(col.is_null().to_numpy(zero_copy_only=False), np.nan, 0.5)
+    text = pc.fill_null(col, "")
+    y[pc.equal(text, neg).to_numpy(zero_copy_only=False)] = 0.0
+    y[pc.equal(text, pos).to_numpy(zero_copy_only=False)] = 1.0
+    return y
+
+
 # ---------------------------------------------------------------------------- encoding
 class Encoder:
     """A fitted encoder; `transform(batch)` returns the arrays the store writes."""
@@ -303,15 +316,8 @@ class Encoder:
 
     def encode_labels(self, col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(labels, index of bad rows): float32 0/1 for binary, int32 class ids for multi-class."""
-        if self.schema.task == "binary" and self.schema.label_values:
-            neg, pos = self.schema.label_values
-            y = np.full(len(col), np.nan)
-            text = pc.fill_null(col, "\x00missing")
-            y[pc.equal(text, neg).to_numpy(zero_copy_only=False)] = 0.0
-            y[pc.equal(text, pos).to_numpy(zero_copy_only=False)] = 1.0
-            return y.astype(np.float32), np.flatnonzero(np.isnan(y))
         if self.schema.task == "binary":
-            y = col.to_numpy(zero_copy_only=False).astype(np.float64)
+            y = binary_labels(col, self.schema)
             bad = np.flatnonzero(~((y == 0.0) | (y == 1.0)))  # NaN (missing) is bad too
             return y.astype(np.float32), bad
         assert self.class_vocab is not None

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import yaml
 
 import mtkd
-from mtkd.data.encoder import Encoder, EncoderFitter, dictionary_encode
+from mtkd.data.encoder import Encoder, EncoderFitter, binary_labels, dictionary_encode
 from mtkd.data.hashing import uniform_from_index
 from mtkd.data.readers import DEFAULT_BLOCK, RawReader, open_reader
 from mtkd.data.schema import Schema
@@ -115,11 +114,7 @@ def _check_labels(reader: RawReader, encoder_or_none: Encoder | None, batch: pa.
                   start: int, schema: Schema) -> None:
     col = batch.column(schema.label)
     if schema.task == "binary":
-        if schema.label_values:  # text labels: 0.0 where one of the two, NaN where missing, else bad
-            known = pc.is_in(col, value_set=pa.array(schema.label_values)).to_numpy(zero_copy_only=False)
-            y = np.where(known, 0.0, np.where(col.is_null().to_numpy(zero_copy_only=False), np.nan, 0.5))
-        else:
-            y = col.to_numpy(zero_copy_only=False)
+        y = binary_labels(col, schema)
         bad = np.flatnonzero(~((y == 0.0) | (y == 1.0)))
         what = "missing" if bad.size and np.isnan(y[bad[0]]) else None
     else:

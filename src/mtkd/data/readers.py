@@ -137,6 +137,7 @@ class DelimitedReader(RawReader):
         super().__init__(path, schema, block_size, need_label)
         self.delimiter = schema.delimiter or ("\t" if schema.format == "tsv" else ",")
         self.header_lines = 1 if schema.header else 0
+        self.csv_quoting = csv.QUOTE_MINIMAL if schema.quoting else csv.QUOTE_NONE  # for Python's csv module
         self.file_columns = self._file_columns()
         missing = [c for c in self.columns if c not in self.file_columns]
         if missing:
@@ -156,8 +157,7 @@ class DelimitedReader(RawReader):
         first = self._first_line()
         if not first.strip():
             raise DataError(f"{self.path}: line 1 is blank; expected a header or a data row")
-        quoting = csv.QUOTE_MINIMAL if self.schema.quoting else csv.QUOTE_NONE
-        fields = next(csv.reader([first], delimiter=self.delimiter, quoting=quoting))
+        fields = next(csv.reader([first], delimiter=self.delimiter, quoting=self.csv_quoting))
         if self.schema.columns is None:
             return [f.strip() for f in fields]
         names = list(self.schema.columns)  # no header, or a header renamed (`header: true` and `columns:`)
@@ -228,8 +228,7 @@ class DelimitedReader(RawReader):
 
     def _find_bad_width(self, expected: int) -> tuple[int, int]:
         with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
-            quoting = csv.QUOTE_MINIMAL if self.schema.quoting else csv.QUOTE_NONE
-            for i, fields in enumerate(csv.reader(f, delimiter=self.delimiter, quoting=quoting), start=1):
+            for i, fields in enumerate(csv.reader(f, delimiter=self.delimiter, quoting=self.csv_quoting), start=1):
                 if fields and len(fields) != expected:
                     return i, len(fields)
         return 0, 0
