@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -44,12 +45,14 @@ def test_run_writes_report_with_every_model(tmp_path, capsys):
     assert main(["run", str(path)]) == 0
     out = tmp_path / "exp"
     rows = list(csv.DictReader((out / "report.csv").open()))
-    assert [r["model"] for r in rows] == ["deepfm", "dcn", "dnn", "kd_dcn", "kd_gate", "co"]
+    assert [r["model"] for r in rows] == ["deepfm", "dcn", "ensemble", "dnn", "kd_dcn", "kd_gate", "co"]
     assert all(r["seeds"] == "2" for r in rows)
     for r in rows:
         assert 0.5 < float(r["test_auc"]) <= 1 and float(r["test_auc_std"]) >= 0
         assert float(r["ms_per_1000_rows"]) > 0 and int(r["params"]) > 0
         assert 0.5 < float(r["test_accuracy"]) <= 1 and -1 <= float(r["test_mcc"]) <= 1  # `metrics:` columns
+    _check_ensemble_row(out, rows)
+    _check_plots_and_html(out)
     md = (out / "report.md").read_text()
     assert "test accuracy (mean ± std) | test mcc (mean ± std)" in md
     assert "Bayes-optimal test AUC" in md and "KD single (dcn)" in md and "stop on valid.kd_loss" in md
@@ -63,6 +66,58 @@ def test_run_writes_report_with_every_model(tmp_path, capsys):
     # students distil from the teachers of their own seed
     cfg = yaml.safe_load((out / "students/kd_dcn/seed2/config.yaml").read_text())
     assert cfg["train"]["distill"]["teachers"][0]["run"].endswith("teachers/dcn/seed2")
+
+
+def _check_ensemble_row(out: Path, rows: list[dict]) -> None:
+    """The ensemble row is the teachers' probability average, recomputed here per seed with
+    scikit-learn; its size and latency are the teachers' sums."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from mtkd.data.store import Dataset
+    from mtkd.distill.teachers import predict_split
+    from mtkd.train.run import load_run
+
+    ds = Dataset(out / "data")
+    y = np.asarray(ds.split("test").arrays["label"])
+    aucs, lls = [], []
+    for seed in (1, 2):
+        probs = [1 / (1 + np.exp(-predict_split(load_run(out / f"teachers/{t}/seed{seed}")[2], ds, "test")[0]))
+                 for t in ("deepfm", "dcn")]
+        p = np.mean(probs, axis=0)
+        aucs.append(roc_auc_score(y, p))
+        lls.append(log_loss(y, p))
+    by = {r["model"]: r for r in rows}
+    ens = by["ensemble"]
+    assert ens["kind"] == "ensemble" and ens["best_epoch"] == ""
+    assert float(ens["test_auc"]) == pytest.approx(np.mean(aucs), abs=1e-6)
+    assert float(ens["test_logloss"]) == pytest.approx(np.mean(lls), abs=1e-5)
+    assert int(ens["params"]) == int(by["deepfm"]["params"]) + int(by["dcn"]["params"])
+    assert float(ens["ms_per_1000_rows"]) == pytest.approx(
+        float(by["deepfm"]["ms_per_1000_rows"]) + float(by["dcn"]["ms_per_1000_rows"]), rel=1e-6)
+
+
+def _check_plots_and_html(out: Path) -> None:
+    """PNG plots that decode, the gate's teacher weights in results.json, and one HTML page
+    holding the table and the plots."""
+    import base64
+    import json
+
+    from matplotlib.image import imread
+
+    for name in ("accuracy_latency", "learning_curves", "teacher_weights"):
+        img = imread(out / f"{name}.png")
+        assert img.shape[0] > 200 and img.shape[1] > 400 and img.std() > 0.01, name  # drawn, not blank
+    results = {r["model"]: r for r in json.loads((out / "results.json").read_text())}
+    w = results["kd_gate"]["teacher_weights"]
+    assert set(w) == {"deepfm", "dcn"} and sum(w.values()) == pytest.approx(1.0, abs=1e-4)
+    assert "teacher_weights" not in results["dnn"] and results["dnn"]["run"].endswith("students/dnn/seed1")
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<tr>") == 8  # header + 7 models
+    assert "<td>ensemble</td>" in page and "<code>" in page
+    first = page.split('src="data:image/png;base64,')[1].split('"')[0]
+    assert base64.b64decode(first) == (out / "accuracy_latency.png").read_bytes()
+    md = (out / "report.md").read_text()
+    assert "![accuracy_latency](accuracy_latency.png)" in md
 
 
 def test_resume_after_interruption_redoes_nothing(tmp_path, monkeypatch):

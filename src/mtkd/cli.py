@@ -111,7 +111,8 @@ def distill_cmd(
 @app.command("run")
 def run_cmd(experiment: Path = typer.Argument(..., help="Experiment YAML (see configs/demo.yaml)."),
             force: bool = typer.Option(False, "--force", help="Retrain every run instead of reusing finished ones.")) -> None:
-    """Prepare, train teachers, score, distil students, evaluate, and write report.md / report.csv."""
+    """Prepare, train teachers, score, distil students, evaluate, and write the report (Markdown,
+    CSV, HTML, PNG plots)."""
     from mtkd.config import load_experiment
     from mtkd.pipeline import Experiment
 
@@ -119,7 +120,8 @@ def run_cmd(experiment: Path = typer.Argument(..., help="Experiment YAML (see co
     exp = Experiment(cfg, str(experiment), log=lambda s: err.print(s, markup=False, highlight=False))
     exp.run(force=force)
     print((exp.out / "report.md").read_text())  # plain: a Markdown table must not be re-wrapped
-    out.print(f"report: {exp.out / 'report.md'} and {exp.out / 'report.csv'}")
+    out.print(f"report: {exp.out / 'report.md'}, {exp.out / 'report.html'} (one page with the plots) "
+              f"and {exp.out / 'report.csv'}")
 
 
 @app.command("evaluate")

@@ -148,24 +148,45 @@ class Experiment:
             [("teachers", t, self.teacher_config) for t in self.cfg.teachers] + \
             [("students", s, self.student_config) for s in self.cfg.students]
         configs = {(kind, m.name, seed): make(m, seed) for kind, m, make in plan for seed in self.cfg.seeds}
-        rows = []
+        rows: list[dict[str, Any]] = []
         sample = first_rows(ds, "test", min(self.cfg.inference_rows, ds.split("test").rows))
+        by_seed: dict[int, list[dict[str, Any]]] = {seed: [] for seed in self.cfg.seeds}
         for kind, m, _ in plan:
             summaries = []
             for seed in self.cfg.seeds:
                 out = self.run_dir(kind, m.name, seed)
                 self.log(f"[{kind[:-1]} {m.name} seed {seed}]")
                 summaries.append(self._train(configs[(kind, m.name, seed)], self.data_dir, out, force))
-            _, _, model = load_run(self.run_dir(kind, m.name, self.cfg.seeds[0]))
+                if kind == "teachers":
+                    by_seed[seed].append(summaries[-1])
+            run0 = self.run_dir(kind, m.name, self.cfg.seeds[0])
+            _, _, model = load_run(run0)
             latency = batch_latency_ms(model, sample) * 1000.0 / len(sample)
             cfg0 = configs[(kind, m.name, self.cfg.seeds[0])]
             rows.append(summarise(m.name, kind[:-1], _method(cfg0), summaries, latency, task,
                                   tuple(self.cfg.metrics)))
+            rows[-1]["run"] = str(run0)
             if m.name in self.cfg.export:
-                rows[-1]["onnx_ms_per_1000_rows"] = self._export(self.run_dir(kind, m.name, self.cfg.seeds[0]),
-                                                                 m.name, sample, force)
+                rows[-1]["onnx_ms_per_1000_rows"] = self._export(run0, m.name, sample, force)
+            if kind == "teachers" and m is self.cfg.teachers[-1] and len(self.cfg.teachers) > 1:
+                rows.append(self._ensemble_row(by_seed, rows, ds))
             self._write_report(rows, ds, task)
         return rows
+
+    def _ensemble_row(self, by_seed: dict[int, list[dict[str, Any]]], rows: list[dict[str, Any]],
+                      ds: Dataset) -> dict[str, Any]:
+        """The row of the teachers' probability average: what serving all of them would give,
+        at the sum of their parameters and latencies."""
+        from mtkd.distill.ensemble import ensemble_summary
+        from mtkd.report import summarise
+
+        names = [t.name for t in self.cfg.teachers]
+        self.log(f"[ensemble of {len(names)} teachers]")
+        summaries = [ensemble_summary([self.run_dir("teachers", n, seed) for n in names], by_seed[seed], ds)
+                     for seed in self.cfg.seeds]
+        latency = sum(r["ms_per_1000_rows"] for r in rows if r["kind"] == "teacher")
+        return summarise("ensemble", "ensemble", f"average of {len(names)} teachers' probabilities", summaries,
+                         latency, ds.feature_map.task, tuple(self.cfg.metrics))
 
     def _export(self, run: Path, name: str, sample: Batch, force: bool) -> float:
         """ONNX export of `run` into OUT/exports/NAME (kept when already there for this run), and
@@ -182,7 +203,8 @@ class Experiment:
         return scorer_ms_per_row(Scorer.open(dest), batch_arrays(sample)) * 1000.0
 
     def _write_report(self, rows: list[dict[str, Any]], ds: Dataset, task: str) -> None:
-        from mtkd.report import to_csv, to_markdown
+        from mtkd.report import to_csv, to_html, to_markdown
+        from mtkd.report_plots import draw_all
 
         notes = [f"Data: `{ds.root}` ({ds.manifest['name']}, checksum {ds.checksum}); "
                  f"test rows {ds.split('test').rows:,}; seeds {self.cfg.seeds}."]
@@ -195,8 +217,10 @@ class Experiment:
         notes.append("Latency: PyTorch eager forward of 1,000 test rows in one batch, best of 20, this machine"
                      + ("; ONNX: the exported model in ONNX Runtime on the same rows (`exports/`)."
                         if any("onnx_ms_per_1000_rows" in r for r in rows) else "."))
-        atomic_write_text(self.out / "report.md", to_markdown(rows, f"{self.cfg.name}: teachers and students",
-                                                               notes, task))
+        title = f"{self.cfg.name}: teachers and students"
+        images = tuple(draw_all(rows, self.out, task))
+        atomic_write_text(self.out / "report.md", to_markdown(rows, title, notes, task, images))
+        atomic_write_text(self.out / "report.html", to_html(rows, title, notes, task, images))
         atomic_write_text(self.out / "report.csv", to_csv(rows))
         atomic_write_text(self.out / "results.json", json.dumps(rows, indent=1))
 
@@ -212,6 +236,8 @@ def _method(cfg: TrainConfig) -> str:
         how = f"single ({d.weighting_params.get('teacher')})"
     if d.weighting == "policy":
         how = f"policy ({d.weighting_params.get('reward', 'ce')} reward)"
+    if d.weighting_params.get("fit_on") == "valid":
+        how += " fitted on valid rows"
     extra = f", stop on {cfg.monitor}" if cfg.monitor not in ("auto", "valid.auc", "valid.accuracy") else ""
     if d.valid_holdout is not None:
         extra += f", valid rows in training (held out {d.valid_holdout:g})"
