@@ -256,3 +256,41 @@ def test_multiclass_labels(tmp_path: Path) -> None:
     ids, bad = enc.encode_labels(pa.array(["2", "10", "0", "7", None]))
     np.testing.assert_array_equal(ids[:3], [1, 2, 0])
     np.testing.assert_array_equal(bad, [3, 4])
+
+
+@pytest.mark.parametrize("other_fill", [None, "__other__"])
+def test_small_batches_encode_like_large_ones(monkeypatch, other_fill) -> None:
+    """A served request (few rows) hashes all its string columns in one pass; the ids must be
+    the ones the per-column path gives, with nulls, unseen values, bucketised numerics and a
+    column with its own fill value (which falls back to the per-column path)."""
+    import mtkd.data.encoder as encoder_mod
+
+    third = {"name": "c", "type": "categorical", **({"fill_na": other_fill} if other_fill else {})}
+    schema = schema_from_dict({"label": "y", "features": [
+        {"names": ["a", "b"], "type": "categorical", "min_count": 2}, third,
+        {"name": "x", "type": "numeric", "transform": "bucketize", "bins": 4}]})
+    rng = np.random.default_rng(0)
+
+    def column(n: int, vocab: int) -> pa.Array:
+        vals = [None if rng.random() < 0.1 else f"v{rng.integers(vocab)}" for _ in range(n)]
+        return pa.array(vals, type=pa.string())
+
+    def batch(n: int, vocab: int) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pydict({"y": pa.array(rng.integers(0, 2, n).astype(str)),
+                                           "a": column(n, vocab), "b": column(n, vocab), "c": column(n, vocab),
+                                           "x": pa.array(rng.normal(size=n))})
+
+    fitter = EncoderFitter(schema)
+    fitter.add(batch(2000, 50), np.arange(2000))
+    enc = fitter.finish()
+    request = batch(37, 80)  # unseen ids v50..v79 among them
+    per_column: list[str] = []
+    real = encoder_mod.Encoder._categorical
+    monkeypatch.setattr(encoder_mod.Encoder, "_categorical",
+                        lambda self, col, name, spec: per_column.append(name) or real(self, col, name, spec))
+    small = enc.transform(request)
+    assert per_column == (["x"] if other_fill is None else ["x", "a", "b", "c"])
+    monkeypatch.setattr(encoder_mod, "PARALLEL_ROWS", 0)  # every batch through the per-column path
+    large = enc.transform(request)
+    np.testing.assert_array_equal(small["cat"], large["cat"])
+    assert (small["cat"] == OOV_ID).any() and (small["cat"][:, 3] >= 2).all()  # OOV seen; buckets are ids
