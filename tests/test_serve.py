@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -200,3 +201,83 @@ def test_predict_a_file_without_labels(binary, tmp_path) -> None:
     predict_file(export, raw, tmp_path / "a.csv")
     predict_file(export, unlabelled, tmp_path / "b.csv")
     np.testing.assert_array_equal(read_scores(tmp_path / "a.csv")[1], read_scores(tmp_path / "b.csv")[1])
+
+
+def test_concurrent_requests_are_scored_together_and_a_bad_one_fails_alone(binary) -> None:
+    """Requests that wait while the scoring thread is busy go through the model as one batch,
+    each gets its own rows' probabilities, and a request that breaks the merged batch is
+    retried alone so only it fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mtkd.serve.batcher import Batcher
+
+    raw, _run, export = binary
+    scorer = Scorer.open(export)
+    rows = raw_rows(raw, 40)
+    batches = [scorer.rows_to_batch(rows[i:i + n]) for i, n in ((0, 1), (1, 5), (6, 9), (15, 25))]
+    expected = [scorer.score_batch(b) for b in batches]
+    entered, gate, real = threading.Event(), threading.Event(), scorer.score_batch
+
+    def held(batch):  # while the gate is shut the scoring thread sits in its call: requests queue
+        if not gate.is_set():
+            entered.set()
+            gate.wait(30)
+        return real(batch)
+
+    def queued(n: int) -> None:
+        while batcher._queue.qsize() < n:
+            time.sleep(0.001)
+
+    scorer.score_batch = held
+    batcher = Batcher(scorer)
+    try:
+        with ThreadPoolExecutor(8) as ex:
+            first = ex.submit(batcher.score, batches[0])
+            assert entered.wait(30)
+            rest = [ex.submit(batcher.score, b) for b in batches[1:]]
+            queued(3)
+            gate.set()
+            got = [first.result(30)] + [f.result(30) for f in rest]
+            for g, e in zip(got, expected):
+                np.testing.assert_allclose(g, e, atol=1e-7)
+            assert batcher.calls == 2  # request 0 alone, then the three waiting ones together
+
+            entered.clear()
+            gate.clear()
+            again = ex.submit(batcher.score, batches[0])
+            assert entered.wait(30)
+            good = ex.submit(batcher.score, batches[2])
+            bad = ex.submit(batcher.score, batches[1].drop_columns(["C3"]))  # no C3: cannot be merged or encoded
+            queued(2)
+            gate.set()
+            np.testing.assert_allclose(again.result(30), expected[0], atol=1e-7)
+            np.testing.assert_allclose(good.result(30), expected[2], atol=1e-7)
+            with pytest.raises(Exception):
+                bad.result(30)
+            assert batcher.calls == 2 + 1 + 2  # the pair could not be merged: each was scored alone
+    finally:
+        batcher.close()
+
+
+def test_keep_alive_requests_are_not_held_by_nagle(binary) -> None:
+    """Headers and body leave in two writes: without TCP_NODELAY every keep-alive request waits
+    ~40 ms for the client's delayed ACK. Ten requests on one connection take well under that."""
+    import http.client
+
+    raw, _run, export = binary
+    server = make_server(Scorer.open(export), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+        body = json.dumps({"rows": raw_rows(raw, 1)}).encode()
+        times = []
+        for _ in range(11):
+            t0 = time.perf_counter()
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and len(json.loads(resp.read())["probabilities"]) == 1
+            times.append(time.perf_counter() - t0)
+        assert sorted(times[1:])[4] < 0.030, times  # median of 10 on one connection
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -174,12 +174,15 @@ def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) 
 @app.command("serve")
 def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX, else TorchScript)."),
               host: str = typer.Option("127.0.0.1", "--host"),
-              port: int = typer.Option(8080, "--port")) -> None:
+              port: int = typer.Option(8080, "--port"),
+              max_batch_rows: int = typer.Option(8192, "--max-batch-rows",
+                                                 help="Most rows of concurrent requests scored in one model call.")
+              ) -> None:
     """HTTP scoring: POST /predict {"rows": [{column: value}, ...]}, GET /health."""
     from mtkd.serve.scorer import Scorer
     from mtkd.serve.server import make_server
 
-    server = make_server(Scorer.open(model), host, port)
+    server = make_server(Scorer.open(model), host, port, max_batch_rows)
     err.print(f"serving {model} on http://{host}:{server.server_address[1]} (POST /predict, GET /health); Ctrl-C stops")
     try:
         server.serve_forever()

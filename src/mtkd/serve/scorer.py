@@ -90,6 +90,7 @@ class Scorer:
         self.classes: list[str] = list(getattr(encoder, "classes", []) or [])
         self.types = column_types(schema)
         self.features = [n for n, _ in schema.specs()]
+        self.arrow_schema = pa.schema([(n, self.types[n]) for n in self.features])
 
     @classmethod
     def open(cls, path: str | Path, engine: str | None = None) -> "Scorer":
@@ -169,6 +170,10 @@ class Scorer:
             if unknown:
                 raise MtkdError(f"row {i}: unknown column(s) {unknown}; the model's columns are "
                                 f"{', '.join(self.features)}")
+        try:  # Arrow converts the rows in C++ (2x faster at 256 rows) when every value has its type
+            return pa.RecordBatch.from_pylist(rows, schema=self.arrow_schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # ids sent as JSON numbers, or a bad value: column by column below, naming it
         cols = {}
         for name in self.features:
             values = [r.get(name) for r in rows]

@@ -5,7 +5,8 @@
                     -> {"classes": [...], "probabilities": [[...], ...]}    (multi-class)
     GET  /health    -> {"status": "ok", "engine": "onnx" | "torch", "model": PATH, "columns": [...]}
 
-A request's rows are encoded and scored as one batch; a missing column is a missing value, an
+A request's rows are encoded and scored as one batch, together with the other requests waiting
+at that moment (`serve.batcher`); a missing column is a missing value, an
 unknown column or a value of the wrong type is a 400 with the row and column named. Requests are
 served on threads (ONNX Runtime and PyTorch inference both release the GIL in their kernels).
 """
@@ -17,16 +18,37 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mtkd.errors import MtkdError
+from mtkd.serve.batcher import Batcher
 from mtkd.serve.scorer import Scorer
 
 MAX_BODY = 64 << 20
 
 
-def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    """A server bound to (host, port); port 0 picks a free one (`server.server_address[1]`)."""
+class ScoringServer(ThreadingHTTPServer):
+    """The HTTP server and the batcher its requests share; closing it stops both."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, batcher: Batcher):
+        super().__init__(address, handler)
+        self.batcher = batcher
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.batcher.close()
+
+
+def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_batch_rows: int = 8192
+                ) -> ScoringServer:
+    """A server bound to (host, port); port 0 picks a free one (`server.server_address[1]`).
+    Concurrent requests are scored together, up to `max_batch_rows` rows per model call."""
+    batcher = Batcher(scorer, max_batch_rows)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body leave in two writes; with Nagle on, the body waits for the client's
+        # delayed ACK of the headers: 40 ms per keep-alive request (measured: 44 ms -> <1 ms)
+        disable_nagle_algorithm = True
 
         def _send(self, code: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
@@ -57,7 +79,7 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080) -> Th
             if body["rows"] == []:
                 return self._send(200, {"probabilities": []})
             try:
-                p = scorer.score_batch(scorer.rows_to_batch(body["rows"]))
+                p = batcher.score(scorer.rows_to_batch(body["rows"]))
             except MtkdError as e:
                 return self._send(400, {"error": str(e)})
             if p.ndim == 1:
@@ -67,4 +89,4 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080) -> Th
         def log_message(self, format: str, *args: Any) -> None:  # one quiet line per request
             pass
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return ScoringServer((host, port), Handler, batcher)
