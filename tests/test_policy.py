@@ -14,7 +14,8 @@ from mtkd.config import load_train_config
 from mtkd.data.prepare import prepare
 from mtkd.data.schema import load_schema
 from mtkd.data.synthetic import write_synthetic
-from mtkd.distill.policy import Policy, reward_ce, reward_ce_kd, small_state
+from mtkd.distill.policy import Policy
+from mtkd.distill.policy_state import reward_ce, reward_ce_kd, small_state
 from mtkd.distill.weighting import WeightContext, build_weighting
 from mtkd.train.checkpoint import load_checkpoint
 from mtkd.train.run import train_run
@@ -192,7 +193,7 @@ def test_encoded_hidden_in_the_loader_equals_encoding_per_batch(world, tmp_path)
     obj = build_objective(c, ds, build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[16]),
                           log=lambda s: None)
     pol = obj.weighting
-    assert obj.hidden_encoded and pol.enc_dims == [4, 4] and min(pol.raw_dims) > 4
+    assert obj.hidden_encoded and pol.hidden_coded and pol.enc_dims == [4, 4]
     enc = next(iter(BatchLoader(ds, "train", 64, shuffle=False, **obj.loader_extra("train"))))
     raw = next(iter(BatchLoader(ds, "train", 64, shuffle=False, teacher_logits=obj.teachers.logits("train"),
                                 teacher_hidden=obj.teachers.hidden("train"))))
@@ -203,15 +204,46 @@ def test_encoded_hidden_in_the_loader_equals_encoding_per_batch(world, tmp_path)
     assert torch.allclose(a, b, atol=1e-5)
     # the encoded state is a memory-mapped file beside the teacher cache, shared by every seed
     files = sorted(obj.teachers.dirs[0].glob("policy_state-*-train.npy"))  # other tests' keys may be there too
-    assert obj.teachers.dirs[0] / f"policy_state-{pol.state_key()}-train.npy" in files
-    assert isinstance(obj._encoded["train"][0], np.memmap)
+    assert isinstance(obj._encoded["train"][0], np.memmap) and Path(obj._encoded["train"][0].filename) in files
     c2 = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0, "hidden_proj": 4}, "seed": 7})
     obj2 = build_objective(c2, ds, build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[16]),
                            log=lambda s: None)
-    assert obj2.weighting.state_key() == pol.state_key()
     np.testing.assert_array_equal(obj2.loader_extra("train")["teacher_hidden"][0], obj._encoded["train"][0])
     assert sorted(obj.teachers.dirs[0].glob("policy_state-*-train.npy")) == files
     assert not list(obj.teachers.dirs[0].glob(".policy_state*"))  # no temporary file left
+
+
+def test_teacher_cache_holds_hidden_codes_and_they_equal_the_policys_own_encoding(world):
+    """Without a hint loss the teachers' cache keeps each row's K-float code of the hidden
+    vector (fitted on a fixed training sample while scoring), never the vector. With a hint loss
+    the raw vectors are cached and the policy fits the same code itself: both give one state."""
+    from mtkd.data.loader import BatchLoader
+    from mtkd.data.store import Dataset
+    from mtkd.distill.build import build_objective
+    from mtkd.models import build_model
+
+    ds = Dataset(world / "ds")
+
+    def objective(**extra):
+        c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0, "hidden_proj": 3}, **extra})
+        return build_objective(c, ds, build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[16]),
+                               log=lambda s: None)
+
+    coded, hinted = objective(), objective(**{"distill.hint": 0.5})
+    for d in coded.teachers.dirs:
+        assert (d / "hidden_code.npz").exists() and json.loads((d / "meta.json").read_text())["hidden_code"] == 3
+        assert np.load(d / "train_hidden.npy", mmap_mode="r").shape == (ds.split("train").rows, 3)
+    raw_widths = [np.load(d / "train_hidden.npy", mmap_mode="r").shape[1] for d in hinted.teachers.dirs]
+    assert min(raw_widths) > 3 and not hinted.weighting.hidden_coded
+    s = torch.zeros(128)
+    states = []
+    for obj in (coded, hinted):
+        b = next(iter(BatchLoader(ds, "valid", 128, shuffle=False, teacher_logits=obj.teachers.logits("valid"),
+                                  teacher_hidden=obj.teachers.hidden("valid"))))
+        states.append(obj.weighting.states(WeightContext(b.teacher_logits, b.label, "binary", s,
+                                                         teacher_hidden=b.teacher_hidden)))
+    assert states[0].shape == states[1].shape == (128, 2, 4 + 3)
+    torch.testing.assert_close(states[0], states[1], atol=1e-4, rtol=1e-4)
 
 
 def test_encoded_state_falls_back_to_memory_when_the_cache_cannot_be_written(world, monkeypatch):
@@ -328,3 +360,19 @@ def test_same_seed_same_result_whether_or_not_teachers_are_cached(world, tmp_pat
     shutil.rmtree(world / "ds" / "teachers")
     scored = train_run(c, world / "ds", tmp_path / "scored", **QUIET)
     assert scored["test"] == cached["test"]
+
+
+def test_mtkd_score_with_hidden_code_writes_the_cache_the_policy_reads(world, capsys):
+    from mtkd.cli import main
+    from mtkd.data.store import Dataset
+    from mtkd.distill.build import build_objective
+    from mtkd.models import build_model
+
+    teachers = ["-t", f"deepfm={world / 'deepfm'}", "-t", f"lr={world / 'lr'}"]
+    assert main(["score", "--data", str(world / "ds"), *teachers, "--hidden", "--hidden-code", "16"]) == 0
+    printed = "".join(capsys.readouterr().out.split())  # the cache dirs (rich may wrap long paths)
+    ds = Dataset(world / "ds")
+    obj = build_objective(_cfg(world), ds, build_model("dnn", ds.feature_map, embedding_dim=4, hidden_units=[16]),
+                          log=lambda s: None)
+    assert printed == "".join(str(d) for d in obj.teachers.dirs)
+    assert main(["score", "--data", str(world / "ds"), *teachers, "--hidden-code", "16"]) != 0  # needs --hidden

@@ -62,6 +62,9 @@ def score_cmd(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory."),
     teachers: list[str] = typer.Option(..., "--teacher", "-t", help="Teacher: RUN_DIR, NAME=RUN_DIR or score:COLUMN; repeat."),
     hidden: bool = typer.Option(False, "--hidden", help="Also cache hidden vectors (hint losses, the policy)."),
+    hidden_code: int = typer.Option(0, "--hidden-code",
+                                    help="With --hidden: cache each vector's K-float code, as the policy reads "
+                                         "it (its hidden_proj, 16), instead of the vector."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Compute and cache teacher outputs for every split (skipped when the cache is current)."""
@@ -70,7 +73,9 @@ def score_cmd(
 
     ds = Dataset(data)
     specs = [TeacherSpec(r["name"], run=r.get("run"), score=r.get("score")) for r in _teacher_refs(teachers)]
-    dirs = score_teachers(ds, specs, with_hidden=hidden, device=device,
+    if hidden_code < 0 or (hidden_code and not hidden):
+        raise typer.BadParameter("--hidden-code K needs --hidden and K >= 1")
+    dirs = score_teachers(ds, specs, with_hidden=hidden, device=device, hidden_code=hidden_code,
                           log=lambda s: err.print(s, markup=False, highlight=False))
     for d in dirs:
         out.print(str(d))

@@ -8,7 +8,7 @@ from mtkd.config import DistillConfig, TrainConfig
 from mtkd.data.store import Dataset
 from mtkd.distill.objectives import CoTraining, Distillation
 from mtkd.distill.teachers import TeacherSet, TeacherSpec, score_teachers
-import mtkd.distill.policy  # noqa: F401  (registers the policy weighting)
+from mtkd.distill.policy import HIDDEN_PROJ  # importing it registers the policy weighting
 from mtkd.distill.weighting import build_weighting
 from mtkd.errors import ConfigError
 from mtkd.models import build_model
@@ -59,12 +59,18 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
         weighting = build_weighting(d.weighting, len(names), task, **params)
         return CoTraining(task, teachers, weighting, student=model, share_embedding=d.share_embedding, **common)
     specs = [TeacherSpec(t.name, run=t.run, score=t.score, kind=t.kind) for t in d.teachers]
-    with_hidden = d.hint > 0 or (d.weighting == "policy" and d.weighting_params.get("use_hidden", True))
-    score_teachers(dataset, specs, with_hidden=with_hidden, device=device, log=log)
-    teacher_set = TeacherSet(dataset, specs, with_hidden=with_hidden)
+    policy_hidden = d.weighting == "policy" and d.weighting_params.get("use_hidden", True)
+    with_hidden = d.hint > 0 or policy_hidden
+    # the policy reads a K-float code of each hidden vector: cache only that, unless hint
+    # regression needs the raw vectors (then the policy codes them itself)
+    code = int(d.weighting_params.get("hidden_proj", HIDDEN_PROJ)) if policy_hidden and d.hint == 0 else 0
+    score_teachers(dataset, specs, with_hidden=with_hidden, device=device, log=log, hidden_code=code)
+    teacher_set = TeacherSet(dataset, specs, with_hidden=with_hidden, hidden_code=code)
     metric = "auc" if task == "binary" else "accuracy"
     params = _weighting_params(d, names, dataset, model, lambda: teacher_set.metric("valid", metric),
                                teacher_set.hidden_dims)
+    if code:
+        params["hidden_coded"] = True
     weighting = build_weighting(d.weighting, len(names), task, **params)
     if hasattr(weighting, "fit_projection") and with_hidden:
         # a fixed sample, not the run's seed: the same basis for every seed, so the encoded

@@ -7,6 +7,7 @@ KD to the detached (weighted) teacher outputs, so no KD gradient ever reaches a 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -150,7 +151,10 @@ class Distillation(_KD):
         per run, so they are encoded in memory."""
         if self.teachers.view is not None:
             return self.weighting.encode_split(hidden)
-        path = self.teachers.dirs[0] / f"policy_state-{self.weighting.state_key()}-{split}.npy"
+        # keyed by every teacher's cache (their names hold their keys) and the policy's encoding
+        key = hashlib.sha256(" ".join([self.weighting.state_key(), *(d.name for d in self.teachers.dirs)])
+                             .encode()).hexdigest()[:16]
+        path = self.teachers.dirs[0] / f"policy_state-{key}-{split}.npy"
         if not path.exists():
             n = next(h.shape[0] for h in hidden if h is not None)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

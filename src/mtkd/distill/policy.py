@@ -13,10 +13,11 @@ State of teacher t on instance i (`state_tensor`; all teachers at once, [B, T, d
      top `hidden_proj` principal components on the training split and whitened (unit variance
      per component; `hidden_proj: 0` keeps the whole layer-normalised vector); zero-padded to
      the longest teacher's width K; all zeros for score-column teachers, which have none   [K]
-so d = 2 * P + 2 + K with P = 1 (binary) or C (multi-class). The projection is fitted once, when
-the objective is built, and saved with the policy; the cached hidden vectors of each split are
-projected once in blocks, so a training step gathers K floats per teacher, not the teacher's
-whole hidden layer (768 for AutoInt+ on Frappe: the state would outweigh the student's input).
+so d = 2 * P + 2 + K with P = 1 (binary) or C (multi-class). The projection is fitted on a fixed
+sample of training rows when the teachers are scored, and only each row's K-float code is cached
+(`distill.hidden`: a whole hidden layer is 400-800 floats, 70-140 GB per teacher on full Criteo);
+with a hint loss, which needs the raw vectors, the policy fits the same code itself. A training
+step gathers K floats per teacher from one [N, T, K] array per split.
 
 Actions: `bernoulli` selects each teacher independently with probability sigmoid(head_t(s));
 the student learns from the mean of the selected teachers' logits, and from the label alone
@@ -43,7 +44,6 @@ instead of 0.35 in five epochs), so the default is 1.
 from __future__ import annotations
 
 import hashlib
-import math
 import weakref
 from typing import Any, Sequence
 
@@ -53,83 +53,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtkd.dist import all_sum, sync_gradients
-from mtkd.distill.losses import default_kd_loss, kd_loss
-from mtkd.distill.weighting import Weighting, WeightContext, register_weighting, teacher_ce
+from mtkd.distill.hidden import HiddenCode, sample_rows
+from mtkd.distill.policy_state import Heads, reward_ce, reward_ce_kd, small_state, state_tensor
+from mtkd.distill.weighting import Weighting, WeightContext, register_weighting
 from mtkd.errors import ConfigError
 
-
-def small_state(ctx: WeightContext) -> Tensor:
-    """Items 1-4 of the state for every teacher: [B, T, 2P + 2]."""
-    z = ctx.teacher_logits.float()
-    s = ctx.student_logits.float()
-    if ctx.task == "binary":  # in logit space: exact, stable, and half the ops of the probability form
-        s1, p_t = s.unsqueeze(1), torch.sigmoid(z)
-        kl = F.softplus(s1) - F.softplus(z) - p_t * (s1 - z)  # KL(Bern(sigmoid z) || Bern(sigmoid s))
-        return torch.stack([p_t, torch.log1p(teacher_ce(ctx)), torch.log1p(kl.clamp_min(0)),
-                            torch.sigmoid(s1).expand_as(z)], -1)
-    log_t, log_s = F.log_softmax(z, -1), F.log_softmax(s, -1).unsqueeze(1)
-    p_t, p_s = log_t.exp(), log_s.exp().expand_as(log_t)
-    kl = (p_t * (log_t - log_s)).sum(-1, keepdim=True)
-    ce = teacher_ce(ctx).unsqueeze(-1)
-    return torch.cat([p_t, torch.log1p(ce), torch.log1p(kl.clamp_min(0)), p_s], -1)
-
-
-def state_tensor(ctx: WeightContext, hidden: Sequence[Tensor | None], width: int) -> Tensor:
-    """The documented state [B, T, 2P + 2 + width], from already encoded hidden vectors."""
-    small = small_state(ctx)
-    if width == 0:
-        return small
-    b, t = small.shape[:2]
-    h = small.new_zeros(b, t, width)
-    for i, x in enumerate(hidden):
-        if x is not None:
-            h[:, i, : x.shape[1]] = x.float()
-    return torch.cat([small, h], -1)
+HIDDEN_PROJ = 16  # default width of a teacher's hidden code in the state
 
 
 def _mode_dependent(model: nn.Module) -> bool:
     """Whether train and eval forwards differ (dropout with p > 0, batch norm)."""
     return any(isinstance(m, nn.modules.batchnorm._NormBase)
                or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) for m in model.modules())
-
-
-def reward_ce(student_logits: Tensor, label: Tensor, task: str) -> Tensor:
-    """-CE of the (updated) student per instance."""
-    if task == "binary":
-        return -F.binary_cross_entropy_with_logits(student_logits.float(), label.float(), reduction="none")
-    return -F.cross_entropy(student_logits.float(), label.long(), reduction="none")
-
-
-def reward_ce_kd(student_logits: Tensor, label: Tensor, teacher_logits: Tensor, task: str,
-                 temperature: float = 1.0) -> Tensor:
-    """-(CE + KD to the average of all teachers) per instance."""
-    target = teacher_logits.float().mean(1)
-    return reward_ce(student_logits, label, task) - kd_loss(default_kd_loss(task), student_logits, target,
-                                                            temperature)
-
-
-class Heads(nn.Module):
-    """One scoring head per teacher over its state [B, T, d] -> [B, T], batched with einsum."""
-
-    def __init__(self, num_teachers: int, dim: int, hidden: int = 0):
-        super().__init__()
-        bound = 1.0 / math.sqrt(max(dim, 1))  # nn.Linear's default init
-        self.hidden = hidden
-        if hidden > 0:
-            self.w1 = nn.Parameter(torch.empty(num_teachers, dim, hidden).uniform_(-bound, bound))
-            self.b1 = nn.Parameter(torch.empty(num_teachers, hidden).uniform_(-bound, bound))
-            b2 = 1.0 / math.sqrt(hidden)
-            self.w2 = nn.Parameter(torch.empty(num_teachers, hidden).uniform_(-b2, b2))
-            self.b2 = nn.Parameter(torch.empty(num_teachers).uniform_(-b2, b2))
-        else:
-            self.w = nn.Parameter(torch.empty(num_teachers, dim).uniform_(-bound, bound))
-            self.b = nn.Parameter(torch.empty(num_teachers).uniform_(-bound, bound))
-
-    def forward(self, state: Tensor) -> Tensor:
-        if self.hidden > 0:
-            h = torch.relu(torch.einsum("btd,tdh->bth", state, self.w1) + self.b1)
-            return (h * self.w2).sum(-1) + self.b2
-        return (state * self.w).sum(-1) + self.b
 
 
 @register_weighting("policy")
@@ -139,10 +74,11 @@ class Policy(Weighting):
     trains_itself = True  # its own optimiser: the trainer must not step it
 
     def __init__(self, num_teachers: int, task: str = "binary", hidden_dims: Sequence[int] | None = None,
-                 num_classes: int = 1, hidden_proj: int = 16, hidden: int = 0, action: str = "bernoulli",
+                 num_classes: int = 1, hidden_proj: int = HIDDEN_PROJ, hidden: int = 0, action: str = "bernoulli",
                  reward: str = "ce", lr: float = 1e-2, baseline_momentum: float = 0.9, entropy: float = 0.0,
                  warmup_epochs: int = 1, episode_steps: int = 20, use_hidden: bool = True,
-                 reward_sample: float = 0.25, baseline: str = "instance", update_every: int = 1, **kw: Any):
+                 reward_sample: float = 0.25, baseline: str = "instance", update_every: int = 1,
+                 hidden_coded: bool = False, **kw: Any):
         super().__init__(num_teachers, task)
         if action not in ("bernoulli", "categorical"):
             raise ConfigError("policy action must be bernoulli or categorical")
@@ -160,14 +96,17 @@ class Policy(Weighting):
         if len(raw) != num_teachers:
             raise ConfigError(f"policy: {len(raw)} hidden sizes for {num_teachers} teachers")
         self.raw_dims = raw
-        self.enc_dims = [min(h, hidden_proj) if hidden_proj else h for h in raw]
+        # hidden_coded: the teachers' cache already holds each vector's code (distill.hidden)
+        self.hidden_coded = hidden_coded
+        self.enc_dims = list(raw) if hidden_coded else [min(h, hidden_proj) if hidden_proj else h for h in raw]
         self.width = max(self.enc_dims, default=0)
         p = 1 if task == "binary" else num_classes
         self.heads = Heads(num_teachers, 2 * p + 2 + self.width, hidden)
         self.hidden_proj = hidden_proj
         for t, (h, k) in enumerate(zip(raw, self.enc_dims)):  # identity until fit_projection
-            self.register_buffer(f"proj_mean{t}", torch.zeros(h))
-            self.register_buffer(f"proj_w{t}", torch.eye(h, k))
+            if not hidden_coded:
+                self.register_buffer(f"proj_mean{t}", torch.zeros(h))
+                self.register_buffer(f"proj_w{t}", torch.eye(h, k))
         self.action, self.reward_kind = action, reward
         self.momentum, self.entropy_coef = baseline_momentum, entropy
         self.warmup_epochs, self.episode_steps = warmup_epochs, episode_steps
@@ -187,24 +126,22 @@ class Policy(Weighting):
     @torch.no_grad()
     def fit_projection(self, hidden: Sequence[np.ndarray | None], max_rows: int = 50_000, seed: int = 0) -> None:
         """PCA (whitened) of each teacher's layer-normalised hidden vectors on up to `max_rows`
-        training rows. A no-op for teachers without hidden vectors or when hidden_proj is 0."""
-        if not self.hidden_proj:
+        training rows (the same code `distill.hidden` caches when no hint loss needs the raw
+        vectors). A no-op for teachers without hidden vectors, when hidden_proj is 0, or when the
+        vectors arrive coded."""
+        if not self.hidden_proj or self.hidden_coded:
             return
         for t, arr in enumerate(hidden):
             k = self.enc_dims[t]
             if arr is None or k == 0:
                 continue
-            rows = np.random.default_rng(seed).choice(arr.shape[0], min(max_rows, arr.shape[0]), replace=False)
-            x = F.layer_norm(torch.from_numpy(np.asarray(arr[np.sort(rows)], dtype=np.float32)), arr.shape[1:])
-            mean = x.mean(0)
-            x = (x - mean).double()
-            evals, evecs = torch.linalg.eigh(x.T @ x / max(x.shape[0] - 1, 1))
-            top = torch.argsort(evals, descending=True)[:k]
-            w = evecs[:, top] / evals[top].clamp_min(1e-6).sqrt()
-            getattr(self, f"proj_mean{t}").copy_(mean)
-            getattr(self, f"proj_w{t}").copy_(w.float())
+            code = HiddenCode.fit(np.asarray(arr[sample_rows(arr.shape[0], max_rows, seed)]), k)
+            getattr(self, f"proj_mean{t}").copy_(code.mean)
+            getattr(self, f"proj_w{t}").copy_(code.w)
 
     def encode_hidden(self, t: int, h: Tensor) -> Tensor:
+        if self.hidden_coded:
+            return h.float()
         x = F.layer_norm(h.float(), h.shape[-1:])
         if not self.hidden_proj:
             return x

@@ -24,6 +24,7 @@ import torch
 from mtkd.data.atomic import atomic_write_text
 from mtkd.data.loader import BatchLoader
 from mtkd.data.store import Dataset
+from mtkd.distill.hidden import fit_code
 from mtkd.errors import ConfigError, MtkdError
 from mtkd.train.metrics import compute_metrics
 
@@ -55,7 +56,7 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def teacher_key(spec: TeacherSpec, dataset: Dataset, with_hidden: bool) -> str:
+def teacher_key(spec: TeacherSpec, dataset: Dataset, with_hidden: bool, hidden_code: int = 0) -> str:
     if spec.run is not None:
         best = Path(spec.run) / "best.pt"
         if not best.exists():
@@ -64,6 +65,8 @@ def teacher_key(spec: TeacherSpec, dataset: Dataset, with_hidden: bool) -> str:
     else:
         ident = f"score:{spec.score}:{spec.kind}"
     raw = f"{CACHE_VERSION}|{ident}|{dataset.checksum}|hidden={with_hidden}"
+    if with_hidden and hidden_code:
+        raw += f"|code={hidden_code}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -82,6 +85,39 @@ def predict_split(model: torch.nn.Module, dataset: Dataset, split: str, batch_si
     return np.concatenate(logits), (np.concatenate(hidden) if with_hidden else None)
 
 
+@torch.no_grad()
+def _write_split(model: torch.nn.Module, dataset: Dataset, split: str, dest: Path, device: str,
+                 with_hidden: bool, code: Callable[[torch.Tensor], torch.Tensor] | None,
+                 batch_size: int = 8192) -> np.ndarray:
+    """Score a split a batch at a time straight into memory-mapped .npy files (logits; hidden
+    vectors or their code), so a 45M-row split never sits in memory. Returns the logits."""
+    model.eval()
+    n = dataset.split(split).rows
+    arrays: dict[str, np.ndarray] = {}
+
+    def put(name: str, values: torch.Tensor, start: int) -> None:
+        v = values.float().cpu().numpy()
+        if name not in arrays:
+            arrays[name] = np.lib.format.open_memmap(dest / f"{split}_{name}.npy", mode="w+", dtype=np.float32,
+                                                     shape=(n, *v.shape[1:]))
+        arrays[name][start : start + len(v)] = v
+
+    start = 0
+    for batch in BatchLoader(dataset, split, batch_size, shuffle=False):
+        out = model(batch.to(device))
+        put("logits", out.logits, start)
+        if with_hidden:
+            put("hidden", out.hidden if code is None else code(out.hidden), start)
+        start += out.logits.shape[0]
+    if not arrays:  # an empty split
+        shape = (0,) if dataset.feature_map.task == "binary" else (0, dataset.feature_map.output_dim)
+        np.save(dest / f"{split}_logits.npy", np.zeros(shape, np.float32))
+    for a in arrays.values():
+        a.flush()
+    arrays.clear()
+    return np.load(dest / f"{split}_logits.npy", mmap_mode="r")
+
+
 def _score_column_logits(dataset: Dataset, split: str, spec: TeacherSpec) -> np.ndarray:
     cols = list(dataset.feature_map.scores)
     if spec.score not in cols:
@@ -98,25 +134,27 @@ def _score_column_logits(dataset: Dataset, split: str, spec: TeacherSpec) -> np.
 
 
 def score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool = False,
-                   device: str = "cpu", log: Callable[[str], None] = print) -> list[Path]:
+                   device: str = "cpu", log: Callable[[str], None] = print, hidden_code: int = 0) -> list[Path]:
     """Make sure every teacher's outputs are cached for every split; returns the cache dirs.
+    `hidden_code: K` caches the K-float code of each hidden vector (`distill.hidden`), not the
+    vector itself.
 
     Runs with the global random state saved and restored: building a teacher model to load its
     weights draws an initialisation, and a run that scores must train exactly like one that finds
     the cache (same seed, same result)."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
-        return _score_teachers(dataset, specs, with_hidden, device, log)
+        return _score_teachers(dataset, specs, with_hidden, device, log, hidden_code)
 
 
 def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool,
-                    device: str, log: Callable[[str], None]) -> list[Path]:
+                    device: str, log: Callable[[str], None], hidden_code: int = 0) -> list[Path]:
     from mtkd.train.run import load_run
 
     root = dataset.root / CACHE_DIR
     dirs = []
     for spec in specs:
-        key = teacher_key(spec, dataset, with_hidden)
+        key = teacher_key(spec, dataset, with_hidden, hidden_code)
         out = root / f"{spec.name}-{key}"
         dirs.append(out)
         if (out / "meta.json").exists():
@@ -128,23 +166,24 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
         try:
             meta: dict[str, Any] = {"name": spec.name, "run": spec.run, "score": spec.score, "kind": spec.kind,
                                     "dataset_checksum": dataset.checksum, "with_hidden": with_hidden,
-                                    "splits": {}}
-            model = None
+                                    "hidden_code": hidden_code if with_hidden else 0, "splits": {}}
+            model, code = None, None
             if spec.run is not None:
                 _, _, model = load_run(Path(spec.run), device, data=dataset.root)
+                if with_hidden and hidden_code:
+                    code = fit_code(model, dataset, hidden_code, device)
+                    code.save(tmp / "hidden_code.npz")
             for split in dataset.split_names:
                 if model is not None:
-                    logits, hidden = predict_split(model, dataset, split, device=device, with_hidden=with_hidden)
+                    logits = _write_split(model, dataset, split, tmp, device, with_hidden, code)
                 else:
-                    logits, hidden = _score_column_logits(dataset, split, spec), None
-                np.save(tmp / f"{split}_logits.npy", logits)
-                if hidden is not None:
-                    np.save(tmp / f"{split}_hidden.npy", hidden)
+                    logits = _score_column_logits(dataset, split, spec)
+                    np.save(tmp / f"{split}_logits.npy", logits)
                 labels = np.asarray(dataset.split(split).arrays["label"])
                 meta["splits"][split] = {"rows": int(logits.shape[0]),
                                          **compute_metrics(dataset.feature_map.task, labels, logits)}
             atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
-            _drop_stale(root, spec, with_hidden, out)
+            _drop_stale(root, spec, with_hidden, hidden_code, out)
             try:
                 os.replace(tmp, out)
             except OSError:  # another process cached the same key meanwhile: theirs is as good
@@ -160,7 +199,7 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
     return dirs
 
 
-def _drop_stale(root: Path, spec: TeacherSpec, with_hidden: bool, keep: Path) -> None:
+def _drop_stale(root: Path, spec: TeacherSpec, with_hidden: bool, hidden_code: int, keep: Path) -> None:
     """Remove caches of the SAME teacher (same run directory or score column, same hidden
     setting) under an older key: it was retrained. Caches of other runs that share the name
     (other seeds of an experiment) are left alone."""
@@ -172,7 +211,8 @@ def _drop_stale(root: Path, spec: TeacherSpec, with_hidden: bool, keep: Path) ->
         except (OSError, json.JSONDecodeError):
             continue
         same = (m.get("run") == spec.run and m.get("score") == spec.score and m.get("kind") == spec.kind
-                and bool(m.get("with_hidden")) == with_hidden)
+                and bool(m.get("with_hidden")) == with_hidden
+                and int(m.get("hidden_code", 0)) == (hidden_code if with_hidden else 0))
         if same:
             shutil.rmtree(other, ignore_errors=True)
 
@@ -180,7 +220,7 @@ def _drop_stale(root: Path, spec: TeacherSpec, with_hidden: bool, keep: Path) ->
 class TeacherSet:
     """Cached outputs of several teachers, stacked per split: logits [N, T] or [N, T, C]."""
 
-    def __init__(self, dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool = False):
+    def __init__(self, dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool = False, hidden_code: int = 0):
         self.dataset = dataset
         self.specs = specs
         self.names = [s.name for s in specs]
@@ -188,7 +228,7 @@ class TeacherSet:
             raise ConfigError(f"teacher names must be unique: {self.names}")
         self.dirs = []
         for spec in specs:
-            d = dataset.root / CACHE_DIR / f"{spec.name}-{teacher_key(spec, dataset, with_hidden)}"
+            d = dataset.root / CACHE_DIR / f"{spec.name}-{teacher_key(spec, dataset, with_hidden, hidden_code)}"
             if not (d / "meta.json").exists():
                 raise MtkdError(f"teacher {spec.name!r} has no cached outputs for {dataset.root} "
                                 f"(or its cache is stale); run `mtkd score` first")
