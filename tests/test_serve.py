@@ -281,3 +281,37 @@ def test_keep_alive_requests_are_not_held_by_nagle(binary) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_server_answers_broken_requests_and_scoring_failures(binary) -> None:
+    """A body that is not UTF-8, a Content-Length that is not a number, and a failure inside
+    scoring each get a JSON answer (400 / 400 / 500) instead of a dropped connection."""
+    import socket
+
+    raw, _run, export = binary
+    scorer = Scorer.open(export)
+    server = make_server(scorer, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        code, body = post(base + "/predict", b'{"rows": ["\xff\xfe"]}')
+        assert code == 400 and "not JSON" in body["error"]
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: many\r\n\r\n")
+            reply = ""
+            while not reply.endswith("}"):  # headers and body may come in two segments
+                chunk = sock.recv(4096).decode()
+                if not chunk:
+                    break
+                reply += chunk
+        assert reply.startswith("HTTP/1.1 400") and "is not a number" in reply
+
+        def broken(batch):
+            raise RuntimeError("disk on fire")
+
+        scorer.score_batch = broken
+        code, body = post(base + "/predict", json.dumps({"rows": raw_rows(raw, 2)}).encode())
+        assert code == 500 and body["error"] == "scoring failed: RuntimeError: disk on fire"
+    finally:
+        server.shutdown()
+        server.server_close()

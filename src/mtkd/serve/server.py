@@ -67,12 +67,15 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
         def do_POST(self) -> None:  # noqa: N802
             if self.path != "/predict":
                 return self._send(404, {"error": f"no such path {self.path!r}; use POST /predict"})
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return self._send(400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a number"})
             if length > MAX_BODY:
                 return self._send(413, {"error": f"request body of {length} bytes is over {MAX_BODY}; send fewer rows"})
             try:
                 body = json.loads(self.rfile.read(length) or b"null")
-            except json.JSONDecodeError as e:
+            except ValueError as e:  # not JSON, or not UTF-8
                 return self._send(400, {"error": f"body is not JSON: {e}"})
             if not isinstance(body, dict) or "rows" not in body:
                 return self._send(400, {"error": 'expected a JSON object {"rows": [{column: value, ...}, ...]}'})
@@ -82,11 +85,14 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
                 p = batcher.score(scorer.rows_to_batch(body["rows"]))
             except MtkdError as e:
                 return self._send(400, {"error": str(e)})
+            except Exception as e:  # noqa: BLE001 - answer, do not drop the connection; the log keeps the trace
+                self.log_error("scoring failed: %r", e)
+                return self._send(500, {"error": f"scoring failed: {type(e).__name__}: {e}"})
             if p.ndim == 1:
                 return self._send(200, {"probabilities": p.tolist()})
             self._send(200, {"classes": scorer.classes, "probabilities": p.tolist()})
 
-        def log_message(self, format: str, *args: Any) -> None:  # one quiet line per request
+        def log_request(self, code: Any = "-", size: Any = "-") -> None:  # no line per request; errors still go to stderr
             pass
 
     return ScoringServer((host, port), Handler, batcher)
