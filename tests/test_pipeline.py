@@ -53,6 +53,10 @@ def test_run_writes_report_with_every_model(tmp_path, capsys):
         assert 0.5 < float(r["test_accuracy"]) <= 1 and -1 <= float(r["test_mcc"]) <= 1  # `metrics:` columns
     _check_ensemble_row(out, rows)
     _check_plots_and_html(out)
+    kept = {p: p.stat().st_mtime_ns for p in (out / "ensemble").glob("seed*.json")}
+    assert len(kept) == 2
+    assert main(["run", str(path)]) == 0  # the report again: the ensemble is not re-scored
+    assert {p: p.stat().st_mtime_ns for p in (out / "ensemble").glob("seed*.json")} == kept
     md = (out / "report.md").read_text()
     assert "test accuracy (mean ± std) | test mcc (mean ± std)" in md
     assert "Bayes-optimal test AUC" in md and "KD single (dcn)" in md and "stop on valid.kd_loss" in md

@@ -8,6 +8,7 @@ resume from their last finished epoch.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -182,8 +183,18 @@ class Experiment:
 
         names = [t.name for t in self.cfg.teachers]
         self.log(f"[ensemble of {len(names)} teachers]")
-        summaries = [ensemble_summary([self.run_dir("teachers", n, seed) for n in names], by_seed[seed], ds)
-                     for seed in self.cfg.seeds]
+        summaries = []
+        for seed in self.cfg.seeds:
+            runs = [self.run_dir("teachers", n, seed) for n in names]
+            # kept per seed, keyed by the teachers' summaries: rebuilding a report re-scores nothing
+            key = hashlib.sha256("".join([ds.checksum, *((r / "summary.json").read_text() for r in runs)])
+                                 .encode()).hexdigest()
+            path = self.out / "ensemble" / f"seed{seed}.json"
+            saved = json.loads(path.read_text()) if path.exists() else {}
+            if saved.get("key") != key:
+                saved = {"key": key, "summary": ensemble_summary(runs, by_seed[seed], ds)}
+                atomic_write_text(path, json.dumps(saved, indent=1))
+            summaries.append(saved["summary"])
         latency = sum(r["ms_per_1000_rows"] for r in rows if r["kind"] == "teacher")
         return summarise("ensemble", "ensemble", f"average of {len(names)} teachers' probabilities", summaries,
                          latency, ds.feature_map.task, tuple(self.cfg.metrics))
