@@ -305,6 +305,7 @@ def test_server_answers_broken_requests_and_scoring_failures(binary) -> None:
                     break
                 reply += chunk
         assert reply.startswith("HTTP/1.1 400") and "is not a number" in reply
+        assert "Connection: close" in reply  # where the body ends is unknown: the connection is not reused
 
         def broken(batch):
             raise RuntimeError("disk on fire")
@@ -315,3 +316,27 @@ def test_server_answers_broken_requests_and_scoring_failures(binary) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_metrics_endpoint_counts_requests_rows_and_latency(binary) -> None:
+    raw, _run, export = binary
+    server = make_server(Scorer.open(export), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for n in (3, 5):
+            assert post(base + "/predict", json.dumps({"rows": raw_rows(raw, n)}).encode())[0] == 200
+        assert post(base + "/predict", json.dumps({"rows": [{"I1": "many"}]}).encode())[0] == 400
+        with urllib.request.urlopen(base + "/metrics", timeout=30) as resp:
+            assert resp.headers["Content-Type"].startswith("text/plain")
+            text = resp.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values['mtkd_requests_total{code="200"}'] == 2 and values['mtkd_requests_total{code="400"}'] == 1
+    assert values["mtkd_rows_total"] == 8 and values['mtkd_model_calls_total{engine="onnx"}'] == 2
+    assert values['mtkd_request_seconds_bucket{le="+Inf"}'] == values["mtkd_request_seconds_count"] == 3
+    buckets = [v for k, v in values.items() if k.startswith("mtkd_request_seconds_bucket")]
+    assert buckets == sorted(buckets) and 0 < values["mtkd_request_seconds_sum"] < 30  # cumulative, in seconds

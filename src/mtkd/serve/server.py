@@ -4,6 +4,7 @@
                     -> {"probabilities": [0.12, ...]}                       (binary)
                     -> {"classes": [...], "probabilities": [[...], ...]}    (multi-class)
     GET  /health    -> {"status": "ok", "engine": "onnx" | "torch", "model": PATH, "columns": [...]}
+    GET  /metrics   -> Prometheus text: requests by status, rows, model calls, latency histogram
 
 A request's rows are encoded and scored as one batch, together with the other requests waiting
 at that moment (`serve.batcher`); a missing column is a missing value, an
@@ -14,11 +15,13 @@ served on threads (ONNX Runtime and PyTorch inference both release the GIL in th
 from __future__ import annotations
 
 import json
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mtkd.errors import MtkdError
 from mtkd.serve.batcher import Batcher
+from mtkd.serve.metrics import ServiceMetrics
 from mtkd.serve.scorer import Scorer
 
 MAX_BODY = 64 << 20
@@ -43,6 +46,7 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
     """A server bound to (host, port); port 0 picks a free one (`server.server_address[1]`).
     Concurrent requests are scored together, up to `max_batch_rows` rows per model call."""
     batcher = Batcher(scorer, max_batch_rows)
+    metrics = ServiceMetrics()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -55,42 +59,64 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_text(self, code: int, text: str) -> None:
+            data = text.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path == "/metrics":
+                return self._send_text(200, metrics.render(batcher.calls, scorer.engine))
             if self.path != "/health":
-                return self._send(404, {"error": f"no such path {self.path!r}; use POST /predict or GET /health"})
+                return self._send(404, {"error": f"no such path {self.path!r}; use POST /predict, GET /health "
+                                                 "or GET /metrics"})
             self._send(200, {"status": "ok", "engine": scorer.engine, "model": str(scorer.source),
                              "task": scorer.schema.task, "columns": scorer.features})
 
         def do_POST(self) -> None:  # noqa: N802
+            t0 = time.perf_counter()
+            code, body, rows = self._predict()
+            self._send(code, body)
+            metrics.observe(code, rows, time.perf_counter() - t0)
+
+        def _predict(self) -> tuple[int, dict[str, Any], int]:
+            """(HTTP status, JSON answer, rows scored) of one POST."""
             if self.path != "/predict":
-                return self._send(404, {"error": f"no such path {self.path!r}; use POST /predict"})
+                return 404, {"error": f"no such path {self.path!r}; use POST /predict"}, 0
             try:
                 length = int(self.headers.get("Content-Length") or 0)
             except ValueError:
-                return self._send(400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a number"})
+                self.close_connection = True  # the body's end is unknown: the connection cannot be reused
+                return 400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a number"}, 0
             if length > MAX_BODY:
-                return self._send(413, {"error": f"request body of {length} bytes is over {MAX_BODY}; send fewer rows"})
+                self.close_connection = True  # the body is not read
+                return 413, {"error": f"request body of {length} bytes is over {MAX_BODY}; send fewer rows"}, 0
             try:
                 body = json.loads(self.rfile.read(length) or b"null")
             except ValueError as e:  # not JSON, or not UTF-8
-                return self._send(400, {"error": f"body is not JSON: {e}"})
+                return 400, {"error": f"body is not JSON: {e}"}, 0
             if not isinstance(body, dict) or "rows" not in body:
-                return self._send(400, {"error": 'expected a JSON object {"rows": [{column: value, ...}, ...]}'})
+                return 400, {"error": 'expected a JSON object {"rows": [{column: value, ...}, ...]}'}, 0
             if body["rows"] == []:
-                return self._send(200, {"probabilities": []})
+                return 200, {"probabilities": []}, 0
             try:
                 p = batcher.score(scorer.rows_to_batch(body["rows"]))
             except MtkdError as e:
-                return self._send(400, {"error": str(e)})
+                return 400, {"error": str(e)}, 0
             except Exception as e:  # noqa: BLE001 - answer, do not drop the connection; the log keeps the trace
                 self.log_error("scoring failed: %r", e)
-                return self._send(500, {"error": f"scoring failed: {type(e).__name__}: {e}"})
+                return 500, {"error": f"scoring failed: {type(e).__name__}: {e}"}, 0
             if p.ndim == 1:
-                return self._send(200, {"probabilities": p.tolist()})
-            self._send(200, {"classes": scorer.classes, "probabilities": p.tolist()})
+                return 200, {"probabilities": p.tolist()}, len(p)
+            return 200, {"classes": scorer.classes, "probabilities": p.tolist()}, len(p)
 
         def log_request(self, code: Any = "-", size: Any = "-") -> None:  # no line per request; errors still go to stderr
             pass
