@@ -93,6 +93,8 @@ def test_two_ranks_distil_with_a_gate(data: Path, tmp_path: Path, mode: str) -> 
     r = torchrun(["train", "--data", str(data), "--model", "dnn", "--out", str(out), "--quiet",
                   *sets([*extra, "distill.weighting=gate"])])
     assert r.returncode == 0, r.stderr[-20000:]
+    if mode == "offline":  # rank 0 scored the teacher before rank 1 built its objective: once, not twice
+        assert r.stderr.count("teacher fm: scored") == 1 and r.stderr.count("teacher fm: cached") == 2
     summary = json.loads((out / "summary.json").read_text())
     assert summary["valid"]["auc"] > 0.6
     gate = [m["net.0.weight"] for m in load_checkpoint(out / "best.pt")["objective"].values() if "net.0.weight" in m]

@@ -41,6 +41,28 @@ def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, mode
     return params
 
 
+def teacher_plan(d: DistillConfig) -> tuple[list[TeacherSpec], bool, int]:
+    """The offline teachers and what to cache of them: (specs, hidden vectors?, code width)."""
+    specs = [TeacherSpec(t.name, run=t.run, score=t.score, kind=t.kind) for t in d.teachers]
+    policy_hidden = d.weighting == "policy" and d.weighting_params.get("use_hidden", True)
+    # the policy reads a K-float code of each hidden vector: cache only that, unless hint
+    # regression needs the raw vectors (then the policy codes them itself)
+    code = int(d.weighting_params.get("hidden_proj", HIDDEN_PROJ)) if policy_hidden and d.hint == 0 else 0
+    return specs, d.hint > 0 or policy_hidden, code
+
+
+def score_offline_teachers(cfg: TrainConfig, dataset: Dataset, device: str = "cpu",
+                           log: Callable[[str], None] = print) -> None:
+    """Cache what `build_objective` will read of the offline teachers. Under torchrun rank 0 runs
+    this before the other ranks build their objectives, which then find the cache instead of
+    every rank scoring every teacher over every split at once."""
+    d = cfg.distill
+    if d is None or d.mode != "offline":
+        return
+    specs, with_hidden, code = teacher_plan(d)
+    score_teachers(dataset, specs, with_hidden=with_hidden, device=device, log=log, hidden_code=code)
+
+
 def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device: str = "cpu",
                     log: Callable[[str], None] = print) -> Objective:
     task = dataset.feature_map.task
@@ -58,12 +80,7 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
         params = _weighting_params(d, names, dataset, model, lambda: _no_scores(d))
         weighting = build_weighting(d.weighting, len(names), task, **params)
         return CoTraining(task, teachers, weighting, student=model, share_embedding=d.share_embedding, **common)
-    specs = [TeacherSpec(t.name, run=t.run, score=t.score, kind=t.kind) for t in d.teachers]
-    policy_hidden = d.weighting == "policy" and d.weighting_params.get("use_hidden", True)
-    with_hidden = d.hint > 0 or policy_hidden
-    # the policy reads a K-float code of each hidden vector: cache only that, unless hint
-    # regression needs the raw vectors (then the policy codes them itself)
-    code = int(d.weighting_params.get("hidden_proj", HIDDEN_PROJ)) if policy_hidden and d.hint == 0 else 0
+    specs, with_hidden, code = teacher_plan(d)
     score_teachers(dataset, specs, with_hidden=with_hidden, device=device, log=log, hidden_code=code)
     teacher_set = TeacherSet(dataset, specs, with_hidden=with_hidden, hidden_code=code)
     metric = "auc" if task == "binary" else "accuracy"

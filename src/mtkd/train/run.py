@@ -108,8 +108,12 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
         from mtkd.train.warm_start import init_from_run
 
         init_from_run(model, cfg.init_from, dataset.checksum, log)
-    from mtkd.distill.build import build_objective
+    from mtkd.distill.build import build_objective, score_offline_teachers
 
+    if world > 1:  # one rank scores the teachers; the others read its cache
+        if rank == 0:
+            score_offline_teachers(cfg, dataset, device=str(resolve_device(cfg.device)), log=log)
+        barrier(world)
     objective = build_objective(cfg, dataset, model, device=str(resolve_device(cfg.device)), log=log)
     if cfg.distill is not None and cfg.distill.valid_holdout is not None:
         from mtkd.data.merged import MergedDataset
