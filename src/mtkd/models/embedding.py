@@ -107,10 +107,13 @@ class FeatureEmbedding(nn.Module):
         parts: list[Tensor] = []
         rows: list[Tensor] = []
         if self.table is not None:
-            e = self.table(batch.cat + self.offsets)
-            parts.append(e)
+            ids = batch.cat + self.offsets
             if self.table.sparse:
+                e = self.table(ids)
                 rows.append(e)
+            else:  # index_select's backward (index_add) is 2x faster on CPU than F.embedding's (sort + scan)
+                e = self.table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, -1)
+            parts.append(e)
         if self.numeric is not None:
             parts.append(batch.num.unsqueeze(-1) * self.numeric)
         for name, t in zip(self.seq_names, self.seq_table):
