@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mtkd.data.hashing import HashVocab, hash_strings
+from mtkd.data.hashing import HashBuckets, HashVocab, hash_strings
 from mtkd.data.schema import FeatureSpec, Schema
 from mtkd.data.stats import NumericStats, VocabCounter
 from mtkd.errors import DataError
@@ -79,7 +79,7 @@ class EncoderFitter:
         for name, spec in self.schema.specs():
             if spec.type == "numeric":
                 self.stats[name] = NumericStats()
-            elif spec.share_embedding is None:
+            elif spec.share_embedding is None and spec.hash_buckets is None:
                 self.counters[name] = VocabCounter()
 
     def add(self, batch: pa.RecordBatch, rows: np.ndarray, mask: np.ndarray | None = None) -> None:
@@ -91,6 +91,8 @@ class EncoderFitter:
         m = None if full else mask
         for name, spec in self.schema.specs():
             col = batch.column(name)
+            if spec.type != "numeric" and self.schema.vocab_owner(name) not in self.counters:
+                continue  # hashed into buckets: nothing to count
             if spec.type == "categorical":
                 if not pa.types.is_dictionary(col.type):
                     col = pc.fill_null(col, categorical_fill(spec))
@@ -120,8 +122,9 @@ class EncoderFitter:
                 else:
                     entry.update(separator=spec.separator, max_len=spec.max_len)
             elif spec.type in ("categorical", "sequence"):
-                vocab = self.counters[name].vocabulary(spec.min_count)
-                entry = {"type": spec.type, "vocab": vocab, "min_count": spec.min_count}
+                entry = {"type": spec.type, "hash_buckets": spec.hash_buckets} if spec.hash_buckets else \
+                    {"type": spec.type, "vocab": self.counters[name].vocabulary(spec.min_count),
+                     "min_count": spec.min_count}
                 if spec.type == "categorical":
                     entry["fill_na"] = categorical_fill(spec)
                 else:
@@ -210,10 +213,12 @@ class Encoder:
     def __init__(self, schema: Schema, state: dict[str, Any]):
         self.schema = schema
         self.state = state
-        self.vocabs: dict[str, HashVocab] = {}
+        self.vocabs: dict[str, HashVocab | HashBuckets] = {}
         for name, entry in state["features"].items():
             if "vocab" in entry:
                 self.vocabs[name] = HashVocab(entry["vocab"], first_id=FIRST_ID, default=OOV_ID)
+            elif "hash_buckets" in entry:
+                self.vocabs[name] = HashBuckets(entry["hash_buckets"], first_id=FIRST_ID)
         for name, entry in state["features"].items():
             if "share_embedding" in entry:
                 self.vocabs[name] = self.vocabs[entry["share_embedding"]]
@@ -227,7 +232,7 @@ class Encoder:
             return len(entry["edges"]) + 1 + FIRST_ID
         if "share_embedding" in entry:
             return self.vocab_size(entry["share_embedding"])
-        return len(entry["vocab"]) + FIRST_ID
+        return len(self.vocabs[name]) + FIRST_ID
 
     def feature_map(self):
         from mtkd.data.feature_map import CategoricalField, FeatureMap, SequenceField

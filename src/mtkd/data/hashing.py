@@ -95,3 +95,26 @@ class HashVocab:
         ids = self.lookup_hashes(hash_strings(enc.dictionary))
         idx = enc.indices.to_numpy(zero_copy_only=False)
         return ids[idx]
+
+
+class HashBuckets:
+    """Ids by feature hashing: `first_id + hash(value) % buckets`, with no vocabulary. The same
+    interface as HashVocab, so lookup, sharing and serving do not care which a feature uses."""
+
+    def __init__(self, buckets: int, first_id: int = 2):
+        if buckets < 1:
+            raise ValueError(f"hash_buckets must be >= 1, got {buckets}")
+        self.buckets = int(buckets)
+        self.first_id = first_id
+
+    def __len__(self) -> int:
+        return self.buckets
+
+    def lookup_hashes(self, h: np.ndarray) -> np.ndarray:
+        return (h % np.uint64(self.buckets)).astype(np.int32) + np.int32(self.first_id)
+
+    def lookup(self, arr: pa.Array) -> np.ndarray:
+        """Ids of every string in `arr` (hashing each distinct value once)."""
+        enc = arr.dictionary_encode() if not pa.types.is_dictionary(arr.type) else arr
+        ids = self.lookup_hashes(hash_strings(enc.dictionary))
+        return ids[enc.indices.to_numpy(zero_copy_only=False)]

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mtkd.config_io import load_model, parse_model
 from mtkd.errors import ConfigError
 
+HASH_VERSION = 2  # of Schema.hash: bump when a default that changes encoded arrays changes
+
 Transform = Literal["none", "log", "standardize", "bucketize"]
 Format = Literal["csv", "tsv", "parquet", "libfm"]
 
@@ -40,6 +42,9 @@ class FeatureSpec(_Strict):
     split_punctuation: bool = Field(False, description="sequence: punctuation marks become tokens of their own")
     share_embedding: str | None = Field(
         None, description="use another feature's vocabulary and embedding table (fitted on both columns)")
+    hash_buckets: int | None = Field(
+        None, ge=1, description="ids by hashing values into this many buckets: no vocabulary is fitted, and "
+                                "a value never seen in training gets a bucket (shared by collision) instead of OOV")
 
     @model_validator(mode="after")
     def _check(self) -> "FeatureSpec":
@@ -58,6 +63,13 @@ class FeatureSpec(_Strict):
             raise ValueError("lowercase and split_punctuation apply to sequence (text) features only")
         if self.share_embedding is not None and self.type == "numeric":
             raise ValueError("share_embedding applies to categorical and sequence features")
+        if self.hash_buckets is not None:
+            if self.type == "numeric":
+                raise ValueError("hash_buckets applies to categorical and sequence features")
+            if self.min_count != 1:
+                raise ValueError("min_count needs a vocabulary; hash_buckets has none (drop one of them)")
+            if self.share_embedding is not None:
+                raise ValueError("a feature with share_embedding uses its owner's ids; set hash_buckets on the owner")
         return self
 
     @property
@@ -181,9 +193,12 @@ class Schema(_Strict):
         return cols + list(self.scores)
 
     def hash(self) -> str:
-        """Hash of everything that changes the encoded arrays (not the name)."""
-        d = self.model_dump(mode="json")
+        """Hash of everything that changes the encoded arrays (not the name). Settings left at
+        their defaults are not part of it, so a version that adds a setting does not make
+        every dataset prepared before it look different; HASH_VERSION changes when a default does."""
+        d = self.model_dump(mode="json", exclude_defaults=True)
         d.pop("name", None)
+        d["hash_version"] = HASH_VERSION
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -78,7 +78,10 @@ def init_word_vectors(model: nn.Module, encoder_path: Path, vectors: dict[str, s
         entry = state.get(field, {})
         vocab = state.get(entry.get("share_embedding", field), {}).get("vocab")
         if vocab is None:
-            raise ConfigError(f"word_vectors: {field!r} is not a field with a vocabulary")
+            hashed = "hash_buckets" in state.get(entry.get("share_embedding", field), {})
+            raise ConfigError(f"word_vectors: {field!r} is not a field with a vocabulary"
+                              + (" (it is hashed into buckets: no word has a row of its own; drop hash_buckets)"
+                                 if hashed else ""))
         table, start = field_table(model, field)
         dim = model.embedding.embedding_dim  # type: ignore[union-attr]
         ids, vecs = read_word_vectors(path, {w: i + FIRST_ID for i, w in enumerate(vocab)}, dim)
