@@ -28,13 +28,16 @@ MAX_BODY = 64 << 20
 
 
 class ScoringServer(ThreadingHTTPServer):
-    """The HTTP server and the batcher its requests share; closing it stops both."""
+    """The HTTP server with what its request threads share: the scorer, the batcher that runs
+    the model, and the counters of GET /metrics. Closing it stops the batcher too."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: type, batcher: Batcher):
-        super().__init__(address, handler)
-        self.batcher = batcher
+    def __init__(self, address: tuple[str, int], scorer: Scorer, max_batch_rows: int = 8192):
+        self.scorer = scorer
+        self.batcher = Batcher(scorer, max_batch_rows)
+        self.metrics = ServiceMetrics()
+        super().__init__(address, PredictHandler)
 
     def server_close(self) -> None:
         super().server_close()
@@ -45,80 +48,76 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
                 ) -> ScoringServer:
     """A server bound to (host, port); port 0 picks a free one (`server.server_address[1]`).
     Concurrent requests are scored together, up to `max_batch_rows` rows per model call."""
-    batcher = Batcher(scorer, max_batch_rows)
-    metrics = ServiceMetrics()
+    return ScoringServer((host, port), scorer, max_batch_rows)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # headers and body leave in two writes; with Nagle on, the body waits for the client's
-        # delayed ACK of the headers: 40 ms per keep-alive request (measured: 44 ms -> <1 ms)
-        disable_nagle_algorithm = True
 
-        def _send(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
+class PredictHandler(BaseHTTPRequestHandler):
+    """POST /predict, GET /health, GET /metrics; the model, batcher and counters live on the server."""
 
-        def _send_text(self, code: int, text: str) -> None:
-            data = text.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    server: "ScoringServer"
+    protocol_version = "HTTP/1.1"
+    # headers and body leave in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK of the headers: 40 ms per keep-alive request (measured: 44 ms -> <1 ms)
+    disable_nagle_algorithm = True
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path == "/metrics":
-                return self._send_text(200, metrics.render(batcher.calls, scorer.engine))
-            if self.path != "/health":
-                return self._send(404, {"error": f"no such path {self.path!r}; use POST /predict, GET /health "
-                                                 "or GET /metrics"})
-            self._send(200, {"status": "ok", "engine": scorer.engine, "model": str(scorer.source),
-                             "task": scorer.schema.task, "columns": scorer.features})
+    def _send(self, code: int, body: dict[str, Any] | str) -> None:
+        """A JSON answer, or plain text (GET /metrics)."""
+        text = isinstance(body, str)
+        data = (body if text else json.dumps(body)).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; version=0.0.4" if text else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
 
-        def do_POST(self) -> None:  # noqa: N802
-            t0 = time.perf_counter()
-            code, body, rows = self._predict()
-            self._send(code, body)
-            metrics.observe(code, rows, time.perf_counter() - t0)
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path == "/metrics":
+            return self._send(200, self.server.metrics.render(self.server.batcher.calls, self.server.scorer.engine))
+        if self.path != "/health":
+            return self._send(404, {"error": f"no such path {self.path!r}; use POST /predict, GET /health "
+                                             "or GET /metrics"})
+        scorer = self.server.scorer
+        self._send(200, {"status": "ok", "engine": scorer.engine, "model": str(scorer.source),
+                         "task": scorer.schema.task, "columns": scorer.features})
 
-        def _predict(self) -> tuple[int, dict[str, Any], int]:
-            """(HTTP status, JSON answer, rows scored) of one POST."""
-            if self.path != "/predict":
-                return 404, {"error": f"no such path {self.path!r}; use POST /predict"}, 0
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-            except ValueError:
-                self.close_connection = True  # the body's end is unknown: the connection cannot be reused
-                return 400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a number"}, 0
-            if length > MAX_BODY:
-                self.close_connection = True  # the body is not read
-                return 413, {"error": f"request body of {length} bytes is over {MAX_BODY}; send fewer rows"}, 0
-            try:
-                body = json.loads(self.rfile.read(length) or b"null")
-            except ValueError as e:  # not JSON, or not UTF-8
-                return 400, {"error": f"body is not JSON: {e}"}, 0
-            if not isinstance(body, dict) or "rows" not in body:
-                return 400, {"error": 'expected a JSON object {"rows": [{column: value, ...}, ...]}'}, 0
-            if body["rows"] == []:
-                return 200, {"probabilities": []}, 0
-            try:
-                p = batcher.score(scorer.rows_to_batch(body["rows"]))
-            except MtkdError as e:
-                return 400, {"error": str(e)}, 0
-            except Exception as e:  # noqa: BLE001 - answer, do not drop the connection; the log keeps the trace
-                self.log_error("scoring failed: %r", e)
-                return 500, {"error": f"scoring failed: {type(e).__name__}: {e}"}, 0
-            if p.ndim == 1:
-                return 200, {"probabilities": p.tolist()}, len(p)
-            return 200, {"classes": scorer.classes, "probabilities": p.tolist()}, len(p)
+    def do_POST(self) -> None:  # noqa: N802
+        t0 = time.perf_counter()
+        code, body, rows = self._predict()
+        self._send(code, body)
+        self.server.metrics.observe(code, rows, time.perf_counter() - t0)
 
-        def log_request(self, code: Any = "-", size: Any = "-") -> None:  # no line per request; errors still go to stderr
-            pass
+    def _predict(self) -> tuple[int, dict[str, Any], int]:
+        """(HTTP status, JSON answer, rows scored) of one POST."""
+        if self.path != "/predict":
+            return 404, {"error": f"no such path {self.path!r}; use POST /predict"}, 0
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True  # the body's end is unknown: the connection cannot be reused
+            return 400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a number"}, 0
+        if length > MAX_BODY:
+            self.close_connection = True  # the body is not read
+            return 413, {"error": f"request body of {length} bytes is over {MAX_BODY}; send fewer rows"}, 0
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except ValueError as e:  # not JSON, or not UTF-8
+            return 400, {"error": f"body is not JSON: {e}"}, 0
+        if not isinstance(body, dict) or "rows" not in body:
+            return 400, {"error": 'expected a JSON object {"rows": [{column: value, ...}, ...]}'}, 0
+        if body["rows"] == []:
+            return 200, {"probabilities": []}, 0
+        try:
+            p = self.server.batcher.score(self.server.scorer.rows_to_batch(body["rows"]))
+        except MtkdError as e:
+            return 400, {"error": str(e)}, 0
+        except Exception as e:  # noqa: BLE001 - answer, do not drop the connection; the log keeps the trace
+            self.log_error("scoring failed: %r", e)
+            return 500, {"error": f"scoring failed: {type(e).__name__}: {e}"}, 0
+        if p.ndim == 1:
+            return 200, {"probabilities": p.tolist()}, len(p)
+        return 200, {"classes": self.server.scorer.classes, "probabilities": p.tolist()}, len(p)
 
-    return ScoringServer((host, port), Handler, batcher)
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:  # no line per request; errors still go to stderr
+        pass
