@@ -340,3 +340,23 @@ def test_metrics_endpoint_counts_requests_rows_and_latency(binary) -> None:
     assert values['mtkd_request_seconds_bucket{le="+Inf"}'] == values["mtkd_request_seconds_count"] == 3
     buckets = [v for k, v in values.items() if k.startswith("mtkd_request_seconds_bucket")]
     assert buckets == sorted(buckets) and 0 < values["mtkd_request_seconds_sum"] < 30  # cumulative, in seconds
+
+
+def test_an_export_loads_after_a_schema_hash_change_but_not_with_a_foreign_encoder(binary, tmp_path) -> None:
+    """encoder.json and schema.yaml of an export belong together by construction: an mtkd
+    version that hashes schemas differently must not strand a model in production, while an
+    encoder whose features are not the schema's is refused."""
+    import shutil
+
+    _raw, _run, export = binary
+    copy = tmp_path / "export"
+    shutil.copytree(export, copy)
+    state = json.loads((copy / "encoder.json").read_text())
+    state["schema_hash"] = "from-an-older-mtkd"
+    (copy / "encoder.json").write_text(json.dumps(state))
+    arrays = {"cat": np.full((3, 26), 2, np.int32), "num": np.zeros((3, 13), np.float32)}
+    np.testing.assert_allclose(Scorer.open(copy).score_arrays(arrays), Scorer.open(export).score_arrays(arrays))
+    state["features"]["C99"] = state["features"].pop("C26")
+    (copy / "encoder.json").write_text(json.dumps(state))
+    with pytest.raises(MtkdError, match="do not match the schema beside it"):
+        Scorer.open(copy)

@@ -360,12 +360,20 @@ class Encoder:
         atomic_write_text(Path(path), json.dumps(self.state, separators=(",", ":")))
 
     @classmethod
-    def load(cls, path: str | Path, schema: Schema) -> "Encoder":
+    def load(cls, path: str | Path, schema: Schema, exported: bool = False) -> "Encoder":
+        """`exported`: the encoder and schema were copied side by side by `mtkd export`, so they
+        belong together by construction; only their features are compared, not the schema hash,
+        and an export keeps loading after an mtkd version that hashes schemas differently."""
         p = Path(path)
         try:
             state = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{p}: cannot read the encoder ({exc}); prepare the dataset again") from None
-        if state.get("schema_hash") != schema.hash():
+        if exported:
+            have = {n: e.get("type") for n, e in state.get("features", {}).items()}
+            want = {n: f.type for n, f in schema.specs()}
+            if have != want:
+                raise DataError(f"{p}: its features {have} do not match the schema beside it {want}; export again")
+        elif state.get("schema_hash") != schema.hash():
             raise DataError(f"{p}: encoder was fitted with a different schema; prepare the dataset again")
         return cls(schema, state)

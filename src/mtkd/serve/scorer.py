@@ -128,7 +128,7 @@ class Scorer:
     @classmethod
     def _from_export(cls, export: Path, engine: str) -> "Scorer":
         schema = load_schema(export / "schema.yaml")
-        encoder = Encoder.load(export / "encoder.json", schema)
+        encoder = Encoder.load(export / "encoder.json", schema, exported=True)
         names = input_names(schema)
         if engine == "torchscript":
             with warnings.catch_warnings():  # torch marks TorchScript deprecated; the export says why it is kept
@@ -164,12 +164,11 @@ class Scorer:
         """JSON-style rows -> a typed record batch of the feature columns; a missing key is a missing value."""
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise MtkdError('expected "rows": a list of objects, one per row, keyed by column name')
-        known = set(self.features)
-        for i, r in enumerate(rows):
-            unknown = sorted(set(r) - known - {self.schema.label})
-            if unknown:
-                raise MtkdError(f"row {i}: unknown column(s) {unknown}; the model's columns are "
-                                f"{', '.join(self.features)}")
+        known = {*self.features, self.schema.label}
+        if not known.issuperset(set().union(*rows)):  # one C-level union; find the row only on error
+            i, unknown = next((i, sorted(set(r) - known)) for i, r in enumerate(rows) if set(r) - known)
+            raise MtkdError(f"row {i}: unknown column(s) {unknown}; the model's columns are "
+                            f"{', '.join(self.features)}")
         try:  # Arrow converts the rows in C++ (2x faster at 256 rows) when every value has its type
             return pa.RecordBatch.from_pylist(rows, schema=self.arrow_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
