@@ -77,7 +77,7 @@ def test_schema_hash_ignores_settings_left_at_their_defaults() -> None:
         != plain
 
 
-def test_hashed_dataset_trains_exports_and_scores_unseen_ids(tmp_path: Path) -> None:
+def test_hashed_dataset_trains_exports_and_scores_unseen_ids(tmp_path: Path, capsys) -> None:
     from mtkd.config import load_train_config
     from mtkd.data.prepare import prepare
     from mtkd.data.store import Dataset
@@ -93,6 +93,11 @@ def test_hashed_dataset_trains_exports_and_scores_unseen_ids(tmp_path: Path) -> 
     prepare(schema, tmp_path / "ds", raw)
     fmap = Dataset(tmp_path / "ds").feature_map
     assert [f.vocab_size for f in fmap.categorical] == [16 + FIRST_ID] * 2 and fmap.sequences[0].vocab_size == 10
+    from mtkd.cli import main
+
+    assert main(["data", "info", str(tmp_path / "ds")]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "c1 │ categorical │ hashed, 16 buckets" in shown and "hashed, 8 buckets, max_len 3" in shown
     cfg = load_train_config(None, ["epochs=1", "batch_size=256", "params.embedding_dim=4", "device=cpu"], model="dnn")
     train_run(cfg, tmp_path / "ds", tmp_path / "run", progress=False, log=lambda s: None)
     export_run(tmp_path / "run", tmp_path / "export")

@@ -99,15 +99,30 @@ def _print_manifest(m: dict, path: Path) -> None:
     f = Table(title="features")
     for c in ("feature", "type", "size"):
         f.add_column(c)
+    hashed = _hashed(path)
     for c in fm["categorical"]:
-        f.add_row(c["name"], "categorical", f"vocab {c['vocab_size']:,}{_shares(c)}")
+        f.add_row(c["name"], "categorical", f"{_ids(c, hashed)}{_shares(c)}")
     for n in fm["numeric"]:
         f.add_row(n, "numeric", "1")
     for s in fm["sequences"]:
-        f.add_row(s["name"], "sequence", f"vocab {s['vocab_size']:,}{_shares(s)}, max_len {s['max_len']}")
+        f.add_row(s["name"], "sequence", f"{_ids(s, hashed)}{_shares(s)}, max_len {s['max_len']}")
     for n in fm.get("scores", []):
         f.add_row(n, "score", "1")
     out.print(f)
+
+
+def _hashed(path: Path) -> dict[str, int]:
+    """Buckets of each feature hashed with `hash_buckets` (from the dataset's encoder.json)."""
+    try:
+        features = json.loads((path / "encoder.json").read_text())["features"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {n: e["hash_buckets"] for n, e in features.items() if "hash_buckets" in e}
+
+
+def _ids(field: dict, hashed: dict[str, int]) -> str:
+    owner = field.get("share") or field["name"]
+    return f"hashed, {hashed[owner]:,} buckets" if owner in hashed else f"vocab {field['vocab_size']:,}"
 
 
 def _shares(field: dict) -> str:
