@@ -93,10 +93,10 @@ def free_port() -> int:
 class Service:
     """`mtkd serve MODEL` in its own process, up once /health answers."""
 
-    def __init__(self, model: Path):
+    def __init__(self, model: Path, workers: int = 1):
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "mtkd", "serve", str(model), "--port", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen([sys.executable, "-m", "mtkd", "serve", str(model), "--port", str(self.port),
+                                      "--workers", str(workers)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -165,6 +165,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4", help="concurrent clients, comma-separated")
     ap.add_argument("--seconds", type=float, default=8.0, help="timed seconds per cell")
     ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--workers", default="1", help="`mtkd serve --workers`, comma-separated to compare")
     ap.add_argument("--workdir", default=None, help="keep data, runs and exports here (reused)")
     ap.add_argument("--keep", action="store_true", help="keep a temporary workdir")
     args = ap.parse_args()
@@ -178,10 +179,11 @@ def main() -> None:
               ("autoint_plus (teacher)", paths["autoint_plus_onnx"])]
     print(f"serve_bench: {args.seconds:g} s per cell after {args.warmup:g} s warm-up; clients and server on "
           "this machine")
-    print("| model | engine | rows / request | clients | requests/s | rows/s | p50 ms | p99 ms | in-process p50 ms |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for label, model in served:
-        service = Service(model)
+    print("| model | engine | workers | rows / request | clients | requests/s | rows/s | p50 ms | p99 ms | "
+          "in-process p50 ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (label, model), workers in [(m, int(w)) for m in served for w in args.workers.split(",")]:
+        service = Service(model, workers)
         scorer = Scorer.open(model)
         try:
             for r in sizes:
@@ -197,7 +199,7 @@ def main() -> None:
                     lat = load(service, body, c, args.seconds, args.warmup)
                     rps = len(lat) / args.seconds
                     p50, p99 = np.percentile(lat, [50, 99])
-                    print(f"| {label} | {service.health['engine']} | {r} | {c} | {rps:,.0f} | {rps * r:,.0f} | "
+                    print(f"| {label} | {service.health['engine']} | {workers} | {r} | {c} | {rps:,.0f} | {rps * r:,.0f} | "
                           f"{p50:.2f} | {p99:.2f} | {local:.2f} |", flush=True)
         finally:
             service.stop()

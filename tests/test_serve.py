@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -360,3 +361,43 @@ def test_an_export_loads_after_a_schema_hash_change_but_not_with_a_foreign_encod
     (copy / "encoder.json").write_text(json.dumps(state))
     with pytest.raises(MtkdError, match="do not match the schema beside it"):
         Scorer.open(copy)
+
+
+def test_worker_processes_share_one_port(binary) -> None:
+    """`mtkd serve --workers 2`: two processes answer on one port (new connections reach both),
+    each scores like the model, and stopping the parent stops them."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    raw, _run, export = binary
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mtkd", "serve", str(export), "--port", str(port), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        pids: set[int] = set()
+        deadline = time.time() + 120
+        while len(pids) < 2 and time.time() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5) as resp:  # a new connection each time
+                    pids.add(json.loads(resp.read())["pid"])
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.2)
+        assert len(pids) == 2 and proc.pid not in pids
+        rows = raw_rows(raw, 4)
+        want = Scorer.open(export).score_batch(Scorer.open(export).rows_to_batch(rows))
+        for _ in range(4):
+            code, body = post(base + "/predict", json.dumps({"rows": rows}).encode())
+            assert code == 200
+            np.testing.assert_allclose(body["probabilities"], want, atol=1e-6)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    for pid in pids:  # the workers are gone too
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -181,12 +181,15 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
               host: str = typer.Option("127.0.0.1", "--host"),
               port: int = typer.Option(8080, "--port"),
               max_batch_rows: int = typer.Option(8192, "--max-batch-rows",
-                                                 help="Most rows of concurrent requests scored in one model call.")
+                                                 help="Most rows of concurrent requests scored in one model call."),
+              workers: int = typer.Option(1, "--workers", help="Processes sharing the port, each with its own model."),
               ) -> None:
-    """HTTP scoring: POST /predict {"rows": [{column: value}, ...]}, GET /health."""
+    """HTTP scoring: POST /predict {"rows": [{column: value}, ...]}, GET /health, GET /metrics."""
     from mtkd.serve.scorer import Scorer
     from mtkd.serve.server import make_server
 
+    if workers > 1:
+        return _serve_workers(model, host, port, max_batch_rows, workers)
     server = make_server(Scorer.open(model), host, port, max_batch_rows)
     err.print(f"serving {model} on http://{host}:{server.server_address[1]} (POST /predict, GET /health); Ctrl-C stops")
     try:
@@ -195,6 +198,42 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
         pass
     finally:
         server.server_close()
+
+
+def _serve_workers(model: Path, host: str, port: int, max_batch_rows: int, workers: int) -> None:
+    """`--workers N`: N spawned processes on one port (SO_REUSEPORT); if one dies, all stop."""
+    import multiprocessing
+    import os
+    from multiprocessing.connection import wait
+
+    from mtkd.serve.scorer import Scorer
+    from mtkd.serve.server import serve_worker
+
+    if port == 0:
+        raise typer.BadParameter("--workers needs a fixed --port (each worker binds the same one)")
+    Scorer.open(model)  # a model that cannot load fails here, once, with its message
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=serve_worker, args=(str(model), host, port, max_batch_rows, threads))
+             for _ in range(workers)]
+    for p in procs:
+        p.start()
+    err.print(f"serving {model} on http://{host}:{port} with {workers} worker processes "
+              f"({threads} thread(s) each); Ctrl-C stops")
+    code = 0
+    try:
+        ended = wait([p.sentinel for p in procs])
+        code = next(p.exitcode for p in procs if p.sentinel in ended) or 0
+        err.print(f"a worker exited (code {code}); stopping the others")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=30)
+    if code:
+        raise typer.Exit(1)
 
 
 @app.command("bench")

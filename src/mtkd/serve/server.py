@@ -15,6 +15,7 @@ served on threads (ONNX Runtime and PyTorch inference both release the GIL in th
 from __future__ import annotations
 
 import json
+import os
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,7 +34,9 @@ class ScoringServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], scorer: Scorer, max_batch_rows: int = 8192):
+    def __init__(self, address: tuple[str, int], scorer: Scorer, max_batch_rows: int = 8192,
+                 reuse_port: bool = False):
+        self.allow_reuse_port = reuse_port  # several worker processes on one port (`--workers`)
         self.scorer = scorer
         self.batcher = Batcher(scorer, max_batch_rows)
         self.metrics = ServiceMetrics()
@@ -44,11 +47,27 @@ class ScoringServer(ThreadingHTTPServer):
         self.batcher.close()
 
 
-def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_batch_rows: int = 8192
-                ) -> ScoringServer:
+def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_batch_rows: int = 8192,
+                reuse_port: bool = False) -> ScoringServer:
     """A server bound to (host, port); port 0 picks a free one (`server.server_address[1]`).
     Concurrent requests are scored together, up to `max_batch_rows` rows per model call."""
-    return ScoringServer((host, port), scorer, max_batch_rows)
+    return ScoringServer((host, port), scorer, max_batch_rows, reuse_port)
+
+
+def serve_worker(model: str, host: str, port: int, max_batch_rows: int, threads: int) -> None:
+    """One of `mtkd serve --workers N`: its own model and batcher on the shared port (the kernel
+    spreads new connections over the workers), so JSON parsing and encoding, which hold the GIL,
+    run on N cores."""
+    import torch
+
+    torch.set_num_threads(threads)
+    server = make_server(Scorer.open(model), host, port, max_batch_rows, reuse_port=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 class PredictHandler(BaseHTTPRequestHandler):
@@ -80,7 +99,7 @@ class PredictHandler(BaseHTTPRequestHandler):
                                              "or GET /metrics"})
         scorer = self.server.scorer
         self._send(200, {"status": "ok", "engine": scorer.engine, "model": str(scorer.source),
-                         "task": scorer.schema.task, "columns": scorer.features})
+                         "task": scorer.schema.task, "columns": scorer.features, "pid": os.getpid()})
 
     def do_POST(self) -> None:  # noqa: N802
         t0 = time.perf_counter()
