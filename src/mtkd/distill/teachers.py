@@ -16,7 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -70,45 +70,48 @@ def teacher_key(spec: TeacherSpec, dataset: Dataset, with_hidden: bool, hidden_c
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
-@torch.no_grad()
+def _batch_outputs(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int,
+                   device: torch.device | str, with_hidden: bool,
+                   code: Callable[[torch.Tensor], torch.Tensor] | None = None
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(logits, hidden vectors or their `code`) of each batch of a split, in row order."""
+    model.eval()
+    with torch.no_grad():
+        for batch in BatchLoader(dataset, split, batch_size, shuffle=False):
+            out = model(batch.to(device))
+            h = (out.hidden if code is None else code(out.hidden)).float().cpu().numpy() if with_hidden else None
+            yield out.logits.float().cpu().numpy(), h
+
+
 def predict_split(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int = 8192,
                   device: torch.device | str = "cpu", with_hidden: bool = False
                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits (and hidden vectors) of a whole split in row order."""
-    model.eval()
-    logits, hidden = [], []
-    for batch in BatchLoader(dataset, split, batch_size, shuffle=False):
-        out = model(batch.to(device))
-        logits.append(out.logits.float().cpu().numpy())
-        if with_hidden:
-            hidden.append(out.hidden.float().cpu().numpy())
-    return np.concatenate(logits), (np.concatenate(hidden) if with_hidden else None)
+    """Logits (and hidden vectors) of a whole split in row order, in memory."""
+    parts = list(_batch_outputs(model, dataset, split, batch_size, device, with_hidden))
+    return (np.concatenate([z for z, _ in parts]),
+            np.concatenate([h for _, h in parts]) if with_hidden else None)  # type: ignore[misc]
 
 
-@torch.no_grad()
 def _write_split(model: torch.nn.Module, dataset: Dataset, split: str, dest: Path, device: str,
                  with_hidden: bool, code: Callable[[torch.Tensor], torch.Tensor] | None,
                  batch_size: int = 8192) -> np.ndarray:
     """Score a split a batch at a time straight into memory-mapped .npy files (logits; hidden
     vectors or their code), so a 45M-row split never sits in memory. Returns the logits."""
-    model.eval()
     n = dataset.split(split).rows
     arrays: dict[str, np.ndarray] = {}
 
-    def put(name: str, values: torch.Tensor, start: int) -> None:
-        v = values.float().cpu().numpy()
+    def put(name: str, v: np.ndarray, start: int) -> None:
         if name not in arrays:
             arrays[name] = np.lib.format.open_memmap(dest / f"{split}_{name}.npy", mode="w+", dtype=np.float32,
                                                      shape=(n, *v.shape[1:]))
         arrays[name][start : start + len(v)] = v
 
     start = 0
-    for batch in BatchLoader(dataset, split, batch_size, shuffle=False):
-        out = model(batch.to(device))
-        put("logits", out.logits, start)
-        if with_hidden:
-            put("hidden", out.hidden if code is None else code(out.hidden), start)
-        start += out.logits.shape[0]
+    for z, h in _batch_outputs(model, dataset, split, batch_size, device, with_hidden, code):
+        put("logits", z, start)
+        if h is not None:
+            put("hidden", h, start)
+        start += len(z)
     if not arrays:  # an empty split
         shape = (0,) if dataset.feature_map.task == "binary" else (0, dataset.feature_map.output_dim)
         np.save(dest / f"{split}_logits.npy", np.zeros(shape, np.float32))
