@@ -192,12 +192,7 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
         return _serve_workers(model, host, port, max_batch_rows, workers)
     server = make_server(Scorer.open(model), host, port, max_batch_rows)
     err.print(f"serving {model} on http://{host}:{server.server_address[1]} (POST /predict, GET /health); Ctrl-C stops")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    server.run()
 
 
 def _serve_workers(model: Path, host: str, port: int, max_batch_rows: int, workers: int) -> None:

@@ -46,6 +46,15 @@ class ScoringServer(ThreadingHTTPServer):
         super().server_close()
         self.batcher.close()
 
+    def run(self) -> None:
+        """Serve until Ctrl-C (or SIGINT from a parent), then close."""
+        try:
+            self.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.server_close()
+
 
 def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_batch_rows: int = 8192,
                 reuse_port: bool = False) -> ScoringServer:
@@ -61,13 +70,7 @@ def serve_worker(model: str, host: str, port: int, max_batch_rows: int, threads:
     import torch
 
     torch.set_num_threads(threads)
-    server = make_server(Scorer.open(model), host, port, max_batch_rows, reuse_port=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    make_server(Scorer.open(model), host, port, max_batch_rows, reuse_port=True).run()
 
 
 class PredictHandler(BaseHTTPRequestHandler):
