@@ -18,7 +18,8 @@ from mtkd.errors import MtkdError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="mtkd: multi-teacher knowledge distillation for CTR prediction and classification.")
 app.add_typer(data_app, name="data")
-out, err = Console(), Console(stderr=True)
+# soft_wrap: a message is one line however long its paths (logs are grepped); tables still fit the width
+out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
 
 
 @app.command("train")

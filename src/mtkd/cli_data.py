@@ -13,7 +13,8 @@ from rich.table import Table
 from mtkd.errors import MtkdError
 
 data_app = typer.Typer(no_args_is_help=True, help="Make, prepare and inspect datasets.")
-out, err = Console(), Console(stderr=True)
+# soft_wrap: a message is one line however long its paths (logs are grepped); tables still fit the width
+out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
 
 
 def _ratios(text: Optional[str]) -> Optional[list[float]]:
