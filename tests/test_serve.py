@@ -128,10 +128,22 @@ def test_http_server_scores_rows_like_predict(binary, tmp_path) -> None:
         assert code == 200
         np.testing.assert_allclose(body["probabilities"], scores[:7, 1], atol=1e-6)
         assert post(base + "/predict", b'{"rows": []}') == (200, {"probabilities": []})
+        # rows as a CSV's strings: numbers as text, empty cells as "" (missing), as predict reads them
+        with open(raw) as f:
+            text_rows = [{k: v for k, v in r.items() if k != "label"} for _, r in zip(range(7), csv.DictReader(f))]
+        assert any(v == "" for r in text_rows for v in r.values())
+        # and typed (the fast path): numbers as numbers, missing numbers left out, "" categoricals kept
+        typed = [{k: (float(v) if k.startswith("I") else v) for k, v in r.items() if v != "" or k.startswith("C")}
+                 for r in text_rows]
+        assert any(v == "" for r in typed for v in r.values())
+        for rows in (text_rows, typed):
+            code, body = post(base + "/predict", json.dumps({"rows": rows}).encode())
+            assert code == 200
+            np.testing.assert_allclose(body["probabilities"], scores[:7, 1], atol=1e-6)
         code, body = post(base + "/predict", json.dumps({"rows": [{"C1": "x", "C99": "y"}]}).encode())
         assert code == 400 and "unknown column(s) ['C99']" in body["error"]
         code, body = post(base + "/predict", json.dumps({"rows": [{"I1": "many"}]}).encode())
-        assert code == 400 and "row 0, column 'I1'" in body["error"]
+        assert code == 400 and "row 0, column 'I1': 'many' is not a number" in body["error"]
         code, body = post(base + "/predict", b"{not json")
         assert code == 400 and "not JSON" in body["error"]
         assert post(base + "/other", b"{}")[0] == 404
