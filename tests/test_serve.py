@@ -177,6 +177,10 @@ def test_errors_name_the_fix(binary, tmp_path) -> None:
         Scorer.open(tmp_path)
     with pytest.raises(MtkdError, match="has no torchscript model .* --format torchscript"):
         Scorer.open(tmp_path / "onnx_only", "torchscript") if export_run(run, tmp_path / "onnx_only") else None
+    with pytest.raises(MtkdError, match="neither a run directory .* it holds .*onnx_only: pass one of those"):
+        Scorer.open(tmp_path)  # the parent of an export
+    with pytest.raises(MtkdError, match="no such directory"):
+        Scorer.open(tmp_path / "missing")
     bad = tmp_path / "bad.csv"
     bad.write_text("label,foo\n1,2\n")
     with pytest.raises(MtkdError, match="the file lacks"):

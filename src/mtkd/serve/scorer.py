@@ -101,14 +101,26 @@ class Scorer:
         if not found and (path / "config.yaml").exists():
             return cls._from_run(path)
         if not found:
+            if not path.is_dir():
+                raise MtkdError(f"{path}: no such directory; pass a run directory (`mtkd train --out`) or an "
+                                "export directory (`mtkd export --out`)")
+            inside = cls._loadable_below(path)
+            hint = (f"; it holds {', '.join(inside)}: pass one of those" if inside else
+                    "; train with `mtkd train` or export with `mtkd export`")
             raise MtkdError(f"{path}: neither a run directory (config.yaml, best.pt) nor an export directory "
-                            f"({' or '.join(ENGINE_FILES.values())}); train with `mtkd train` or export with "
-                            "`mtkd export`")
+                            f"({' or '.join(ENGINE_FILES.values())}){hint}")
         engine = engine or found[0]
         if engine not in found:
             raise MtkdError(f"{path}: has no {engine} model (it holds {', '.join(found)}); export it with "
                             f"`mtkd export RUN --format {engine}`")
         return cls._from_export(path, engine)
+
+    @classmethod
+    def _loadable_below(cls, path: Path, limit: int = 8) -> list[str]:
+        """Subdirectories that are runs or exports: a parent such as `exports/` is a common mistake."""
+        found = sorted(str(d) for d in path.iterdir()
+                       if d.is_dir() and (cls.engines(d) or (d / "config.yaml").exists()))
+        return found[:limit] + ([f"... ({len(found) - limit} more)"] if len(found) > limit else [])
 
     @staticmethod
     def engines(path: str | Path) -> list[str]:
