@@ -76,6 +76,26 @@ def test_forward_backward(name: str, task: str) -> None:
         assert torch.isfinite(p.grad).all(), f"{name}: {pname} has a non-finite gradient"
 
 
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+@pytest.mark.parametrize("name", ALL)
+def test_output_starts_at_the_label_prior(name: str, task: str) -> None:
+    """Every model has a bias straight on its logits, and `init_output_prior` puts the untrained
+    model's predictions at the training labels' frequencies (not at p = 0.5 / uniform)."""
+    torch.manual_seed(0)
+    fmap = feature_map(task, num_classes=4)
+    model = build_model(name, fmap).eval()
+    freqs = torch.tensor([0.95, 0.05]) if task == "binary" else torch.tensor([0.1, 0.2, 0.3, 0.4])
+    batch = random_batch(256, fmap)
+    assert model.init_output_prior(freqs, batch), f"{name} has no output bias"
+    with torch.no_grad():
+        logits = model(batch).logits
+    if task == "binary":
+        assert abs(torch.sigmoid(logits).mean().item() - 0.05) < 0.01
+    else:
+        torch.testing.assert_close(logits.softmax(-1).mean(0), freqs, atol=0.02, rtol=0)
+    assert not model.init_output_prior(None)  # no counts (an unlabelled split): left as it is
+
+
 @pytest.mark.parametrize("name", [n for n in ALL if n not in TEXT])
 def test_sparse_embeddings_and_reg_loss(name: str) -> None:
     torch.manual_seed(0)

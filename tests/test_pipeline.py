@@ -85,8 +85,8 @@ def _check_ensemble_row(out: Path, rows: list[dict]) -> None:
     y = np.asarray(ds.split("test").arrays["label"])
     aucs, lls = [], []
     for seed in (1, 2):
-        probs = [1 / (1 + np.exp(-predict_split(load_run(out / f"teachers/{t}/seed{seed}")[2], ds, "test")[0]))
-                 for t in ("deepfm", "dcn")]
+        logits = [predict_split(load_run(out / f"teachers/{t}/seed{seed}")[2], ds, "test")[0] for t in ("deepfm", "dcn")]
+        probs = [1 / (1 + np.exp(-z.astype(np.float64))) for z in logits]  # float32 sigmoids tie close rows
         p = np.mean(probs, axis=0)
         aucs.append(roc_auc_score(y, p))
         lls.append(log_loss(y, p))

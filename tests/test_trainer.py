@@ -126,8 +126,9 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     steps_per_epoch = -(-ds.split("train").rows // c.batch_size)
     configure_torch()
     seed_everything(c.seed)
-    model = build_model(c.model, ds.feature_map, **c.params)
-    from mtkd.train.run import run_config_dict
+    from mtkd.train.run import build_run_model, run_config_dict
+
+    model = build_run_model(c, ds)
     import yaml
 
     run.mkdir()
@@ -267,6 +268,32 @@ def test_resume_accepts_a_config_written_before_a_new_option(tmp_path):
         train_run(load_train_config(None, ["params.embedding_dim=4", "params.hidden_units=[8]", "batch_size=128",
                                            "epochs=2", "device=cpu"], model="dnn"),
                   tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None)
+    # a run written before `output_prior` existed was trained from the layer's own bias: it reads
+    # as output_prior false, so the new default does not pass for what that run did
+    del saved["train"]["output_prior"]
+    (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(MtkdError, match=r"different configuration \(output_prior\)"):
+        train_run(cfg, tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None)
+    old = cfg.model_copy(update={"output_prior": False})
+    assert train_run(old, tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None) == first
+
+
+def test_output_prior_starts_at_the_base_rate(data_dir, tmp_path):
+    """The output bias starts at the training label rate's log-odds: the untrained model already
+    predicts the base rate, and one epoch ends at a lower validation logloss than from p = 0.5."""
+    from mtkd.train.run import build_run_model, prior_batch
+
+    ds = Dataset(data_dir)
+    rate = ds.label_frequencies()[1]
+    torch.manual_seed(0)
+    model = build_run_model(cfg(), ds).eval()
+    with torch.no_grad():
+        p = torch.sigmoid(model(prior_batch(ds)).logits).mean().item()
+    assert abs(p - rate) < 0.005 and abs(rate - 0.5) > 0.1
+    one = dict(epochs=1, **{"optimizer.lr": 1e-4})  # few small steps: where the start shows
+    a = train_run(cfg(**one), data_dir, tmp_path / "prior", progress=False, log=lambda s: None)
+    b = train_run(cfg(output_prior=False, **one), data_dir, tmp_path / "zero", progress=False, log=lambda s: None)
+    assert a["valid"]["logloss"] < b["valid"]["logloss"] - 0.02
 
 
 def test_exponent_floats_without_a_dot_are_floats(tmp_path):

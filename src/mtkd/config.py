@@ -106,6 +106,9 @@ class TrainConfig(_Strict):
         "auto", description="keep the training split (and cached teacher outputs) on the device and gather "
                             "batches there; auto = on a GPU when they take under half its free memory")
     grad_clip: Optional[float] = Field(None, gt=0)
+    output_prior: bool = Field(
+        True, description="start the output bias at the training labels' log-odds (class log-frequencies): "
+                          "the first epochs learn the data, not the base rate; false = the layer's own init")
     init_from: Optional[str] = Field(
         None, description="a run directory on the same dataset: start from its best weights wherever names and "
                           "shapes match (NFM's FM pre-training, a student from a teacher's embeddings)")

@@ -131,6 +131,18 @@ class Dataset:
             self._splits[name] = Split(name, int(info["rows"]), arrays)
         return self._splits[name]
 
+    def label_frequencies(self, split: str = "train") -> np.ndarray | None:
+        """Class frequencies of a split from the manifest ([1 - rate, rate] for binary labels);
+        None where the manifest has no counts (an unlabelled split)."""
+        info = self.manifest["splits"].get(split, {})
+        if info.get("label_rate") is not None:
+            return np.array([1.0 - info["label_rate"], info["label_rate"]])
+        counts = info.get("class_counts")
+        if counts and sum(counts.values()):
+            c = np.array(list(counts.values()), dtype=np.float64)
+            return c / c.sum()
+        return None
+
     def verify(self) -> list[str]:
         """Recompute every array checksum; returns the files that do not match."""
         bad = []

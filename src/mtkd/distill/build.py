@@ -77,6 +77,11 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
             raise ConfigError("weighting fit_on: valid is for offline distillation (co-trained teachers "
                               "have no outputs on validation rows during training); drop fit_on")
         teachers = {t.name: build_model(t.model, dataset.feature_map, **t.params) for t in d.teachers}
+        if cfg.output_prior:
+            from mtkd.train.run import prior_batch
+
+            for teacher in teachers.values():
+                teacher.init_output_prior(dataset.label_frequencies(), prior_batch(dataset))
         params = _weighting_params(d, names, dataset, model, lambda: _no_scores(d))
         weighting = build_weighting(d.weighting, len(names), task, **params)
         return CoTraining(task, teachers, weighting, student=model, share_embedding=d.share_embedding, **common)

@@ -69,6 +69,43 @@ class CTRModel(nn.Module):
             logits = logits.squeeze(-1)
         return ModelOutput(logits, hidden)
 
+    def output_bias(self) -> nn.Parameter | None:
+        """The bias added straight to the logits (the output layer's, else the first-order term's)."""
+        for name in ("out.bias", "linear_bias", "linear.bias"):
+            try:
+                p = self.get_parameter(name)
+            except AttributeError:
+                continue
+            if p.shape == (self.output_dim,):
+                return p
+        return None
+
+    @torch.no_grad()
+    def init_output_prior(self, frequencies: Any, batch: Batch | None = None) -> bool:
+        """Start the logits at the training labels' prior: log-odds of the positive rate (binary),
+        centred log class frequencies (multi-class). A zero bias means p = 0.5 where CTR data has
+        a few percent positives: the first steps of Adam (~lr per step) then go to moving the
+        output to the base rate, and a small dataset's epochs run out before the model learns.
+        With `batch` (training rows) the untrained model's own mean logit on it is taken off
+        (the MLP's and CIN's biases give it an offset: +0.6 for xDeepFM), so its mean prediction
+        starts at the prior. Returns whether it was set (the model has such a bias, the
+        frequencies are known)."""
+        bias = self.output_bias()
+        if bias is None or frequencies is None:
+            return False
+        f = torch.as_tensor(frequencies).double().clamp(1e-6, 1 - 1e-6)
+        prior = torch.log(f[1] / (1 - f[1])).reshape(1) if self.output_dim == 1 else f.log() - f.log().mean()
+        offset = torch.zeros_like(prior)
+        if batch is not None:
+            was_training = self.training
+            self.eval()
+            logits = self(batch).logits.double()
+            self.train(was_training)
+            offset = logits.mean().reshape(1) - bias.double() if self.output_dim == 1 else \
+                logits.mean(0) - logits.mean() - (bias.double() - bias.double().mean())
+        bias.copy_((prior - offset).to(bias.dtype))
+        return True
+
     def reg_loss(self) -> Tensor:
         """Coefficient * sum of squares of the sparse-table rows the last forward used, per row of batch.
 

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import yaml
 
 from mtkd.config import TrainConfig
 from mtkd.config_io import yaml_load
 from mtkd.data.atomic import atomic_write_text
+from mtkd.data.batch import Batch
+from mtkd.data.loader import BatchLoader
 from mtkd.data.store import ENCODER, Dataset
 from mtkd.errors import MtkdError
 from mtkd.models import build_model, model_params
@@ -35,9 +38,11 @@ def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
 
 def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved run config with the settings added since it was written at their defaults, so a
-    new option does not make every earlier run look changed."""
+    new option does not make every earlier run look changed. Options whose default changed what
+    training does are read at the value the earlier run had (`output_prior`: runs before it started
+    from the layer's own bias)."""
     try:
-        cfg = TrainConfig.model_validate(saved["train"])
+        cfg = TrainConfig.model_validate({"output_prior": False, **saved["train"]})
     except Exception:  # not valid any more: compare as it is, and report the difference
         return saved
     return {**saved, "train": _train_dict(cfg)}
@@ -79,6 +84,31 @@ def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, for
     return summary
 
 
+def prior_batch(dataset: Dataset, rows: int = 1024) -> Batch | None:
+    """The first training rows: where `init_output_prior` measures an untrained model's offset."""
+    n = min(rows, dataset.split("train").rows)
+    if n == 0:
+        return None
+    return BatchLoader(dataset, "train", batch_size=max(n, 1), shuffle=False).gather(np.arange(n))
+
+
+def build_run_model(cfg: TrainConfig, dataset: Dataset, log: Callable[[str], None] = print) -> CTRModel:
+    """The model a run starts from: built, its output at the label prior, then word vectors and
+    `init_from` weights copied in (they override what they cover)."""
+    model = build_model(cfg.model, dataset.feature_map, **cfg.params)
+    if cfg.output_prior:
+        model.init_output_prior(dataset.label_frequencies(), prior_batch(dataset))
+    if cfg.word_vectors:
+        from mtkd.models.word_vectors import init_word_vectors
+
+        init_word_vectors(model, dataset.root / ENCODER, cfg.word_vectors, log)
+    if cfg.init_from:
+        from mtkd.train.warm_start import init_from_run
+
+        init_from_run(model, cfg.init_from, dataset.checksum, log)
+    return model
+
+
 def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: bool, log: Callable[[str], None],
                progress: bool, rank: int, world: int) -> dict[str, Any]:
     from mtkd.dist import barrier
@@ -99,15 +129,7 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
         return json.loads((out / "summary.json").read_text())
     configure_torch()
     seed_everything(cfg.seed)
-    model = build_model(cfg.model, dataset.feature_map, **cfg.params)
-    if cfg.word_vectors:
-        from mtkd.models.word_vectors import init_word_vectors
-
-        init_word_vectors(model, dataset.root / ENCODER, cfg.word_vectors, log)
-    if cfg.init_from:
-        from mtkd.train.warm_start import init_from_run
-
-        init_from_run(model, cfg.init_from, dataset.checksum, log)
+    model = build_run_model(cfg, dataset, log)
     from mtkd.distill.build import build_objective, score_offline_teachers
 
     if world > 1:  # one rank scores the teachers; the others read its cache
