@@ -417,3 +417,27 @@ def test_worker_processes_share_one_port(binary) -> None:
     for pid in pids:  # the workers are gone too
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_rows_may_carry_the_training_files_other_columns(tmp_path) -> None:
+    """A served row straight from the log the model was trained on keeps its columns that the
+    schema does not use (Avazu's `id`): accepted and ignored, as `mtkd predict` reads such a file,
+    in a run and in its export. A column the training files never had is still an error."""
+    write_synthetic(tmp_path / "s.csv", 600, seed=1)
+    with open(tmp_path / "s.csv") as f, open(tmp_path / "raw.csv", "w", newline="") as g:
+        rows = list(csv.DictReader(f))
+        w = csv.DictWriter(g, ["id", *rows[0]])
+        w.writeheader()
+        w.writerows({"id": str(10_000 + i), **r} for i, r in enumerate(rows))
+    manifest = prepare(load_schema(REPO / "configs/datasets/synthetic.yaml"), tmp_path / "ds", tmp_path / "raw.csv")
+    assert manifest["source_columns"][:2] == ["id", "label"]
+    cfg = load_train_config(None, ["batch_size=256", "epochs=1", "device=cpu"], model="lr")
+    train_run(cfg, tmp_path / "ds", tmp_path / "run", **QUIET)
+    export_run(tmp_path / "run", tmp_path / "export")
+    sent = [{k: v for k, v in r.items() if k != "label"} for r in rows[:5]]
+    for source in (tmp_path / "run", tmp_path / "export"):
+        scorer = Scorer.open(source)
+        with_id = scorer.score_batch(scorer.rows_to_batch([{"id": str(i), **r} for i, r in enumerate(sent)]))
+        np.testing.assert_array_equal(with_id, scorer.score_batch(scorer.rows_to_batch(sent)))
+        with pytest.raises(MtkdError, match=r"row 0: unknown column\(s\) \['idd'\]"):
+            scorer.rows_to_batch([{"idd": "1", **sent[0]}])

@@ -177,7 +177,8 @@ def prepare(
         t_fit = time.perf_counter() - t0
         splits = _encode(schema, encoder, sources, readers, spool, tmp, log)
         shutil.rmtree(spool.root, ignore_errors=True)
-        manifest = _manifest(schema, encoder, sources, splits, fingerprint, tmp)
+        columns = list(dict.fromkeys(c for rs in readers for r in rs for c in r.file_columns))
+        manifest = _manifest(schema, encoder, sources, splits, fingerprint, tmp, columns)
         manifest["timing"] = {"fit_seconds": round(t_fit, 3),
                               "total_seconds": round(time.perf_counter() - t0, 3)}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
@@ -358,7 +359,7 @@ def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: li
 
 
 def _manifest(schema: Schema, encoder: Encoder, sources: list[Source], splits: dict[str, Any],
-              fingerprint: str, tmp: Path) -> dict[str, Any]:
+              fingerprint: str, tmp: Path, source_columns: list[str]) -> dict[str, Any]:
     encoder.save(tmp / ENCODER)
     atomic_write_text(tmp / SCHEMA, yaml.safe_dump(schema.model_dump(mode="json"), sort_keys=False))
     fmap = encoder.feature_map()
@@ -374,6 +375,7 @@ def _manifest(schema: Schema, encoder: Encoder, sources: list[Source], splits: d
         "inputs": [{"files": [str(p) for p in s.paths], "bytes": sum(p.stat().st_size for p in s.paths),
                     "splits": s.splits,
                     "ratios": s.ratios, "ordered": s.ordered, "seed": s.seed} for s in sources],
+        "source_columns": source_columns,  # the raw files' columns, used or not (serving accepts them)
         "feature_map": fmap.to_dict(),
         "vocab_sizes": {f.name: f.vocab_size for f in fmap.categorical}
         | {s.name: s.vocab_size for s in fmap.sequences},

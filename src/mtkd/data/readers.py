@@ -52,6 +52,8 @@ class RawReader:
         self.block_size = block_size
         # scoring (`mtkd predict`) reads files without labels: the label column is then not required
         self.columns = [c for c in schema.input_columns() if need_label or c != schema.label]
+        # every column of the file, used or not (a CSV header's `id`): a served row may carry them
+        self.file_columns: list[str] = list(self.columns)
         self.types = column_types(schema)
         if not self.path.exists():
             raise DataError(f"{self.path}: file not found (check the path)")
@@ -258,6 +260,7 @@ class ParquetReader(RawReader):
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
         names = self.file.schema_arrow.names
+        self.file_columns = list(names)
         missing = [c for c in self.columns if c not in names]
         if missing:
             raise DataError(

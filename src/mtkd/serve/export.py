@@ -85,7 +85,8 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
     worst = max(done.values(), key=lambda d: d["parity"]["max_abs_diff"])
     meta = {"run": str(run.resolve()), "model": torch_scorer.model_name, "dataset_checksum": dataset.checksum,
             "task": torch_scorer.schema.task, "inputs": [onnx_name(n) for n in names], "output": "probability",
-            "formats": done, "parity": worst["parity"]}
+            "formats": done, "parity": worst["parity"],
+            "source_columns": dataset.manifest.get("source_columns", [])}
     (tmp / "export.json").write_text(json.dumps(meta, indent=1))
     if out.exists():
         shutil.rmtree(out)

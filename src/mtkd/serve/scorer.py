@@ -9,6 +9,7 @@ the training data, so an id unseen in training maps to OOV exactly as it did the
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ class Scorer:
 
     def __init__(self, schema: Schema, encoder: Encoder, names: list[str], engine: str,
                  head: torch.nn.Module | None = None, session: Any = None, source: Path | None = None,
-                 dataset: Any = None, model_name: str | None = None):
+                 dataset: Any = None, model_name: str | None = None, source_columns: list[str] | None = None):
         self.schema, self.encoder, self.names, self.engine = schema, encoder, names, engine
         self.head, self.session, self.source = head, session, source
         self.dataset, self.model_name = dataset, model_name  # a run's training data and model (not an export's)
@@ -92,6 +93,9 @@ class Scorer:
         self.types = column_types(schema)
         self.features = [n for n, _ in schema.specs()]
         self.arrow_schema = pa.schema([(n, self.types[n]) for n in self.features])
+        # keys a row may carry and the model does not read: the label, and the training files'
+        # other columns (a log row with its `id`), as `mtkd predict` reads such a file
+        self.ignored = {schema.label, *(source_columns or [])} - set(self.features)
 
     @classmethod
     def open(cls, path: str | Path, engine: str | None = None) -> "Scorer":
@@ -136,18 +140,21 @@ class Scorer:
         encoder = Encoder.load(dataset.root / "encoder.json", schema)
         names = input_names(schema)
         head = ProbabilityHead(model, names, schema.task == "binary").eval()
-        return cls(schema, encoder, names, "torch", head=head, source=run, dataset=dataset, model_name=cfg.model)
+        return cls(schema, encoder, names, "torch", head=head, source=run, dataset=dataset, model_name=cfg.model,
+                   source_columns=dataset.manifest.get("source_columns"))
 
     @classmethod
     def _from_export(cls, export: Path, engine: str) -> "Scorer":
         schema = load_schema(export / "schema.yaml")
         encoder = Encoder.load(export / "encoder.json", schema, exported=True)
         names = input_names(schema)
+        meta = export / "export.json"
+        columns = json.loads(meta.read_text()).get("source_columns") if meta.exists() else None
         if engine == "torchscript":
             with warnings.catch_warnings():  # torch marks TorchScript deprecated; the export says why it is kept
                 warnings.simplefilter("ignore", DeprecationWarning)
                 head = torch.jit.load(str(export / TORCHSCRIPT_FILE), map_location="cpu").eval()
-            return cls(schema, encoder, names, engine, head=head, source=export)
+            return cls(schema, encoder, names, engine, head=head, source=export, source_columns=columns)
         try:
             import onnxruntime as ort
         except ImportError as e:  # pragma: no cover - installed with the project
@@ -159,7 +166,7 @@ class Scorer:
         if graph != {onnx_name(n) for n in names}:
             raise MtkdError(f"{export / ONNX_FILE}: its inputs {sorted(graph)} do not fit {export / 'schema.yaml'} "
                             f"(expected {sorted(onnx_name(n) for n in names)}); export the run again")
-        return cls(schema, encoder, names, engine, session=session, source=export)
+        return cls(schema, encoder, names, engine, session=session, source=export, source_columns=columns)
 
     # -- scoring ------------------------------------------------------------------------
     def score_arrays(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -177,7 +184,7 @@ class Scorer:
         """JSON-style rows -> a typed record batch of the feature columns; a missing key is a missing value."""
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise MtkdError('expected "rows": a list of objects, one per row, keyed by column name')
-        known = {*self.features, self.schema.label}
+        known = {*self.features, *self.ignored}
         if not known.issuperset(set().union(*rows)):  # one C-level union; find the row only on error
             i, unknown = next((i, sorted(set(r) - known)) for i, r in enumerate(rows) if set(r) - known)
             raise MtkdError(f"row {i}: unknown column(s) {unknown}; the model's columns are "
