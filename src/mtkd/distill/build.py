@@ -80,8 +80,9 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
         if cfg.output_prior:
             from mtkd.train.run import prior_batch
 
+            freqs, batch = dataset.label_frequencies(), prior_batch(dataset)  # one gather for every teacher
             for teacher in teachers.values():
-                teacher.init_output_prior(dataset.label_frequencies(), prior_batch(dataset))
+                teacher.init_output_prior(freqs, batch)
         params = _weighting_params(d, names, dataset, model, lambda: _no_scores(d))
         weighting = build_weighting(d.weighting, len(names), task, **params)
         return CoTraining(task, teachers, weighting, student=model, share_embedding=d.share_embedding, **common)

@@ -89,7 +89,7 @@ def prior_batch(dataset: Dataset, rows: int = 1024) -> Batch | None:
     n = min(rows, dataset.split("train").rows)
     if n == 0:
         return None
-    return BatchLoader(dataset, "train", batch_size=max(n, 1), shuffle=False).gather(np.arange(n))
+    return BatchLoader(dataset, "train", batch_size=n, shuffle=False).gather(np.arange(n))
 
 
 def build_run_model(cfg: TrainConfig, dataset: Dataset, log: Callable[[str], None] = print) -> CTRModel:
