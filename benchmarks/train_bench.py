@@ -85,7 +85,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtkd.train.trainer import configure_torch
+from mtkd.train.trainer import configure_torch, native_bf16
 
 configure_torch()  # flush denormals before any torch op: ~10x on CPU with 1e-4 embeddings
 
@@ -237,10 +237,13 @@ def _rate(fn, flops: float, bursts: int = 5, min_s: float = 0.25) -> float:
     return best
 
 
-def measure_ceiling(device: torch.device) -> dict[str, float]:
+def measure_ceiling(device: torch.device, bf16: bool) -> dict[str, float]:
+    """Matmul rates; bf16 ones only when asked, since a CPU without native bf16 emulates it at a
+    few GFLOP/s and one 2048^2 product takes seconds (measured: 3 GFLOP/s on an AVX2 EPYC)."""
     out = {}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for dtype, tag in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+    dtypes = ((torch.float32, "fp32"), (torch.bfloat16, "bf16")) if bf16 else ((torch.float32, "fp32"),)
+    for dtype, tag in dtypes:
         g = torch.Generator().manual_seed(0)
         x0 = torch.randn(BATCH, N_CAT * EMB + N_NUM * EMB, generator=g).to(device, dtype)
         ws = [torch.randn(a, b, generator=g).to(device, dtype) * 0.05
@@ -907,8 +910,11 @@ def main(argv: list[str] | None = None) -> int:
         f"rows {args.rows:,} (+{args.test_rows:,} held out), batch {BATCH}, embedding {EMB}, MLP "
         f"{'-'.join(map(str, HIDDEN))}, Adam 1e-3; {args.warmup} warm-up + {args.steps} timed steps per run, "
         f"best of {args.repeat} rounds; {loadavg()}")
+    if args.bf16 and not native_bf16(device):
+        log("  NOTE --bf16: this chip has no native bf16 (no avx512_bf16 / amx_bf16 in /proc/cpuinfo), so "
+            "autocast emulates it and the bf16 rows below will be far slower than fp32")
     meter = CpuMeter()
-    ceil = measure_ceiling(device)
+    ceil = measure_ceiling(device, args.bf16)
     log("  matmul GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in ceil.items())
         + f" (others' CPU meanwhile {meter.others():.0%})")
     log(f"  fp32 ceiling used: {ceil['fp32_ceiling']:.0f} GFLOP/s (the highest fp32 rate above)")

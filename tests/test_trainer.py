@@ -245,6 +245,11 @@ def test_amp_auto_follows_the_chip(tmp_path):
     same = train_run(load_train_config(None, base + ["amp=" + ("bf16" if native_bf16(torch.device("cpu")) else "none")],
                                        model="dnn"), tmp_path / "ds", tmp_path / "b", progress=False, log=lambda s: None)
     assert auto["test"] == same["test"]
+    logs: list[str] = []
+    train_run(load_train_config(None, base + ["amp=bf16"], model="dnn"), tmp_path / "ds", tmp_path / "c",
+              progress=False, log=logs.append)
+    warned = any("amp: bf16" in line and "emulates" in line for line in logs)
+    assert warned == (not native_bf16(torch.device("cpu")))  # forced bf16 where it is emulated says so
 
 
 def test_resume_accepts_a_config_written_before_a_new_option(tmp_path):
