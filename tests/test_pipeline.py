@@ -166,6 +166,47 @@ def test_changed_experiment_is_refused(tmp_path):
         Experiment(load_experiment(path), str(path), log=lambda s: None).run()
 
 
+def test_rerun_changed_starts_over_only_what_changed(tmp_path):
+    """`--rerun-changed`: a changed run starts over, and so do the students of a retrained teacher
+    (and an export of a retrained run); everything else is reused as it is."""
+    from mtkd.errors import MtkdError
+
+    path = _experiment(tmp_path, STUDENTS, export=["kd_dcn"])
+    data = yaml.safe_load(path.read_text())
+    data["seeds"] = [1]
+    path.write_text(yaml.safe_dump(data))
+    first = Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    out = tmp_path / "exp"
+    runs = {p.parent.parent.name: p for p in out.glob("*/*/seed1/summary.json")}
+    assert sorted(runs) == ["dcn", "deepfm", "dnn", "kd_dcn", "kd_gate"]
+    stamp = lambda: {n: p.stat().st_mtime_ns for n, p in runs.items()}  # noqa: E731
+    export_stamp = lambda: (out / "exports/kd_dcn/model.onnx").stat().st_mtime_ns  # noqa: E731
+    before, onnx_before = stamp(), export_stamp()
+
+    data["students"][1]["set"] = {"optimizer": {"lr": 0.003}}  # kd_dcn changes
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(MtkdError, match=r"settings changed.*different configuration: optimizer.*--rerun-changed"):
+        Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    logs: list[str] = []
+    Experiment(load_experiment(path), str(path), log=logs.append).run(rerun_changed=True)
+    after = stamp()
+    assert [n for n in runs if after[n] != before[n]] == ["kd_dcn"]
+    assert any("settings changed (optimizer): starting this run over" in line for line in logs)
+    assert export_stamp() != onnx_before  # the export follows its retrained run
+
+    data["teachers"][1]["set"] = {"epochs": 1}  # the dcn teacher changes: its students follow
+    path.write_text(yaml.safe_dump(data))
+    logs.clear()
+    rows = Experiment(load_experiment(path), str(path), log=logs.append).run(rerun_changed=True)
+    again = stamp()
+    assert sorted(n for n in runs if again[n] != after[n]) == ["dcn", "kd_dcn", "kd_gate"]
+    assert any("teacher dcn retrained: starting this run over" in line for line in logs)
+    assert [r["model"] for r in rows] == [r["model"] for r in first]
+    same = Experiment(load_experiment(path), str(path), log=lambda s: None).run(rerun_changed=True)
+    assert [(r["model"], r["test_auc"]) for r in same] == [(r["model"], r["test_auc"]) for r in rows]
+    assert stamp() == again  # nothing left to redo
+
+
 def test_bad_experiment_config(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"data": {"schema": "x.yaml", "synth": {"rows": 10}},

@@ -116,7 +116,11 @@ def distill_cmd(
 
 @app.command("run")
 def run_cmd(experiment: Path = typer.Argument(..., help="Experiment YAML (see configs/demo.yaml)."),
-            force: bool = typer.Option(False, "--force", help="Retrain every run instead of reusing finished ones.")) -> None:
+            force: bool = typer.Option(False, "--force", help="Retrain every run instead of reusing finished ones."),
+            rerun_changed: bool = typer.Option(
+                False, "--rerun-changed",
+                help="Start over the runs whose settings changed (and the students of retrained teachers); "
+                     "reuse the rest.")) -> None:
     """Prepare, train teachers, score, distil students, evaluate, and write the report (Markdown,
     CSV, HTML, PNG plots)."""
     from mtkd.config import load_experiment
@@ -124,7 +128,7 @@ def run_cmd(experiment: Path = typer.Argument(..., help="Experiment YAML (see co
 
     cfg = load_experiment(experiment)
     exp = Experiment(cfg, str(experiment), log=lambda s: err.print(s, markup=False, highlight=False))
-    exp.run(force=force)
+    exp.run(force=force, rerun_changed=rerun_changed)
     print((exp.out / "report.md").read_text())  # plain: a Markdown table must not be re-wrapped
     out.print(f"report: {exp.out / 'report.md'}, {exp.out / 'report.html'} (one page with the plots) "
               f"and {exp.out / 'report.csv'}")

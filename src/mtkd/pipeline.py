@@ -121,19 +121,41 @@ class Experiment:
             params.setdefault("teacher", names[0])
         return dist
 
-    def _train(self, cfg: TrainConfig, data: Path, out: Path, force: bool) -> dict[str, Any]:
-        from mtkd.train.run import train_run
+    def _train(self, cfg: TrainConfig, data: Path, out: Path, force: bool,
+               rerun_changed: bool = False) -> tuple[dict[str, Any], bool]:
+        """The run's summary, and whether it was trained now (not reused). A finished run is reused;
+        one whose settings changed is refused, or with `rerun_changed` started over, as is a
+        student whose teacher was retrained after it."""
+        from mtkd.train.run import CONFIG, changed_settings, run_config_dict, train_run
 
         summary_path = out / "summary.json"
-        if summary_path.exists() and not force:
-            from mtkd.train.run import check_run_dir, run_config_dict
+        if not force and (out / CONFIG).exists():
+            diff = changed_settings(out, run_config_dict(cfg, Dataset(data)))
+            if diff and not rerun_changed:
+                raise MtkdError(f"{out}: this run's settings changed since it ran (different configuration: "
+                                f"{', '.join(diff)}); `mtkd run --rerun-changed` starts over the runs whose "
+                                "settings changed (and the students of retrained teachers), `--force` every run")
+            newer = self._newer_teachers(cfg, summary_path) if rerun_changed and not diff else []
+            if diff or newer:
+                why = f"settings changed ({', '.join(diff)})" if diff else f"teacher {', '.join(newer)} retrained"
+                self.log(f"  {why}: starting this run over")
+                force = True
+            elif summary_path.exists():
+                return json.loads(summary_path.read_text()), False
+        return train_run(cfg, data, out, resume=not force, force=force, log=self.log, progress=False), True
 
-            check_run_dir(out, True, False, run_config_dict(cfg, Dataset(data)))  # refuses a changed config
-            return json.loads(summary_path.read_text())
-        return train_run(cfg, data, out, resume=not force, force=force, log=self.log, progress=False)
+    @staticmethod
+    def _newer_teachers(cfg: TrainConfig, summary_path: Path) -> list[str]:
+        """Teachers (runs) whose best weights are newer than the student's finished summary."""
+        if cfg.distill is None or not summary_path.exists():
+            return []
+        done = summary_path.stat().st_mtime_ns
+        return [t.name for t in cfg.distill.teachers
+                if t.run is not None and (Path(t.run) / "best.pt").exists()
+                and (Path(t.run) / "best.pt").stat().st_mtime_ns > done]
 
     # ------------------------------------------------------------------ the whole path
-    def run(self, force: bool = False) -> list[dict[str, Any]]:
+    def run(self, force: bool = False, rerun_changed: bool = False) -> list[dict[str, Any]]:
         from mtkd.report import summarise
         from mtkd.serve.bench import batch_latency_ms, first_rows
         from mtkd.train.run import load_run
@@ -152,12 +174,17 @@ class Experiment:
         rows: list[dict[str, Any]] = []
         sample = first_rows(ds, "test", min(self.cfg.inference_rows, ds.split("test").rows))
         by_seed: dict[int, list[dict[str, Any]]] = {seed: [] for seed in self.cfg.seeds}
+        retrained: set[Path] = set()
         for kind, m, _ in plan:
             summaries = []
             for seed in self.cfg.seeds:
                 out = self.run_dir(kind, m.name, seed)
                 self.log(f"[{kind[:-1]} {m.name} seed {seed}]")
-                summaries.append(self._train(configs[(kind, m.name, seed)], self.data_dir, out, force))
+                summary, trained = self._train(configs[(kind, m.name, seed)], self.data_dir, out, force,
+                                               rerun_changed)
+                summaries.append(summary)
+                if trained:
+                    retrained.add(out)
                 if kind == "teachers":
                     by_seed[seed].append(summaries[-1])
             run0 = self.run_dir(kind, m.name, self.cfg.seeds[0])
@@ -168,7 +195,7 @@ class Experiment:
                                   tuple(self.cfg.metrics)))
             rows[-1]["run"] = str(run0)
             if m.name in self.cfg.export:
-                rows[-1]["onnx_ms_per_1000_rows"] = self._export(run0, m.name, sample, force)
+                rows[-1]["onnx_ms_per_1000_rows"] = self._export(run0, m.name, sample, force or run0 in retrained)
             if kind == "teachers" and m is self.cfg.teachers[-1] and len(self.cfg.teachers) > 1:
                 rows.append(self._ensemble_row(by_seed, rows, ds))
             self._write_report(rows, ds, task)
@@ -255,6 +282,7 @@ def _method(cfg: TrainConfig) -> str:
     return f"KD {how}{extra}"
 
 
-def run_experiment(path: Path, force: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_experiment(path: Path, force: bool = False, log: Callable[[str], None] = print,
+                   rerun_changed: bool = False) -> list[dict[str, Any]]:
     cfg = load_experiment(path)
-    return Experiment(cfg, str(path), log).run(force=force)
+    return Experiment(cfg, str(path), log).run(force=force, rerun_changed=rerun_changed)

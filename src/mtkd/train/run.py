@@ -63,14 +63,23 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
         state = "a finished" if (out / "summary.json").exists() else "an unfinished"
         raise MtkdError(f"{out}: already holds {state} run; pass --resume to continue it, --force to start "
                         "over, or choose another --out")
-    old = _normalised(yaml_load(saved.read_text()))
-    if old != cfg_dict:
-        diff = sorted(k for k in set(old.get("train", {})) | set(cfg_dict["train"])
-                      if old.get("train", {}).get(k) != cfg_dict["train"].get(k))
-        if old.get("dataset_checksum") != cfg_dict["dataset_checksum"]:
-            diff.append("dataset")
-        raise MtkdError(f"{out}: --resume with a different configuration ({', '.join(diff) or 'data path'}); "
+    diff = changed_settings(out, cfg_dict)
+    if diff:
+        raise MtkdError(f"{out}: --resume with a different configuration ({', '.join(diff)}); "
                         "resume with the same settings or use --force to start over")
+
+
+def changed_settings(out: Path, cfg_dict: dict[str, Any]) -> list[str]:
+    """What differs between the run saved in `out` and `cfg_dict` (train keys, `dataset`, or
+    `data path`); empty when they are the same."""
+    old = _normalised(yaml_load((out / CONFIG).read_text()))
+    if old == cfg_dict:
+        return []
+    diff = sorted(k for k in set(old.get("train", {})) | set(cfg_dict["train"])
+                  if old.get("train", {}).get(k) != cfg_dict["train"].get(k))
+    if old.get("dataset_checksum") != cfg_dict["dataset_checksum"]:
+        diff.append("dataset")
+    return diff or ["data path"]
 
 
 def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, force: bool = False,
