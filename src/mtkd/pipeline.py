@@ -146,10 +146,12 @@ class Experiment:
 
     @staticmethod
     def _newer_teachers(cfg: TrainConfig, summary_path: Path) -> list[str]:
-        """Teachers (runs) whose best weights are newer than the student's finished summary."""
-        if cfg.distill is None or not summary_path.exists():
+        """Teachers (runs) whose best weights are newer than what the student last wrote: its
+        summary when finished, else the checkpoint it would resume from."""
+        ref = next((p for p in (summary_path, summary_path.with_name("last.pt")) if p.exists()), None)
+        if cfg.distill is None or ref is None:
             return []
-        done = summary_path.stat().st_mtime_ns
+        done = ref.stat().st_mtime_ns
         return [t.name for t in cfg.distill.teachers
                 if t.run is not None and (Path(t.run) / "best.pt").exists()
                 and (Path(t.run) / "best.pt").stat().st_mtime_ns > done]
