@@ -198,6 +198,14 @@ def test_rerun_changed_starts_over_only_what_changed(tmp_path):
     path.write_text(yaml.safe_dump(data))
     runs["kd_gate"].unlink()  # kd_gate as if interrupted: it would resume from a last.pt older than the teacher
     logs.clear()
+    Experiment(load_experiment(path).model_copy(update={"students": []}), str(path), log=logs.append).run(
+        rerun_changed=True)  # only the teacher: as a run stopped before its students
+    logs.clear()
+    Experiment(load_experiment(path), str(path), log=logs.append).run(rerun_changed=False)  # plain run: warns
+    assert sum("warning: teacher dcn was retrained after this run" in line for line in logs) == 2  # both students
+    assert stamp()["kd_dcn"] == after["kd_dcn"]
+    runs["kd_gate"].unlink()  # the plain run resumed and finished it: interrupt it again
+    logs.clear()
     rows = Experiment(load_experiment(path), str(path), log=logs.append).run(rerun_changed=True)
     again = stamp()
     assert sorted(n for n in runs if again[n] != after[n]) == ["dcn", "kd_dcn", "kd_gate"]

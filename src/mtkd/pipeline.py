@@ -135,7 +135,11 @@ class Experiment:
                 raise MtkdError(f"{out}: this run's settings changed since it ran (different configuration: "
                                 f"{', '.join(diff)}); `mtkd run --rerun-changed` starts over the runs whose "
                                 "settings changed (and the students of retrained teachers), `--force` every run")
-            newer = self._newer_teachers(cfg, summary_path) if rerun_changed and not diff else []
+            newer = [] if diff else self._newer_teachers(cfg, summary_path)
+            if newer and not rerun_changed:
+                self.log(f"  warning: teacher {', '.join(newer)} was retrained after this run, which is reused "
+                         "as it is; `mtkd run --rerun-changed` distils it again from the new teacher")
+                newer = []
             if diff or newer:
                 why = f"settings changed ({', '.join(diff)})" if diff else f"teacher {', '.join(newer)} retrained"
                 self.log(f"  {why}: starting this run over")
