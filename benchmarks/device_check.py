@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/device_check.py                     # --device cuda (the point of it)
     .venv/bin/python benchmarks/device_check.py --device cpu        # the same code path here (a dry run)
 
-For each model of the zoo, on a synthetic Criteo-shaped dataset it writes itself (default 20k rows):
+For each model of the zoo, on a synthetic Criteo-shaped dataset it writes itself (default 20k rows;
+the text models on SST-2-shaped sentences, DIN on clicks with an item history, a quarter as many):
   1. the same weights on CPU and on the device, eval mode, one 4,096-row batch: the largest
      |logit difference| (TF32 is off, so fp32 on both sides; a few 1e-5 is float reordering);
   2. one epoch of `mtkd train` on the device (`data_on_device: true`: the split lives on the
@@ -23,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,11 +33,64 @@ sys.path.insert(0, str(REPO / "src"))
 from mtkd.config import load_train_config  # noqa: E402
 from mtkd.data.loader import BatchLoader  # noqa: E402
 from mtkd.data.prepare import prepare  # noqa: E402
-from mtkd.data.schema import load_schema  # noqa: E402
+from mtkd.data.schema import load_schema, schema_from_dict  # noqa: E402
 from mtkd.data.store import Dataset  # noqa: E402
 from mtkd.data.synthetic import write_synthetic  # noqa: E402
+from mtkd.errors import ConfigError  # noqa: E402
 from mtkd.models import MODELS, build_model, model_params  # noqa: E402
 from mtkd.train.run import train_run  # noqa: E402
+
+
+def write_history_clicks(path: Path, rows: int, seed: int) -> None:
+    """Rows for DIN: a click when the candidate item is among the user's last five items."""
+    rng = np.random.default_rng(seed)
+    hist = np.argsort(rng.random((rows, 60)), axis=1)[:, :5]
+    click = rng.random(rows) < 0.5
+    item = np.where(click, hist[np.arange(rows), rng.integers(0, 5, rows)], rng.integers(0, 60, rows))
+    click = (hist == item[:, None]).any(axis=1)
+    lines = ["label,user,item,history"] + [
+        f"{int(c)},u{u},i{i},{'|'.join(f'i{x}' for x in h)}"
+        for c, u, i, h in zip(click, rng.integers(0, 100, rows), item, hist)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_sentences(path: Path, rows: int, seed: int) -> None:
+    """SST-2-shaped rows for the text models: positive when "good" comes before "bad"."""
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i}" for i in range(40)] + ["good", "bad"])
+    toks = words[rng.integers(0, 40, (rows, 8))]
+    first, second = rng.integers(0, 4, rows), rng.integers(4, 8, rows)
+    pos = rng.random(rows) < 0.5
+    toks[np.arange(rows), first] = np.where(pos, "good", "bad")
+    toks[np.arange(rows), second] = np.where(pos, "bad", "good")
+    path.write_text("sentence\tlabel\n" + "".join(f"{' '.join(t)}\t{int(p)}\n" for t, p in zip(toks, pos)))
+
+
+def datasets(root: Path, rows: int) -> dict[str, Path]:
+    """Criteo-shaped rows for the CTR zoo, and the data DIN (a history) and the text models need."""
+    write_synthetic(root / "s.csv", rows, seed=1)
+    prepare(load_schema(REPO / "configs" / "datasets" / "synthetic.yaml"), root / "ctr", root / "s.csv")
+    write_history_clicks(root / "h.csv", max(rows // 4, 2000), seed=1)
+    prepare(schema_from_dict({"label": "label", "split": {"ratios": [0.8, 0.1, 0.1]}, "features": [
+        {"names": ["user", "item"], "type": "categorical"},
+        {"name": "history", "type": "sequence", "max_len": 8, "share_embedding": "item"}]}),
+        root / "history", root / "h.csv")
+    write_sentences(root / "t.tsv", max(rows // 4, 2000), seed=1)
+    prepare(load_schema(REPO / "configs" / "datasets" / "sst2.yaml"), root / "text", root / "t.tsv")
+    return {"ctr": root / "ctr", "text": root / "text", "history": root / "history"}  # the order data_for tries
+
+
+def data_for(name: str, data: dict[str, Path]) -> tuple[str, Dataset] | tuple[None, str]:
+    """The first dataset the model builds on (CTR, text, history), or why none."""
+    why = ""
+    for kind, path in data.items():
+        ds = Dataset(path)
+        try:
+            build_model(name, ds.feature_map, **emb16(name))
+            return kind, ds
+        except ConfigError as e:
+            why = why or str(e).split(";")[0]
+    return None, why
 
 
 def emb16(name: str) -> dict:
@@ -77,29 +132,33 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = False
     device = torch.device(args.device)
     models = list(MODELS) if args.models == "all" else args.models.split(",")
-    schema = load_schema(REPO / "configs" / "datasets" / "synthetic.yaml")
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_synthetic(root / "s.csv", args.rows, seed=1)
-        prepare(schema, root / "ds", root / "s.csv")
-        ds = Dataset(root / "ds")
+        data = datasets(root, args.rows)
         name_of = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
-        print(f"device_check: torch {torch.__version__}, device {args.device} ({name_of}), {args.rows:,} rows")
-        print("| model | max abs logit diff CPU vs device | train samples/s (1 epoch, batch 1024) | valid AUC | wall s |")
-        print("|---|---:|---:|---:|---:|")
+        print(f"device_check: torch {torch.__version__}, device {args.device} ({name_of}), {args.rows:,} "
+              "Criteo-shaped rows (DIN: user-item clicks with a history; text models: SST-2-shaped sentences)")
+        print("| model | data | max abs logit diff CPU vs device | train samples/s (1 epoch, batch 1024) "
+              "| valid AUC | wall s |")
+        print("|---|---|---:|---:|---:|---:|")
         for m in models:
+            kind, ds = data_for(m, data)
+            if kind is None:
+                failures.append(m)
+                print(f"| {m} | none: {ds} | FAIL | | | |", flush=True)
+                continue
             gap = logit_gap(m, ds, device)
-            r = train_one(m, root / "ds", root / "runs" / m, args.device,
+            r = train_one(m, data[kind], root / "runs" / m, args.device,
                           ["epochs=1", "batch_size=1024", *(f"params.{k}={v}" for k, v in emb16(m).items())])
             ok = gap <= args.tol and math.isfinite(r["auc"])
             if not ok:
                 failures.append(m)
-            print(f"| {m} | {gap:.2e}{'' if ok else ' FAIL'} | {r['sps']:,.0f} | {r['auc']:.4f} | {r['wall']:.1f} |",
-                  flush=True)
+            print(f"| {m} | {kind} | {gap:.2e}{'' if ok else ' FAIL'} | {r['sps']:,.0f} | {r['auc']:.4f} "
+                  f"| {r['wall']:.1f} |", flush=True)
         if args.bar_rows:
             write_synthetic(root / "bar.csv", args.bar_rows, seed=2)
-            prepare(schema, root / "bar", root / "bar.csv")
+            prepare(load_schema(REPO / "configs" / "datasets" / "synthetic.yaml"), root / "bar", root / "bar.csv")
             r = train_one("dnn", root / "bar", root / "runs" / "bar", args.device,
                           ["epochs=2", "batch_size=4096", "patience=5", "params.embedding_dim=16",
                            "params.hidden_units=[400,400,400]"])
