@@ -172,6 +172,28 @@ def run_mtkd(data_dir: Path, run_dir: Path, model: str, profile: str, seed: int,
             "train_seconds": s["train_seconds"], "wall_seconds": round(time.perf_counter() - t0, 2)}
 
 
+def builds_on(models: list[str], data_dir: Path, ds_name: str, explicit: bool) -> list[str]:
+    """The models that build on this dataset: DIN needs an item history and the text models a
+    text field, which the CTR datasets do not have. "all" leaves them out quietly; named ones
+    are reported as skipped, with the reason."""
+    from mtkd.data.store import Dataset
+    from mtkd.errors import ConfigError
+    from mtkd.models import MODELS, build_model
+
+    fmap, out = Dataset(data_dir).feature_map, []
+    for m in models:
+        if m not in MODELS:  # warm-started pseudo-models and KD students build a zoo model
+            out.append(m)
+            continue
+        try:
+            build_model(m, fmap)
+            out.append(m)
+        except ConfigError as e:
+            if explicit:
+                print(f"skipped {m} on {ds_name}: {str(e).split(';')[0]}", file=sys.stderr, flush=True)
+    return out
+
+
 def run_zoo_cell(data_dir: Path, runs: Path, model: str, profile: str, seed: int) -> dict[str, Any]:
     """One (model, profile, seed) cell; a warm-started pseudo-model first trains its source if missing."""
     if model not in WARM_STARTED:
@@ -453,7 +475,8 @@ def main() -> None:
     for ds_name in datasets:
         profiles = per_ds.get(ds_name, default_profiles)
         data = None if args.report_only else prepare_dataset(ds_name, workdir, args.synthetic_rows)
-        jobs: list[tuple[str, str, int]] = [(m, p, s) for p in profiles for m in models for s in seeds]
+        built = models if data is None else builds_on(models, data, ds_name, explicit=args.models != "all")
+        jobs: list[tuple[str, str, int]] = [(m, p, s) for p in profiles for m in built for s in seeds]
         if args.deepctr and ds_name == "frappe":
             jobs += [(f"deepctr:{m}", "anchor", s) for m in ("dnn", "deepfm") if m in models for s in seeds]
         for model, profile, seed in jobs:
