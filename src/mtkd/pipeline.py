@@ -128,8 +128,8 @@ class Experiment:
         student whose teacher was retrained after it."""
         from mtkd.train.run import CONFIG, changed_settings, run_config_dict, train_run
 
-        summary_path = out / "summary.json"
-        if not force and (out / CONFIG).exists():
+        summary_path, saved = out / "summary.json", (out / CONFIG).exists()
+        if not force and saved:
             diff = changed_settings(out, run_config_dict(cfg, Dataset(data)))
             if diff and not rerun_changed:
                 raise MtkdError(f"{out}: this run's settings changed since it ran (different configuration: "
@@ -139,13 +139,12 @@ class Experiment:
             if newer and not rerun_changed:
                 self.log(f"  warning: teacher {', '.join(newer)} was retrained after this run, which is reused "
                          "as it is; `mtkd run --rerun-changed` distils it again from the new teacher")
-                newer = []
-            if diff or newer:
+            elif diff or newer:
                 why = f"settings changed ({', '.join(diff)})" if diff else f"teacher {', '.join(newer)} retrained"
                 self.log(f"  {why}: starting this run over")
                 force = True
-            elif summary_path.exists():
-                return json.loads(summary_path.read_text()), False
+        if not force and saved and summary_path.exists():  # without a config it is no run: train_run says so
+            return json.loads(summary_path.read_text()), False
         return train_run(cfg, data, out, resume=not force, force=force, log=self.log, progress=False), True
 
     @staticmethod

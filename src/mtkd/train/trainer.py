@@ -96,14 +96,15 @@ class Trainer:
         self.dataset = dataset
         self.task = dataset.feature_map.task
         self.device = device or resolve_device(cfg.device)
-        self.bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(self.device))  # decided once
+        native = native_bf16(self.device)
+        self.bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and native)  # decided once
         self.model = model.to(self.device)
         self.objective = objective
         for m in objective.modules():
             m.to(self.device)
         self.run_dir = Path(run_dir)
         self.log = log if rank == 0 else (lambda s: None)
-        if cfg.amp == "bf16" and not native_bf16(self.device):
+        if cfg.amp == "bf16" and not native:
             self.log(f"warning: amp: bf16 on a {self.device.type} without native bf16 (no avx512_bf16 / amx_bf16): "
                      "autocast emulates it, ~50x slower matmuls than fp32 (measured 3 vs 180 GFLOP/s on an "
                      "AVX2 EPYC); set amp: auto to use bf16 only where it is native")
