@@ -273,23 +273,29 @@ def learnable_batch(n: int, first_order: bool) -> Batch:
 
 @pytest.mark.parametrize("name", ALL)
 def test_learns_interaction(name: str) -> None:
+    """Near-perfect training AUC within 40 epochs; checked every 5, and the run stops once it is
+    there (the text encoders take 10-15 epochs, the rest 5-10: 40 for all cost a minute)."""
     torch.manual_seed(0)
     fmap = feature_map()
     batch = learnable_batch(2000, first_order=name == "lr")
     model = build_model(name, fmap)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
+    aucs = []
+    for epoch in range(1, 41):
+        model.train()
         for idx in torch.randperm(2000).split(500):
             part = Batch(label=batch.label[idx], index=idx, cat=batch.cat[idx], num=batch.num[idx],
                          seq={k: v[idx] for k, v in batch.seq.items()})
             opt.zero_grad()
             loss_of(model(part), part, fmap).backward()
             opt.step()
-    model.eval()
-    with torch.no_grad():
-        scores = model(batch).logits
-    auc = roc_auc_score(batch.label.numpy(), scores.numpy())
-    assert auc > 0.9, f"{name}: training AUC {auc:.3f}"
+        if epoch % 5 == 0:
+            model.eval()
+            with torch.no_grad():
+                aucs.append(roc_auc_score(batch.label.numpy(), model(batch).logits.numpy()))
+            if aucs[-1] > 0.95:
+                break
+    assert aucs[-1] > 0.95, f"{name}: training AUC every 5 epochs {[round(a, 3) for a in aucs]}"
 
 
 def test_cross_net_equals_layer_by_layer_recurrence() -> None:
