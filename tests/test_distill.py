@@ -351,6 +351,34 @@ def test_caches_of_other_runs_with_the_same_name_survive(world, tmp_path):
     shutil.rmtree(b)
 
 
+def test_a_logits_request_reads_the_cache_with_hidden_vectors(world, tmp_path):
+    """Scoring for a policy student (logits + hidden codes) also serves a student that reads only
+    logits, with the same numbers; not the other way round, and not after the teacher is retrained."""
+    import shutil
+
+    from mtkd.distill.teachers import predict_split
+    from mtkd.train.run import load_run
+
+    ds = Dataset(world / "ds")
+    shutil.copytree(world / "deepfm", tmp_path / "t")
+    spec = TeacherSpec("hid", run=str(tmp_path / "t"))
+    logs: list[str] = []
+    (coded,) = score_teachers(ds, [spec], with_hidden=True, hidden_code=4, log=logs.append)
+    (plain,) = score_teachers(ds, [spec], log=logs.append)
+    assert plain == coded and logs[-1].startswith("teacher hid: cached")
+    ts = TeacherSet(ds, [spec])
+    assert ts.dirs == [coded] and ts.hidden("train") is None
+    np.testing.assert_array_equal(ts.logits("valid")[:, 0], predict_split(load_run(tmp_path / "t")[2], ds, "valid")[0])
+    (raw,) = score_teachers(ds, [spec], with_hidden=True, log=logs.append)  # raw vectors: not in the coded cache
+    assert raw != coded and np.load(raw / "train_hidden.npy").shape[1] > 4
+    base = ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256", "epochs=1", "device=cpu", "seed=4"]
+    train_run(load_train_config(None, base, model="deepfm"), world / "ds", tmp_path / "t", force=True, **QUIET)
+    (fresh,) = score_teachers(ds, [spec], log=logs.append)
+    assert fresh not in (coded, raw) and logs[-1].startswith("teacher hid: scored")
+    for d in (coded, raw, fresh):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def test_stop_on_kd_loss_against_the_plain_average(world, tmp_path):
     c = _student(world, monitor="valid.kd_loss_avg", epochs=2, **{"distill.weighting": "gate"})
     s = train_run(c, world / "ds", tmp_path / "ka", **QUIET)

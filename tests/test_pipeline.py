@@ -151,7 +151,25 @@ def test_resume_after_interruption_redoes_nothing(tmp_path, monkeypatch):
     assert [r["model"] for r in rows][-1] == "kd_gate"
     assert {p: p.stat().st_mtime_ns for p in done} == stamps  # finished runs were not redone
     teacher_cache = list((out / "data" / "teachers").glob("*-*"))
-    assert len(teacher_cache) == 2 * 2 - 2 or len(teacher_cache) >= 2
+    assert len(teacher_cache) == 2 * 2  # each teacher of each seed cached once, shared by its students
+
+
+def test_each_teacher_is_scored_once_for_policy_and_average_students(tmp_path):
+    """A policy student reads the teachers' hidden codes, an average student their logits only:
+    the teachers are scored once, with the codes, before the first student, and both read it."""
+    path = _experiment(tmp_path, [{"name": "kd_avg", "distill": {"weighting": "average"}},
+                                  {"name": "kd_pol", "distill": {"weighting": "policy"}}])
+    data = yaml.safe_load(path.read_text())
+    data["seeds"] = [1]
+    path.write_text(yaml.safe_dump(data))
+    logs: list[str] = []
+    rows = Experiment(load_experiment(path), str(path), log=logs.append).run()
+    assert [r["model"] for r in rows] == ["deepfm", "dcn", "ensemble", "kd_avg", "kd_pol"]
+    scored = [line.split(":")[0] for line in logs if line.startswith("teacher ") and ": scored" in line]
+    assert sorted(scored) == ["teacher dcn", "teacher deepfm"]
+    assert sum(": cached" in line for line in logs) == 2 * 2  # each student finds both teachers
+    (cache,) = (tmp_path / "exp/data/teachers").glob("dcn-*")
+    assert (cache / "train_hidden.npy").exists()
 
 
 def test_changed_experiment_is_refused(tmp_path):

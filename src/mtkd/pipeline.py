@@ -181,6 +181,8 @@ class Experiment:
         by_seed: dict[int, list[dict[str, Any]]] = {seed: [] for seed in self.cfg.seeds}
         retrained: set[Path] = set()
         for kind, m, _ in plan:
+            if kind == "students" and m is self.cfg.students[0]:
+                self._score_hidden_first(configs, ds, force)
             summaries = []
             for seed in self.cfg.seeds:
                 out = self.run_dir(kind, m.name, seed)
@@ -205,6 +207,25 @@ class Experiment:
                 rows.append(self._ensemble_row(by_seed, rows, ds))
             self._write_report(rows, ds, task)
         return rows
+
+    def _score_hidden_first(self, configs: dict[tuple[str, str, int], TrainConfig], ds: Dataset,
+                            force: bool) -> None:
+        """Cache the teachers' outputs with hidden vectors before any student trains, for each
+        student that will read them and still has to run: the students that read only logits
+        then find their logits in that cache, so no teacher is scored twice."""
+        from mtkd.distill.build import teacher_plan
+        from mtkd.distill.teachers import score_teachers
+        from mtkd.train.trainer import resolve_device
+
+        for (kind, name, seed), cfg in configs.items():
+            d = cfg.distill
+            if kind != "students" or d is None or d.mode != "offline":
+                continue
+            specs, with_hidden, code = teacher_plan(d)
+            if with_hidden and (force or not (self.run_dir(kind, name, seed) / "summary.json").exists()):
+                self.log(f"[teachers of student {name} seed {seed}: logits and hidden vectors]")
+                score_teachers(ds, specs, with_hidden=True, device=str(resolve_device(cfg.device)), log=self.log,
+                               hidden_code=code)
 
     def _ensemble_row(self, by_seed: dict[int, list[dict[str, Any]]], rows: list[dict[str, Any]],
                       ds: Dataset) -> dict[str, Any]:

@@ -56,18 +56,42 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def teacher_key(spec: TeacherSpec, dataset: Dataset, with_hidden: bool, hidden_code: int = 0) -> str:
+def _ident(spec: TeacherSpec) -> str:
+    """What the teacher is: the hash of its best weights, or its score column."""
     if spec.run is not None:
         best = Path(spec.run) / "best.pt"
         if not best.exists():
             raise MtkdError(f"teacher {spec.name!r}: {spec.run} has no best.pt; train it first")
-        ident = f"run:{_file_hash(best)}"
-    else:
-        ident = f"score:{spec.score}:{spec.kind}"
+        return f"run:{_file_hash(best)}"
+    return f"score:{spec.score}:{spec.kind}"
+
+
+def _key(ident: str, dataset: Dataset, with_hidden: bool, hidden_code: int) -> str:
     raw = f"{CACHE_VERSION}|{ident}|{dataset.checksum}|hidden={with_hidden}"
     if with_hidden and hidden_code:
         raw += f"|code={hidden_code}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def find_cache(dataset: Dataset, spec: TeacherSpec, with_hidden: bool, hidden_code: int = 0) -> tuple[Path, Path | None]:
+    """(the cache dir for this request, a finished cache that serves it or None). A request for
+    logits only is also served by a cache of the same weights that holds hidden vectors too: its
+    logits are the same numbers, and `mtkd run` scores teachers once for a policy student and
+    once for an average one otherwise (on full Criteo, hours of teacher inference)."""
+    root, ident = dataset.root / CACHE_DIR, _ident(spec)
+    exact = root / f"{spec.name}-{_key(ident, dataset, with_hidden, hidden_code)}"
+    if (exact / "meta.json").exists():
+        return exact, exact
+    if not with_hidden:
+        for other in sorted(root.glob(f"{spec.name}-*")):
+            try:
+                m = json.loads((other / "meta.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            code = int(m.get("hidden_code", 0))
+            if m.get("with_hidden") and other.name == f"{spec.name}-{_key(ident, dataset, True, code)}":
+                return exact, other
+    return exact, None
 
 
 def _batch_outputs(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int,
@@ -157,12 +181,12 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
     root = dataset.root / CACHE_DIR
     dirs = []
     for spec in specs:
-        key = teacher_key(spec, dataset, with_hidden, hidden_code)
-        out = root / f"{spec.name}-{key}"
-        dirs.append(out)
-        if (out / "meta.json").exists():
-            log(f"teacher {spec.name}: cached ({out.name})")
+        out, found = find_cache(dataset, spec, with_hidden, hidden_code)
+        if found is not None:
+            dirs.append(found)
+            log(f"teacher {spec.name}: cached ({found.name})")
             continue
+        dirs.append(out)
         tmp = root / f".{out.name}.partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -231,8 +255,8 @@ class TeacherSet:
             raise ConfigError(f"teacher names must be unique: {self.names}")
         self.dirs = []
         for spec in specs:
-            d = dataset.root / CACHE_DIR / f"{spec.name}-{teacher_key(spec, dataset, with_hidden, hidden_code)}"
-            if not (d / "meta.json").exists():
+            _, d = find_cache(dataset, spec, with_hidden, hidden_code)
+            if d is None:
                 raise MtkdError(f"teacher {spec.name!r} has no cached outputs for {dataset.root} "
                                 f"(or its cache is stale); run `mtkd score` first")
             self.dirs.append(d)
