@@ -1,4 +1,5 @@
-"""Shared fixtures for the data tests: small raw files written by the tests themselves."""
+"""Shared fixtures: small raw files written by the tests themselves, and the learning loop of
+the tests that check a model can learn something."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ torch.set_flush_denormal(True)  # before torch's thread pool starts (see mtkd.mo
 torch.set_num_threads(1)  # tiny test models: a second thread only adds synchronisation
 
 from mtkd.cli import main as cli_main
+from mtkd.data.batch import Batch
 from mtkd.data.schema import Schema, schema_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,3 +116,30 @@ def shared_data() -> Path:
 def leftovers(parent: Path, name: str) -> list[Path]:
     """The dataset directory and any hidden partial/old directories prepare may have left."""
     return [p for p in parent.iterdir() if p.name == name or p.name.startswith(f".{name}.")]
+
+
+def fit_until(model: torch.nn.Module, train: Batch, held: Batch, *, epochs: int, every: int, batch_size: int,
+              lr: float, stop_above: float | None = None,
+              loss: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None) -> tuple[float, int]:
+    """Adam on shuffled mini-batches of `train`; the AUC on `held` every `every` epochs (and after
+    the last), stopping once it is past `stop_above`. Returns (last AUC, epochs run): a learning
+    check costs the epochs it needs, not the most it allows."""
+    from sklearn.metrics import roc_auc_score
+
+    loss = loss or (lambda logits, part: torch.nn.functional.binary_cross_entropy_with_logits(logits, part.label))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    auc = float("nan")
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for idx in torch.randperm(len(train)).split(batch_size):
+            part = train.select(idx)
+            opt.zero_grad()
+            loss(model(part).logits, part).backward()
+            opt.step()
+        if epoch % every == 0 or epoch == epochs:
+            model.eval()
+            with torch.no_grad():
+                auc = float(roc_auc_score(held.label.numpy(), model(held).logits.numpy()))
+            if stop_above is not None and auc > stop_above:
+                break
+    return auc, epoch

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import toy_rows, toy_schema, toy_schema_dict, write_delimited
+from mtkd.data.batch import Batch
 from mtkd.data.loader import BatchLoader
 from mtkd.data.prepare import prepare
 from mtkd.data.schema import schema_from_dict
@@ -210,3 +211,23 @@ def test_uneven_split_gives_every_rank_the_same_steps(dataset: Dataset) -> None:
     assert steps == {len(loaders[0])} and len(loaders[0]) == 2
     rows = np.concatenate([np.concatenate([b.index.numpy() for b in loader]) for loader in loaders])
     assert rows.size == n + (-n % world) and np.array_equal(np.unique(rows), np.arange(n))
+
+
+def test_batch_select_gathers_every_field():
+    """Rows by index tensor are copies of every field, teacher outputs included; `head` is views."""
+    n = 6
+    b = Batch(label=torch.arange(n, dtype=torch.float32), index=torch.arange(n) + 100,
+              cat=torch.arange(2 * n).view(n, 2), num=torch.randn(n, 3), seq={"tags": torch.arange(4 * n).view(n, 4)},
+              group=torch.arange(n) % 2, scores=torch.rand(n, 1), teacher_logits=torch.randn(n, 2),
+              teacher_hidden=[torch.randn(n, 5), None])
+    idx = torch.tensor([4, 0, 4])
+    s = b.select(idx)
+    assert len(s) == 3 and s.index.tolist() == [104, 100, 104] and s.cat.tolist() == [[8, 9], [0, 1], [8, 9]]
+    for name in ("label", "num", "group", "scores", "teacher_logits"):
+        assert torch.equal(getattr(s, name), getattr(b, name)[idx]), name
+    assert torch.equal(s.seq["tags"], b.seq["tags"][idx]) and torch.equal(s.teacher_hidden[0], b.teacher_hidden[0][idx])
+    assert s.teacher_hidden[1] is None
+    s.num += 1  # a copy: the batch is untouched
+    assert not torch.equal(s.num, b.num[idx])
+    h = b.head(2)
+    assert len(h) == 2 and h.num.data_ptr() == b.num.data_ptr() and h.seq["tags"].shape == (2, 4)

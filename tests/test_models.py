@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
+from conftest import fit_until
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import CategoricalField, FeatureMap, SequenceField
 from mtkd.errors import ConfigError
@@ -278,24 +278,9 @@ def test_learns_interaction(name: str) -> None:
     torch.manual_seed(0)
     fmap = feature_map()
     batch = learnable_batch(2000, first_order=name == "lr")
-    model = build_model(name, fmap)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    aucs = []
-    for epoch in range(1, 41):
-        model.train()
-        for idx in torch.randperm(2000).split(500):
-            part = Batch(label=batch.label[idx], index=idx, cat=batch.cat[idx], num=batch.num[idx],
-                         seq={k: v[idx] for k, v in batch.seq.items()})
-            opt.zero_grad()
-            loss_of(model(part), part, fmap).backward()
-            opt.step()
-        if epoch % 5 == 0:
-            model.eval()
-            with torch.no_grad():
-                aucs.append(roc_auc_score(batch.label.numpy(), model(batch).logits.numpy()))
-            if aucs[-1] > 0.95:
-                break
-    assert aucs[-1] > 0.95, f"{name}: training AUC every 5 epochs {[round(a, 3) for a in aucs]}"
+    auc, epoch = fit_until(build_model(name, fmap), batch, batch, epochs=40, every=5, batch_size=500, lr=1e-2,
+                           stop_above=0.95)
+    assert auc > 0.95, f"{name}: training AUC {auc:.3f} after {epoch} epochs"
 
 
 def test_cross_net_equals_layer_by_layer_recurrence() -> None:

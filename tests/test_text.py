@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
+from conftest import fit_until
 from mtkd.config import load_train_config
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap, SequenceField
@@ -48,20 +47,8 @@ def test_text_encoders_read_word_order(name: str, min_auc: float | None) -> None
     fmap = FeatureMap(sequences=(SequenceField("text", 30, 8),))
     train, held = order_batch(3000), order_batch(1000, seed=1)
     model = build_model(name, fmap, **({"dropout": 0.0} if name != "dnn" else {}))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(1, 26):  # held-out AUC every 5 epochs; an encoder stops once past the bar
-        model.train()
-        for idx in torch.randperm(3000).split(250):
-            part = Batch(label=train.label[idx], index=idx, seq={"text": train.seq["text"][idx]})
-            opt.zero_grad()
-            F.binary_cross_entropy_with_logits(model(part).logits, part.label).backward()
-            opt.step()
-        if epoch % 5 == 0:
-            model.eval()
-            with torch.no_grad():
-                auc = roc_auc_score(held.label.numpy(), model(held).logits.numpy())
-            if min_auc is not None and auc > min_auc:
-                break
+    # held-out AUC every 5 epochs; an encoder stops once past the bar
+    auc, epoch = fit_until(model, train, held, epochs=25, every=5, batch_size=250, lr=3e-3, stop_above=min_auc)
     if min_auc is None:  # the bag of words cannot tell the classes apart, after all 25 epochs
         assert auc < 0.6, f"{name}: held-out AUC {auc:.3f}"
     else:

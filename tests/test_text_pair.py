@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
+from conftest import fit_until
 from mtkd.config import load_train_config
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap, SequenceField
@@ -108,21 +108,8 @@ def test_pair_encoders_compare_the_sentences(name: str, fields: list | None, at_
 def fit_pairs(model: torch.nn.Module, epochs: int = 12, stop_above: float | None = None) -> float:
     """Held-out AUC after training on pair_batch, measured every 3 epochs; with `stop_above` the
     training stops once the AUC is past it (the encoders get there in 3-6 of the 12)."""
-    train, held = pair_batch(3000, 0), pair_batch(1000, 1)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        for idx in torch.randperm(3000).split(250):
-            part = Batch(label=train.label[idx], index=idx, seq={k: v[idx] for k, v in train.seq.items()})
-            opt.zero_grad()
-            F.binary_cross_entropy_with_logits(model(part).logits, part.label).backward()
-            opt.step()
-        if epoch % 3 == 0 or epoch == epochs:
-            with torch.no_grad():
-                auc = roc_auc_score(held.label.numpy(), model.eval()(held).logits.numpy())
-            if stop_above is not None and auc > stop_above:
-                break
-    return auc
+    return fit_until(model, pair_batch(3000, 0), pair_batch(1000, 1), epochs=epochs, every=3, batch_size=250,
+                     lr=3e-3, stop_above=stop_above)[0]
 
 
 def test_bag_of_words_student_matches_pairs_with_pair_features() -> None:

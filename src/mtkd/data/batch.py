@@ -37,14 +37,18 @@ class Batch:
 
     def head(self, n: int) -> "Batch":
         """The first n rows, as views (no copy): a random sample when the loader shuffled."""
-        def hd(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t[:n]
+        return self.select(slice(None, n))
+
+    def select(self, rows: slice | torch.Tensor) -> "Batch":
+        """These rows (a slice gives views, an index tensor copies) of every field."""
+        def sel(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[rows]
 
         return replace(
-            self, label=hd(self.label), index=hd(self.index), cat=hd(self.cat), num=hd(self.num),
-            seq={k: v[:n] for k, v in self.seq.items()}, group=hd(self.group), scores=hd(self.scores),
-            teacher_logits=hd(self.teacher_logits),
-            teacher_hidden=None if self.teacher_hidden is None else [hd(h) for h in self.teacher_hidden],
+            self, label=sel(self.label), index=sel(self.index), cat=sel(self.cat), num=sel(self.num),
+            seq={k: v[rows] for k, v in self.seq.items()}, group=sel(self.group), scores=sel(self.scores),
+            teacher_logits=sel(self.teacher_logits),
+            teacher_hidden=None if self.teacher_hidden is None else [sel(h) for h in self.teacher_hidden],
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
