@@ -119,14 +119,12 @@ def leftovers(parent: Path, name: str) -> list[Path]:
 
 
 def fit_until(model: torch.nn.Module, train: Batch, held: Batch, *, epochs: int, every: int, batch_size: int,
-              lr: float, stop_above: float | None = None,
-              loss: Callable[[torch.Tensor, Batch], torch.Tensor] | None = None) -> tuple[float, int]:
-    """Adam on shuffled mini-batches of `train`; the AUC on `held` every `every` epochs (and after
-    the last), stopping once it is past `stop_above`. Returns (last AUC, epochs run): a learning
-    check costs the epochs it needs, not the most it allows."""
+              lr: float, stop_above: float | None = None) -> tuple[float, int]:
+    """Adam and BCE on shuffled mini-batches of `train`; the AUC on `held` every `every` epochs
+    (and after the last), stopping once it is past `stop_above`. Returns (last AUC, epochs run):
+    a learning check costs the epochs it needs, not the most it allows."""
     from sklearn.metrics import roc_auc_score
 
-    loss = loss or (lambda logits, part: torch.nn.functional.binary_cross_entropy_with_logits(logits, part.label))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     auc = float("nan")
     for epoch in range(1, epochs + 1):
@@ -134,7 +132,7 @@ def fit_until(model: torch.nn.Module, train: Batch, held: Batch, *, epochs: int,
         for idx in torch.randperm(len(train)).split(batch_size):
             part = train.select(idx)
             opt.zero_grad()
-            loss(model(part).logits, part).backward()
+            torch.nn.functional.binary_cross_entropy_with_logits(model(part).logits, part.label).backward()
             opt.step()
         if epoch % every == 0 or epoch == epochs:
             model.eval()

@@ -213,19 +213,15 @@ class Experiment:
         """Cache the teachers' outputs with hidden vectors before any student trains, for each
         student that will read them and still has to run: the students that read only logits
         then find their logits in that cache, so no teacher is scored twice."""
-        from mtkd.distill.build import teacher_plan
-        from mtkd.distill.teachers import score_teachers
+        from mtkd.distill.build import score_offline_teachers, teacher_plan
         from mtkd.train.trainer import resolve_device
 
         for (kind, name, seed), cfg in configs.items():
             d = cfg.distill
-            if kind != "students" or d is None or d.mode != "offline":
-                continue
-            specs, with_hidden, code = teacher_plan(d)
-            if with_hidden and (force or not (self.run_dir(kind, name, seed) / "summary.json").exists()):
+            if (kind == "students" and d is not None and d.mode == "offline" and teacher_plan(d)[1]
+                    and (force or not (self.run_dir(kind, name, seed) / "summary.json").exists())):
                 self.log(f"[teachers of student {name} seed {seed}: logits and hidden vectors]")
-                score_teachers(ds, specs, with_hidden=True, device=str(resolve_device(cfg.device)), log=self.log,
-                               hidden_code=code)
+                score_offline_teachers(cfg, ds, device=str(resolve_device(cfg.device)), log=self.log)
 
     def _ensemble_row(self, by_seed: dict[int, list[dict[str, Any]]], rows: list[dict[str, Any]],
                       ds: Dataset) -> dict[str, Any]:
