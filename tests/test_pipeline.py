@@ -171,6 +171,14 @@ def test_each_teacher_is_scored_once_for_policy_and_average_students(tmp_path):
     (cache,) = (tmp_path / "exp/data/teachers").glob("dcn-*")
     assert (cache / "train_hidden.npy").exists()
 
+    data["teachers"][1]["set"] = {"epochs": 1}  # dcn retrained: both finished students start over
+    path.write_text(yaml.safe_dump(data))
+    logs.clear()
+    Experiment(load_experiment(path), str(path), log=logs.append).run(rerun_changed=True)
+    assert sum("teacher dcn retrained: starting this run over" in line for line in logs) == 2
+    scored = [line.split(":")[0] for line in logs if line.startswith("teacher ") and ": scored" in line]
+    assert scored == ["teacher dcn"]  # once, with the codes the policy student reads
+
 
 def test_changed_experiment_is_refused(tmp_path):
     path = _experiment(tmp_path, [{"name": "dnn"}])

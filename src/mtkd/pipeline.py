@@ -123,29 +123,49 @@ class Experiment:
 
     def _train(self, cfg: TrainConfig, data: Path, out: Path, force: bool,
                rerun_changed: bool = False) -> tuple[dict[str, Any], bool]:
-        """The run's summary, and whether it was trained now (not reused). A finished run is reused;
-        one whose settings changed is refused, or with `rerun_changed` started over, as is a
-        student whose teacher was retrained after it."""
-        from mtkd.train.run import CONFIG, changed_settings, run_config_dict, train_run
+        """The run's summary, and whether it was trained now (not reused)."""
+        from mtkd.train.run import train_run
 
-        summary_path, saved = out / "summary.json", (out / CONFIG).exists()
-        if not force and saved:
-            diff = changed_settings(out, run_config_dict(cfg, Dataset(data)))
-            if diff and not rerun_changed:
-                raise MtkdError(f"{out}: this run's settings changed since it ran (different configuration: "
-                                f"{', '.join(diff)}); `mtkd run --rerun-changed` starts over the runs whose "
-                                "settings changed (and the students of retrained teachers), `--force` every run")
-            newer = [] if diff else self._newer_teachers(cfg, summary_path)
-            if newer and not rerun_changed:
-                self.log(f"  warning: teacher {', '.join(newer)} was retrained after this run, which is reused "
-                         "as it is; `mtkd run --rerun-changed` distils it again from the new teacher")
-            elif diff or newer:
+        start_over = self._starts_over(cfg, data, out, force, rerun_changed, self.log)
+        if not self._trains(out, start_over):
+            return json.loads((out / "summary.json").read_text()), False
+        return train_run(cfg, data, out, resume=not start_over, force=start_over, log=self.log,
+                         progress=False), True
+
+    def _starts_over(self, cfg: TrainConfig, data: Path, out: Path, force: bool, rerun_changed: bool,
+                     log: Callable[[str], None] | None) -> bool:
+        """Whether the run starts from nothing. A finished run is reused; one whose settings
+        changed is refused, or with `rerun_changed` started over, as is a student whose teacher
+        was retrained after it. `log` None decides without saying so (asked ahead of the run)."""
+        from mtkd.train.run import CONFIG, changed_settings, run_config_dict
+
+        if force or not (out / CONFIG).exists():
+            return force
+        diff = changed_settings(out, run_config_dict(cfg, Dataset(data)))
+        if diff and not rerun_changed:
+            raise MtkdError(f"{out}: this run's settings changed since it ran (different configuration: "
+                            f"{', '.join(diff)}); `mtkd run --rerun-changed` starts over the runs whose "
+                            "settings changed (and the students of retrained teachers), `--force` every run")
+        newer = [] if diff else self._newer_teachers(cfg, out / "summary.json")
+        if newer and not rerun_changed:
+            if log:
+                log(f"  warning: teacher {', '.join(newer)} was retrained after this run, which is reused "
+                    "as it is; `mtkd run --rerun-changed` distils it again from the new teacher")
+            return False
+        if diff or newer:
+            if log:
                 why = f"settings changed ({', '.join(diff)})" if diff else f"teacher {', '.join(newer)} retrained"
-                self.log(f"  {why}: starting this run over")
-                force = True
-        if not force and saved and summary_path.exists():  # without a config it is no run: train_run says so
-            return json.loads(summary_path.read_text()), False
-        return train_run(cfg, data, out, resume=not force, force=force, log=self.log, progress=False), True
+                log(f"  {why}: starting this run over")
+            return True
+        return False
+
+    @staticmethod
+    def _trains(out: Path, start_over: bool) -> bool:
+        """Whether the run trains now (from nothing or resumed) rather than being reused. Without a
+        saved config it is no finished run (train_run says so when it is a broken one)."""
+        from mtkd.train.run import CONFIG
+
+        return start_over or not ((out / CONFIG).exists() and (out / "summary.json").exists())
 
     @staticmethod
     def _newer_teachers(cfg: TrainConfig, summary_path: Path) -> list[str]:
@@ -182,7 +202,7 @@ class Experiment:
         retrained: set[Path] = set()
         for kind, m, _ in plan:
             if kind == "students" and m is self.cfg.students[0]:
-                self._score_hidden_first(configs, ds, force)
+                self._score_hidden_first(configs, ds, force, rerun_changed)
             summaries = []
             for seed in self.cfg.seeds:
                 out = self.run_dir(kind, m.name, seed)
@@ -209,7 +229,7 @@ class Experiment:
         return rows
 
     def _score_hidden_first(self, configs: dict[tuple[str, str, int], TrainConfig], ds: Dataset,
-                            force: bool) -> None:
+                            force: bool, rerun_changed: bool) -> None:
         """Cache the teachers' outputs with hidden vectors before any student trains, for each
         student that will read them and still has to run: the students that read only logits
         then find their logits in that cache, so no teacher is scored twice."""
@@ -218,8 +238,10 @@ class Experiment:
 
         for (kind, name, seed), cfg in configs.items():
             d = cfg.distill
-            if (kind == "students" and d is not None and d.mode == "offline" and teacher_plan(d)[1]
-                    and (force or not (self.run_dir(kind, name, seed) / "summary.json").exists())):
+            if kind != "students" or d is None or d.mode != "offline" or not teacher_plan(d)[1]:
+                continue
+            out = self.run_dir(kind, name, seed)
+            if self._trains(out, self._starts_over(cfg, self.data_dir, out, force, rerun_changed, None)):
                 self.log(f"[teachers of student {name} seed {seed}: logits and hidden vectors]")
                 score_offline_teachers(cfg, ds, device=str(resolve_device(cfg.device)), log=self.log)
 
