@@ -316,3 +316,30 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path):
 
     fmap = FeatureMap(categorical=(CategoricalField("c", 5),))
     assert build_model("fm", fmap, **cfg.params).embedding_regularizer == 1e-4
+
+
+def test_ctrl_c_ends_the_command_with_130_and_resume_finishes(data_dir, tmp_path):
+    """Ctrl-C on `mtkd train` (a real SIGINT to a real process) exits 130 saying so, never 0, so a
+    shell chain `mtkd train ... && mtkd export ...` stops; `--resume` then finishes the run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mtkd", "train", "--data", str(data_dir), "--model", "dnn", "--quiet",
+           "--set", "params.embedding_dim=4", "--set", "params.hidden_units=[16]", "--set", "batch_size=64",
+           "--set", "device=cpu", "--set", "epochs=20", "--set", "patience=20", "--out", str(out)]
+    job = subprocess.Popen(cmd,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "last.pt").exists() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.1)
+    assert job.poll() is None, job.stderr.read()
+    job.send_signal(signal.SIGINT)
+    assert job.wait(timeout=60) == 130
+    assert "interrupted" in job.stderr.read()
+    assert not (out / "summary.json").exists()
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "summary.json").read_text())["epochs_run"] == 20

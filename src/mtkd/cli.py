@@ -338,7 +338,13 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     torch.set_flush_denormal(True)  # before any thread pool starts: see train.trainer.configure_torch
     try:
-        app(args=argv, standalone_mode=False)
+        # outside standalone mode typer returns what click's Exit carried instead of raising it:
+        # Ctrl-C arrives here as 130 and `typer.Exit(n)` as n
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            if code == 130:
+                err.print("interrupted")
+            return code
     except MtkdError as exc:
         err.print("error:", style="bold red", end=" ")
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
