@@ -213,6 +213,17 @@ def test_uneven_split_gives_every_rank_the_same_steps(dataset: Dataset) -> None:
     assert rows.size == n + (-n % world) and np.array_equal(np.unique(rows), np.arange(n))
 
 
+def test_more_ranks_than_rows_still_take_the_same_steps(dataset: Dataset) -> None:
+    """A split smaller than the world (a tiny valid split, many ranks): the padding repeats the
+    order as often as needed, so no rank is left with an empty shard and fewer steps."""
+    n = dataset.split("valid").rows
+    world = 2 * n + 3
+    shards = [BatchLoader(dataset, "valid", batch_size=1, seed=2, rank=r, world_size=world).shard_indices(0)
+              for r in range(world)]
+    assert {s.size for s in shards} == {1}
+    assert np.array_equal(np.unique(np.concatenate(shards)), np.arange(n))
+
+
 def test_batch_select_gathers_every_field():
     """Rows by index tensor are copies of every field, teacher outputs included; `head` is views."""
     n = 6

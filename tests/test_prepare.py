@@ -163,6 +163,46 @@ def test_bad_ratios(tmp_path: Path, run_cli, toy_csv: Path, toy_schema_file: Pat
     assert leftovers(tmp_path, "ds") == []
 
 
+def test_schema_ratios_are_checked_and_give_a_file_split_share_to_train(tmp_path: Path, run_cli) -> None:
+    """The schema's ratios: three serve fewer splits (a split given as a file hands its share to
+    train: 0.8/0.1/0.1 with --test is 0.9/0.1); two where three are needed is an error naming the
+    schema, not a silent 0.8/0.1/0.1; a split left with no rows is an error naming it."""
+    a = write_delimited(tmp_path / "a.csv", toy_rows(1000, seed=1))
+    b = write_delimited(tmp_path / "b.csv", toy_rows(300, seed=2, start=5000))
+    schema = write_yaml(tmp_path / "s.yaml", toy_schema_dict(split={"ratios": [0.8, 0.1, 0.1], "seed": 3}))
+    rc, _, err = run_cli("data", "prepare", "--schema", schema, "--train", a, "--test", b, "--out", tmp_path / "ds")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "ds/manifest.json").read_text())["inputs"][0]["ratios"] == [0.9, 0.1]
+    two = write_yaml(tmp_path / "two.yaml", toy_schema_dict(split={"ratios": [0.8, 0.2]}))
+    rc, _, err = run_cli("data", "prepare", "--schema", two, "--train", a, "--out", tmp_path / "ds2")
+    assert rc == 2 and "the schema's split.ratios has 2 ratios" in err and "split: {ratios: [0.8, 0.1, 0.1]}" in err
+    tiny = write_delimited(tmp_path / "tiny.csv", toy_rows(2, seed=1))
+    rc, _, err = run_cli("data", "prepare", "--schema", schema, "--train", tiny, "--out", tmp_path / "ds3")
+    assert rc == 2 and "split got none of the 2 rows" in err, err
+    assert leftovers(tmp_path, "ds2") == [] and leftovers(tmp_path, "ds3") == []
+
+
+def test_out_is_not_the_current_directory(tmp_path: Path, run_cli, toy_csv: Path, toy_schema_file: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    rc, _, err = run_cli("data", "prepare", "--schema", toy_schema_file, "--train", toy_csv, "--out", ".")
+    assert rc == 2 and "is the current directory" in err and "--out data/NAME" in err
+    assert list(here.iterdir()) == []
+
+
+def test_dataset_files_are_readable_by_others_as_the_umask_says(tmp_path: Path, toy_csv: Path) -> None:
+    """Shared datasets: manifest, encoder and schema get the umask's mode like the arrays, not 0600."""
+    old = os.umask(0o022)
+    try:
+        prepare(toy_schema(), tmp_path / "ds", toy_csv)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ds").rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o644}, modes
+
+
 # ---------------------------------------------------------------------------- store
 def test_store_round_trip(tmp_path: Path, toy_csv: Path) -> None:
     out = tmp_path / "ds"
@@ -203,15 +243,19 @@ def test_store_round_trip(tmp_path: Path, toy_csv: Path) -> None:
         ds.split("extra")
 
 
-def test_verify_detects_corruption(tmp_path: Path, toy_csv: Path) -> None:
+def test_verify_detects_corruption(tmp_path: Path, toy_csv: Path, run_cli) -> None:
     out = tmp_path / "ds"
     prepare(toy_schema(), out, toy_csv)
     assert Dataset(out).verify() == []
+    assert run_cli("data", "info", out, "--verify")[0] == 0
     path = out / "valid" / "cat.npy"
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF
     path.write_bytes(bytes(data))
     assert Dataset(out).verify() == ["valid/cat.npy"]
+    assert run_cli("data", "info", out)[0] == 0  # headers and shapes are fine: only --verify reads the data
+    rc, _, err = run_cli("data", "info", out, "--verify")
+    assert rc == 2 and "valid/cat.npy" in err and "prepare it again" in err
 
 
 def test_truncated_array_is_an_error(tmp_path: Path, toy_csv: Path) -> None:
@@ -220,6 +264,13 @@ def test_truncated_array_is_an_error(tmp_path: Path, toy_csv: Path) -> None:
     np.save(out / "train" / "label.npy", np.zeros(3, np.float32))
     with pytest.raises(DataError, match="does not match the manifest"):
         Dataset(out).split("train")
+    os.truncate(out / "valid" / "cat.npy", 100)  # a cut header; then a file gone
+    with pytest.raises(DataError, match=r"valid/cat.npy: cannot be read .*prepare it again"):
+        Dataset(out).split("valid")
+    assert Dataset(out).verify() == ["train/label.npy", "valid/cat.npy"]
+    (out / "test" / "num.npy").unlink()
+    with pytest.raises(DataError, match=r"test/num.npy: cannot be read"):
+        Dataset(out).split("test")
 
 
 def test_prepare_twice_is_up_to_date(tmp_path: Path, run_cli, toy_csv: Path, toy_schema_file: Path) -> None:

@@ -225,6 +225,9 @@ def test_libfm_errors(tmp_path: Path) -> None:
     _data_error(path, schema, "line 2", "'price'", "'40:x'", "numeric value")
     path.write_text("1 3:1 17:1 40:1\n\n1 3:1 17:1 40:1\n1 3:1 17:1 40\n")  # no value; line 4 after a blank line
     _data_error(path, schema, "line 4", "'price'", "'40'")
+    for bad in ("4:1:2", ":1", '"4:1', "4:x"):  # a categorical token is checked too
+        path.write_text(f"1 3:1 17:1 40:1\n1 {bad} 17:1 40:1\n")
+        _data_error(path, schema, "line 2", "'user'", repr(bad), "idx:value")
 
 
 def test_libfm_whitespace_variants(tmp_path: Path) -> None:
@@ -286,3 +289,45 @@ def test_parquet_errors(tmp_path: Path) -> None:
     lacks = tmp_path / "lacks.parquet"
     pq.write_table(pa.table({"y": [0], "c": ["a"]}), lacks)
     _data_error(lacks, schema, "['x']", "lacks")
+
+
+def test_header_names_with_spaces_after_the_commas(tmp_path: Path) -> None:
+    """`label, rid, x, ...`: the names are read stripped, and so are the columns Arrow reads."""
+    plain = write_delimited(tmp_path / "plain.csv", ROWS)
+    lines = plain.read_text().splitlines()
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("\n".join([", ".join(lines[0].split(",")), *lines[1:]]) + "\n")
+    assert read_all(spaced, toy_schema()).to_pydict() == read_all(plain, toy_schema()).to_pydict()
+
+
+def test_line_numbers_follow_records_that_span_lines(tmp_path: Path) -> None:
+    """A quoted field may hold newlines: the line named is the bad record's own first line, and
+    an ordered split counts records, not lines."""
+    rows = [list(r) for r in ROWS[:5]]
+    rows[0][3] = "a\nb\nc"  # record 1 spans file lines 2-4
+    rows[3][2] = "12abc"  # record 4 starts on line 7
+    path = write_delimited(tmp_path / "ml.csv", rows)
+    _data_error(path, toy_schema(), "line 7", "'x'", "'12abc'")
+    rows[3][2] = "1"
+    rows[4] = rows[4][:-1]  # too few fields on line 8
+    path = write_delimited(tmp_path / "ml.csv", rows)
+    _data_error(path, toy_schema(), "line 8")
+    rows[4] = list(ROWS[4])
+    path = write_delimited(tmp_path / "ml.csv", rows)
+    assert open_reader(path, toy_schema()).count_rows() == 5
+
+
+def test_compressed_and_non_utf8_files_are_named(tmp_path: Path) -> None:
+    import gzip
+
+    plain = write_delimited(tmp_path / "a.csv", ROWS)
+    packed = tmp_path / "a.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    _data_error(packed, toy_schema(), "gzip-compressed", "gunzip -k")
+    text = plain.read_bytes().split(b"\n")
+    fields = text[3].split(b",")
+    fields[3] += b"\xe9"  # a Latin-1 byte in line 4, column c1 (text)
+    text[3] = b",".join(fields)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"\n".join(text))
+    _data_error(latin, toy_schema(), "line 4", "column 'c1'", "not UTF-8", "iconv")

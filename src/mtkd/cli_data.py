@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mtkd.errors import MtkdError
+from mtkd.errors import DataError, MtkdError
 
 data_app = typer.Typer(no_args_is_help=True, help="Make, prepare and inspect datasets.")
 # soft_wrap: a message is one line however long its paths (logs are grepped); tables still fit the width
@@ -76,11 +76,20 @@ def data_prepare(
 
 @data_app.command("info")
 def data_info(path: Path = typer.Argument(..., help="Dataset directory."),
-              as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON.")) -> None:
-    """Show a prepared dataset's manifest: splits, label rates, features and vocabularies."""
-    from mtkd.data.store import read_manifest
+              as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+              verify: bool = typer.Option(False, "--verify", help="Also recompute every array's checksum "
+                                          "(reads the whole dataset).")) -> None:
+    """Show a prepared dataset's manifest: splits, label rates, features and vocabularies. Every
+    array is opened (its header read, its shape checked), so a damaged dataset says so here."""
+    from mtkd.data.store import Dataset, read_manifest
 
     manifest = read_manifest(path)
+    ds = Dataset(path)
+    for name in ds.split_names:
+        ds.split(name)
+    if verify and (bad := ds.verify()):
+        raise DataError(f"{path}: {len(bad)} array file(s) do not match their checksum: {', '.join(bad)}; "
+                        "the dataset is damaged: prepare it again (`mtkd data prepare ... --force`)")
     if as_json:
         out.print_json(json.dumps(manifest))
     else:

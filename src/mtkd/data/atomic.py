@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import IO
 
 
+_UMASK = os.umask(0o022)  # read once: mkstemp makes 0600 files, a plain open() honours the umask
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as readable as the .npy arrays beside it (shared datasets, runs)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -15,6 +15,10 @@ from mtkd.data.readers import DEFAULT_BLOCK, RawReader, count_lines, first_non_n
 from mtkd.data.schema import Schema
 from mtkd.errors import DataError
 
+# a categorical token: a non-empty index without quotes or colons, one colon, a numeric value
+_CATEGORICAL_TOKEN = r'^[^:"]+:[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$'
+
+
 class LibFMReader(RawReader):
     """libFM / libSVM lines `label idx:val idx:val ...` with one token per field, in field order.
 
@@ -70,7 +74,7 @@ class LibFMReader(RawReader):
         if bad.size:
             i = int(bad[0])
             raise DataError(
-                f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {lab[i]!r} is not a "
+                f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {float(lab[i]):g} is not a "
                 "libFM binary label; use -1/+1 (or 0/1)."
             )
         out: dict[str, pa.Array] = {self.schema.label: pa.array(np.where(lab > 0, 1.0, 0.0))}
@@ -91,6 +95,14 @@ class LibFMReader(RawReader):
                         f"{tokens[j][i].as_py()!r} is not idx:value with a numeric value; fix the token."
                     )
             else:
+                ok = pc.match_substring_regex(tokens[j], _CATEGORICAL_TOKEN).to_numpy(zero_copy_only=False)
+                if not ok.all():
+                    i = int(np.flatnonzero(~ok)[0])
+                    raise DataError(
+                        f"{self.path}: line {self.line_of(start + i)}, field {name!r} (token {j + 1}): "
+                        f"{tokens[j][i].as_py()!r} is not idx:value (an index, one colon, a number); "
+                        "fix the token."
+                    )
                 out[name] = pc.list_element(pc.split_pattern(tokens[j], ":", max_splits=1), 0)
         return pa.RecordBatch.from_arrays([out[c] for c in self.columns], names=self.columns)
 

@@ -109,7 +109,7 @@ class BatchLoader:
             # gradients over all ranks): the first few rows of the order pad the last shards.
             # Evaluation reads disjoint shards instead (pad_shards=False): every row once.
             pad = -n % self.world_size if self.pad_shards else 0
-            order = np.concatenate([order, order[:pad]]) if pad else order
+            order = np.resize(order, n + pad) if pad and n else order  # repeats the order when pad > n
             order = np.array_split(order, self.world_size)[self.rank]
         return order
 

@@ -69,18 +69,19 @@ def plan_sources(
     from_train = ["train"] + [n for n, p in (("valid", valid), ("test", test)) if p is None]
     seed = schema.split.seed if seed is None else seed
     ordered = schema.split.ordered if ordered is None else ordered
+    origin = "--split"
     if ratios is None:
-        ratios = schema.split.ratios if len(schema.split.ratios) == len(from_train) else None
-        if ratios is None:
-            ratios = {1: [1.0], 2: [0.9, 0.1], 3: [0.8, 0.1, 0.1]}[len(from_train)]
+        ratios, origin = _schema_ratios(schema, from_train), "the schema's split.ratios"
     if len(ratios) != len(from_train):
+        example = ["0.8", "0.1", "0.1"] if len(from_train) == 3 else ["0.9", "0.1"]
+        example = (f"--split {','.join(example)}" if origin == "--split"
+                   else f"split: {{ratios: [{', '.join(example)}]}}")
         raise MtkdError(
-            f"--split has {len(ratios)} ratios but the train file must fill {len(from_train)} split(s) "
-            f"({', '.join(from_train)}); give {len(from_train)} ratios, e.g. "
-            f"{','.join(['0.8', '0.1', '0.1'][: len(from_train)]) if len(from_train) == 3 else '0.9,0.1'}"
-        )
+            f"{origin} has {len(ratios)} ratios ({ratios}) but the train file must fill {len(from_train)} "
+            f"split(s) ({', '.join(from_train)}); give {len(from_train)} ratios, e.g. {example}"
+            + ("" if len(from_train) == 1 else ", or the missing splits as files (--valid / --test)"))
     if any(r <= 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
-        raise MtkdError(f"--split ratios {ratios} must be positive and sum to 1")
+        raise MtkdError(f"{origin} {ratios} must be positive and sum to 1")
     trains = [Path(t) for t in (train if isinstance(train, (list, tuple)) else [train])]
     if not trains:
         raise MtkdError("no training file given (--train FILE)")
@@ -89,6 +90,22 @@ def plan_sources(
         if p is not None:
             sources.append(Source([Path(p)], [name], [1.0], False, int(seed)))
     return sources
+
+
+def _schema_ratios(schema: Schema, from_train: list[str]) -> list[float]:
+    """The schema's ratios for the splits the train file fills, in order. Three ratios (train,
+    valid, test) serve fewer splits too: a split given as its own file hands its share to train
+    (0.8/0.1/0.1 with --test FILE: 0.9/0.1). Any other count must match (plan_sources says so)."""
+    given = list(schema.split.ratios)
+    if len(given) == len(from_train):
+        return given
+    if len(from_train) == 1:
+        return [1.0]
+    if len(given) == 3:
+        keep = [r for name, r in zip(("train", "valid", "test"), given) if name in from_train]
+        keep[0] += sum(given) - sum(keep)
+        return [round(r, 12) for r in keep]
+    return given
 
 
 def file_fingerprint(path: Path) -> str:
@@ -157,6 +174,10 @@ def prepare(
 ) -> dict[str, Any]:
     """Encode raw files into `out`. Returns the manifest (also when `out` is already up to date)."""
     out = Path(out)
+    here = Path.cwd().resolve()
+    if out.resolve() == here or out.resolve() in here.parents:
+        raise MtkdError(f"--out {out}: is the current directory (or holds it); a prepared dataset replaces "
+                        "its --out directory as a whole, so name a new directory, e.g. --out data/NAME")
     trains = [Path(t) for t in (train if isinstance(train, (list, tuple)) else [train])]
     sources = plan_sources(schema, trains, _p(valid), _p(test), ratios, ordered, seed)
     readers = [[open_reader(p, schema, block_size) for p in s.paths] for s in sources]
@@ -208,7 +229,7 @@ def _check_numeric(reader: RawReader, batch: pa.RecordBatch, start: int, schema:
         bad = np.flatnonzero(np.isinf(x))
         if bad.size:
             i = int(bad[0])
-            raise DataError(f"{reader.path}: line {reader.line_of(start + i)}, column {name!r}: {x[i]!r} is not a "
+            raise DataError(f"{reader.path}: line {reader.line_of(start + i)}, column {name!r}: {float(x[i])} is not a "
                             "finite number; fix the value or leave the field empty (missing values get fill_na)")
 
 
@@ -348,6 +369,13 @@ def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: li
             continue
         metas = {key: w.close() for key, w in writers[split].items()}
         rows = metas["label"]["shape"][0]
+        if rows == 0:
+            src = next(s for s in sources if split in s.splits)
+            shares = ", ".join(f"{n} {r:g}" for n, r in zip(src.splits, src.ratios))
+            raise DataError(f"{', '.join(p.name for p in src.paths)}: the {split} split got none of the "
+                            f"{sum(int(w['label'].rows) for w in writers.values())} rows ({shares}); "
+                            f"give more rows, a larger {split} ratio (--split), or the {split} rows as "
+                            f"a file (--{split} FILE)")
         info: dict[str, Any] = {"rows": rows, "arrays": metas}
         counts = label_sums[split]
         if schema.task == "binary":

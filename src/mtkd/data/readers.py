@@ -9,6 +9,7 @@ Errors name the file, the line and the column, and say how to fix them.
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ NULL_VALUES = ["", "NA", "NaN", "nan", "NULL", "null", "None", "N/A"]
 _FLOAT_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|Inf|INF|infinity|Infinity)\s*$"
 DEFAULT_BLOCK = 2 << 20  # bytes parsed per Arrow block: small blocks stay in cache and parse fastest
 CHUNK_ROWS = 65536  # rows handed to the encoder at once: large enough to amortise per-call costs
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip -k"), (b"BZh", "bzip2", "bunzip2 -k"),
+               (b"\xfd7zXZ", "xz", "unxz -k"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"))
 
 
 def column_types(schema: Schema) -> dict[str, pa.DataType]:
@@ -61,6 +64,12 @@ class RawReader:
             raise DataError(f"{self.path}: is a directory, expected a data file")
         if self.path.stat().st_size == 0:
             raise DataError(f"{self.path}: file is empty (0 bytes); expected rows of data")
+        with open(self.path, "rb") as f:
+            magic = f.read(6)
+        for sig, kind, tool in _COMPRESSED:
+            if magic.startswith(sig):
+                raise DataError(f"{self.path}: is {kind}-compressed; decompress it first "
+                                f"(`{tool} {self.path}`) and give the decompressed file")
 
     def line_of(self, row: int) -> int:
         """1-based line number in the file of data row `row` (0-based); used for error messages.
@@ -140,6 +149,7 @@ class DelimitedReader(RawReader):
         self.delimiter = schema.delimiter or ("\t" if schema.format == "tsv" else ",")
         self.header_lines = 1 if schema.header else 0
         self.csv_quoting = csv.QUOTE_MINIMAL if schema.quoting else csv.QUOTE_NONE  # for Python's csv module
+        self._rename = schema.columns is not None
         self.file_columns = self._file_columns()
         missing = [c for c in self.columns if c not in self.file_columns]
         if missing:
@@ -161,7 +171,9 @@ class DelimitedReader(RawReader):
             raise DataError(f"{self.path}: line 1 is blank; expected a header or a data row")
         fields = next(csv.reader([first], delimiter=self.delimiter, quoting=self.csv_quoting))
         if self.schema.columns is None:
-            return [f.strip() for f in fields]
+            names = [f.strip() for f in fields]
+            self._rename = names != fields  # `label, I1, C1`: Arrow is given the stripped names
+            return names
         names = list(self.schema.columns)  # no header, or a header renamed (`header: true` and `columns:`)
         if len(fields) != len(names):
             raise DataError(
@@ -173,8 +185,8 @@ class DelimitedReader(RawReader):
     def _options(self, types: dict[str, pa.DataType], include: list[str]):
         read = pcsv.ReadOptions(
             block_size=self.block_size,
-            column_names=None if self.schema.columns is None else self.file_columns,
-            skip_rows=1 if self.schema.header and self.schema.columns is not None else 0,
+            column_names=self.file_columns if self._rename else None,
+            skip_rows=1 if self.schema.header and self._rename else 0,
             use_threads=True,
         )
         parse = pcsv.ParseOptions(delimiter=self.delimiter, quote_char='"' if self.schema.quoting else False)
@@ -224,20 +236,67 @@ class DelimitedReader(RawReader):
                 fix = "fix the value, or declare the column `type: categorical` in the schema"
             return DataError(f"{self.path}: {where}column {col!r}: {m.group(3)!r} is not a number, but {col!r} "
                              f"is {what}; {fix}.")
+        m = re.search(r"In CSV column #(\d+): .*invalid UTF8", msg)
+        if m:
+            line = self._find_bad_utf8()
+            col = self.file_columns[int(m.group(1))] if int(m.group(1)) < len(self.file_columns) else None
+            where = (f"line {line}, " if line else "") + (f"column {col!r}: " if col else "")
+            return DataError(f"{self.path}: {where}bytes that are not UTF-8. Save the file as UTF-8 "
+                             f"(from Latin-1: `iconv -f latin1 -t utf-8 {self.path.name} > fixed.csv`).")
         if "Empty CSV file" in msg:  # a header without a line end, and nothing else
             return DataError(f"{self.path}: no data rows (only a header?); expected at least one row")
         return DataError(f"{self.path}: cannot parse as {self.schema.format}: {msg}")
 
-    def _find_bad_width(self, expected: int) -> tuple[int, int]:
+    def _records(self) -> Iterator[tuple[int, list[str]]]:
+        """(first line, fields) of each non-empty record: a quoted field may span lines."""
         with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
-            for i, fields in enumerate(csv.reader(f, delimiter=self.delimiter, quoting=self.csv_quoting), start=1):
-                if fields and len(fields) != expected:
-                    return i, len(fields)
+            reader = csv.reader(f, delimiter=self.delimiter, quoting=self.csv_quoting)
+            prev = 0
+            for fields in reader:
+                if fields:
+                    yield prev + 1, fields
+                prev = reader.line_num
+
+    @functools.cached_property
+    def _multiline(self) -> bool:
+        """Whether a record may span lines (quoting on and a quote in the file); else line
+        numbers come from counting newlines, which is fast on any size."""
+        if not self.schema.quoting:
+            return False
+        with open(self.path, "rb") as f:
+            while block := f.read(16 << 20):
+                if b'"' in block:
+                    return True
+        return False
+
+    def line_of(self, row: int) -> int:
+        if not self._multiline:
+            return super().line_of(row)
+        k = row + self.header_lines
+        for line, _ in self._records():
+            if k == 0:
+                return line
+            k -= 1
+        return row + 1 + self.header_lines
+
+    def _find_bad_width(self, expected: int) -> tuple[int, int]:
+        for line, fields in self._records():
+            if len(fields) != expected:
+                return line, len(fields)
         return 0, 0
+
+    def _find_bad_utf8(self) -> int:
+        with open(self.path, "rb") as f:
+            for i, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return i
+        return 0
 
     def _find_bad_number(self, col: str) -> int:
         types = dict(self.types)
-        types[col] = pa.string()
+        types[col] = pa.binary()  # bytes: a value that is not UTF-8 is a bad number too
         read, parse, conv = self._options(types, [col])
         rows = 0
         for batch in pcsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=conv):
@@ -249,7 +308,15 @@ class DelimitedReader(RawReader):
         return 0
 
     def count_rows(self) -> int:
-        return count_lines(self.path) - self.header_lines
+        if not self._multiline:
+            return count_lines(self.path) - self.header_lines
+        first = self.columns[:1]  # records, not lines: parse one column
+        read, parse, conv = self._options({c: pa.string() for c in first}, first)
+        try:
+            return sum(b.num_rows for b in pcsv.open_csv(self.path, read_options=read, parse_options=parse,
+                                                         convert_options=conv))
+        except pa.ArrowInvalid as exc:
+            raise self._explain(str(exc)) from None
 
 
 class ParquetReader(RawReader):

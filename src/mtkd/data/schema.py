@@ -108,6 +108,14 @@ class Schema(_Strict):
     features: list[FeatureSpec]
     split: SplitSpec = Field(default_factory=SplitSpec)
 
+    @field_validator("label_values", mode="before")
+    @classmethod
+    def _quoted(cls, v):
+        if isinstance(v, list) and any(isinstance(x, bool) for x in v):
+            raise ValueError("YAML reads yes/no, true/false and on/off as booleans: quote the labels as "
+                             "they appear in the file, e.g. label_values: ['no', 'yes']")
+        return v
+
     @field_validator("features")
     @classmethod
     def _nonempty(cls, v: list[FeatureSpec]) -> list[FeatureSpec]:

@@ -123,7 +123,12 @@ class Dataset:
                 raise DataError(f"{self.root}: no split {name!r}; it has {self.split_names}")
             arrays = {}
             for key, meta in info["arrays"].items():
-                arr = np.load(self.root / name / meta["file"], mmap_mode="r")
+                path = self.root / name / meta["file"]
+                try:
+                    arr = np.load(path, mmap_mode="r")
+                except (OSError, ValueError) as exc:  # missing, truncated, or not an .npy at all
+                    raise DataError(f"{path}: cannot be read ({exc}); the dataset is damaged: prepare it "
+                                    "again (`mtkd data prepare ... --force`)") from None
                 if list(arr.shape) != meta["shape"]:
                     raise DataError(f"{self.root}/{name}/{meta['file']}: shape {arr.shape} does not match "
                                     f"the manifest {meta['shape']}; prepare the dataset again")
@@ -148,7 +153,11 @@ class Dataset:
         bad = []
         for name, info in self.manifest["splits"].items():
             for meta in info["arrays"].values():
-                arr = np.load(self.root / name / meta["file"], mmap_mode="r")
+                try:
+                    arr = np.load(self.root / name / meta["file"], mmap_mode="r")
+                except (OSError, ValueError):  # missing, truncated, or not an .npy at all
+                    bad.append(f"{name}/{meta['file']}")
+                    continue
                 h = hashlib.sha256()
                 step = max(1, (64 << 20) // max(1, arr[:1].nbytes))
                 for i in range(0, arr.shape[0], step):
