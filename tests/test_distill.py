@@ -398,3 +398,32 @@ def test_gate_on_student_features_with_either_numeric_layout(world, tmp_path, nu
     fmap = Dataset(world / "ds").feature_map
     flat = build_model("dnn", fmap, embedding_dim=4, numeric_input=numeric_input).embedding.flat_dim
     assert gate["net.0.weight"].shape[1] == flat + 2 * 2  # the student's features + logit and probability per teacher
+
+
+def test_distill_config_mistakes_are_refused_before_anything_is_written(world, tmp_path, run_cli):
+    """A misspelt weighting parameter (the constructors take **kw) or weighting, `single` among
+    several teachers without naming one, an unfinished teacher: each is refused by name, and the
+    student's directory is not left behind to demand --resume on the corrected command."""
+    import shutil
+
+    base = ["distill", "--data", world / "ds", "-t", world / "deepfm", "-t", world / "dcn", "--quiet",
+            "--set", "params.embedding_dim=4", "--set", "params.hidden_units=[16]", "--set", "epochs=1"]
+    cases = [(["--weighting", "gate", "--set", "distill.weighting_params.entropyy=0.1"],
+              "weighting 'gate' takes no parameter(s) 'entropyy'; it takes: entropy, fit_on"),
+             (["--weighting", "average", "--set", "distill.weighting_params.hidden=8"], "it takes: none"),
+             (["--weighting", "averge"], "unknown weighting 'averge'"),
+             (["--weighting", "single"], "name it with weighting_params.teacher")]
+    for args, needle in cases:
+        rc, _, err = run_cli(*base, *args, "--out", tmp_path / "s")
+        assert rc == 2 and needle in err, err
+        assert not (tmp_path / "s").exists()
+    rc, _, err = run_cli(*base, "--weighting", "single", "--set", "distill.weighting_params.teacher=dcn",
+                         "--out", tmp_path / "s")
+    assert rc == 0, err
+    shutil.copytree(world / "dcn", tmp_path / "cut")
+    (tmp_path / "cut" / "summary.json").unlink()  # as a teacher run killed after an epoch
+    rc, _, err = run_cli("distill", "--data", world / "ds", "-t", tmp_path / "cut", "--quiet", "--out", tmp_path / "u")
+    assert rc == 2 and "has not finished (no summary.json)" in err and "--resume" in err, err
+    assert not (tmp_path / "u").exists()
+    rc, out, _ = run_cli("distill", "--help")
+    assert all(name in " ".join(out.split()) for name in WEIGHTINGS)  # the help names every weighting

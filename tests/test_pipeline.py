@@ -250,6 +250,26 @@ def test_bad_experiment_config(tmp_path, capsys):
     assert "students[0].distil" in capsys.readouterr().err
 
 
+def test_typos_in_an_experiment_are_refused_before_any_training(tmp_path, capsys):
+    """A shared hyper-parameter no model takes, a misspelt weighting or weighting parameter: the
+    file and the student are named, and nothing has trained or been written for a run."""
+    for change, needle in [(lambda d: d["defaults"]["params"].update(embeding_dim=4),
+                            "defaults.params 'embeding_dim' is taken by none of the experiment's models"),
+                           (lambda d: d["students"][0].update(distill={"weighting": "averge"}),
+                            "student kd: invalid trainconfig"),
+                           (lambda d: d["students"][0].update(distill={"weighting": "gate",
+                                                                       "weighting_params": {"entropyy": 0.1}}),
+                            "takes no parameter(s) 'entropyy'")]:
+        path = _experiment(tmp_path, [{"name": "kd", "distill": {"weighting": "average"}}])
+        data = yaml.safe_load(path.read_text())
+        change(data)
+        path.write_text(yaml.safe_dump(data))
+        assert main(["run", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and str(path) in err, err
+        assert not list(tmp_path.glob("exp/*/*/seed*"))
+
+
 def test_export_of_an_unknown_model_is_refused(tmp_path, capsys):
     path = _experiment(tmp_path, STUDENTS, export=["kd_gaet"])
     assert main(["run", str(path)]) == 2

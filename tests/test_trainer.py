@@ -182,6 +182,13 @@ def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
     assert rc == 2 and "unknown model 'nope'" in capsys.readouterr().err
     rc = main(["train", "--data", str(data_dir), "--set", "epochz=3", "--out", str(tmp_path / "y")])
     assert rc == 2 and "epochz" in capsys.readouterr().err
+    for value, needle in [("params.dropout=abc", "params.dropout = 'abc': Input should be a valid number"),
+                          ("params.hidden_units=32", "params.hidden_units = 32"),
+                          ("params.embedding_dim=1.5", "params.embedding_dim = 1.5: Input should be a valid integer"),
+                          ("monitor=valid.aucc", "metric 'valid.aucc' has no known direction")]:
+        rc = main(["train", "--data", str(data_dir), "--model", "deepfm", "--set", value, "--out", str(tmp_path / "z")])
+        assert rc == 2 and needle in capsys.readouterr().err
+        assert not (tmp_path / "z").exists()  # nothing left that would ask for --resume
 
 
 def test_resume_from_a_mismatched_checkpoint_is_a_clear_error(tmp_path):

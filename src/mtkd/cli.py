@@ -86,7 +86,7 @@ def score_cmd(
 def distill_cmd(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory."),
     teachers: list[str] = typer.Option([], "--teacher", "-t", help="Teacher: RUN_DIR, NAME=RUN_DIR or score:COLUMN; repeat."),
-    weighting: Optional[str] = typer.Option(None, "--weighting", help="average, single, fixed, learned, gate, confidence, best, random."),
+    weighting: Optional[str] = typer.Option(None, "--weighting", help="average, single, fixed, learned, gate, confidence, best, random, lr_ensemble, policy (README: Distillation)."),
     model: Optional[str] = typer.Option(None, "--model", help="Student model (default dnn)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Training config YAML with a `distill:` section."),
     sets: list[str] = typer.Option([], "--set", help="Override key=value, e.g. distill.alpha=0.3 or monitor=valid.kd_loss."),

@@ -78,6 +78,15 @@ class DistillConfig(_Strict):
                                  "needs labels (use average, fixed, learned, gate or single)")
             if self.mode == "cotrain" and t.model is None:
                 raise ValueError(f"teacher {t.name!r}: mode cotrain trains teachers from scratch; give `model`")
+        from mtkd.distill.build import check_weighting  # the registry: weightings register on import
+
+        try:
+            check_weighting(self.weighting, self.weighting_params)
+        except ConfigError as exc:  # as a ValueError pydantic names the file and key around it
+            raise ValueError(str(exc)) from None
+        if self.weighting == "single" and len(self.teachers) > 1 and "teacher" not in self.weighting_params:
+            raise ValueError(f"weighting single learns from one of the {len(self.teachers)} teachers: name it "
+                             f"with weighting_params.teacher (one of {names})")
         return self
 
 
@@ -124,6 +133,10 @@ class TrainConfig(_Strict):
     def _check(self) -> "TrainConfig":
         if self.monitor != "auto" and not self.monitor.startswith(("valid.", "train.")):
             raise ValueError(f"monitor {self.monitor!r} must name a logged quantity such as valid.auc or valid.logloss")
+        if self.monitor != "auto":
+            from mtkd.train.metrics import metric_mode
+
+            metric_mode(self.monitor)  # a typo (valid.aucc) is refused here, not after the first epoch
         if self.distill is not None and self.distill.valid_holdout is not None and \
                 self.monitor not in ("valid.kd_loss", "valid.kd_loss_avg"):
             raise ValueError("distill.valid_holdout trains on labelled validation rows, so the run must stop on "

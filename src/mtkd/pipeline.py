@@ -81,6 +81,21 @@ class Experiment:
             d["params"] = {k: v for k, v in d["params"].items() if k in valid}
         return d
 
+    def _check_shared_params(self) -> None:
+        """A shared hyper-parameter that no model of the experiment takes is a typo
+        (`embeding_dim`): refused, since `_defaults_for` would drop it without a word."""
+        from mtkd.models import model_params
+
+        shared = self.cfg.defaults.get("params") or {}
+        models = {t.model for t in self.cfg.teachers if t.model} | \
+                 {s.model or self.cfg.student.model or "dnn" for s in self.cfg.students}
+        taken = set().union(*(model_params(m) for m in models)) if models else set()
+        unused = sorted(k for k in shared if k not in taken)
+        if unused:
+            raise ConfigError(f"{self.source}: defaults.params {', '.join(map(repr, unused))} is taken by none of "
+                              f"the experiment's models ({', '.join(sorted(models))}); they take: "
+                              f"{', '.join(sorted(taken))}")
+
     def teacher_config(self, t: ModelSpec, seed: int) -> TrainConfig:
         d = _merge(self._defaults_for(t.model or ""), {"model": t.model, "params": t.params})
         d = _merge(d, t.set)
@@ -116,9 +131,8 @@ class Experiment:
                                 for n in names]
         else:
             dist["teachers"] = [{"name": n, "run": str(self.run_dir("teachers", n, seed))} for n in names]
-        if dist.get("weighting") == "single":
-            params = dist.setdefault("weighting_params", {})
-            params.setdefault("teacher", names[0])
+        if dist.get("weighting") == "single" and len(names) == 1:  # of several, the config must name one
+            dist.setdefault("weighting_params", {}).setdefault("teacher", names[0])
         return dist
 
     def _train(self, cfg: TrainConfig, data: Path, out: Path, force: bool,
@@ -189,6 +203,7 @@ class Experiment:
             raise MtkdError("`mtkd run` is one process; under torchrun start `mtkd train` per model "
                             "(`torchrun ... -m mtkd train --config ...`), or run the experiment without torchrun")
 
+        self._check_shared_params()
         self.out.mkdir(parents=True, exist_ok=True)
         ds = self.prepare()
         task = ds.feature_map.task

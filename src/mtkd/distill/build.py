@@ -9,7 +9,7 @@ from mtkd.data.store import Dataset
 from mtkd.distill.objectives import CoTraining, Distillation
 from mtkd.distill.teachers import TeacherSet, TeacherSpec, score_teachers
 from mtkd.distill.policy import HIDDEN_PROJ  # importing it registers the policy weighting
-from mtkd.distill.weighting import build_weighting
+from mtkd.distill.weighting import build_weighting, check_weighting  # noqa: F401 (re-exported)
 from mtkd.errors import ConfigError
 from mtkd.models import build_model
 from mtkd.models.base import CTRModel

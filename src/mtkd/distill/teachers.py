@@ -62,6 +62,9 @@ def _ident(spec: TeacherSpec) -> str:
         best = Path(spec.run) / "best.pt"
         if not best.exists():
             raise MtkdError(f"teacher {spec.name!r}: {spec.run} has no best.pt; train it first")
+        if not (Path(spec.run) / "summary.json").exists():  # its best.pt is some epoch of a run cut short
+            raise MtkdError(f"teacher {spec.name!r}: {spec.run} has not finished (no summary.json); finish it "
+                            "first: run its `mtkd train` command again with --resume")
         return f"run:{_file_hash(best)}"
     return f"score:{spec.score}:{spec.kind}"
 

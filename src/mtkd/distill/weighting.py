@@ -10,6 +10,7 @@ towards whichever teacher the student already imitates.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -264,6 +265,36 @@ class LREnsemble(Weighting):
         if self.task == "binary":
             return F.binary_cross_entropy_with_logits((z * self.coef).sum(1) + self.bias, ctx.label.float())
         return F.cross_entropy((z * self.coef.view(1, -1, 1)).sum(1), ctx.label.long())
+
+
+# constructor arguments the objective fills in from the data and the teachers, not the user
+_FILLED_IN = {"self", "num_teachers", "task", "teacher_scores", "hidden_dims", "feature_dim", "hidden_coded"}
+
+
+def weighting_params(name: str) -> list[str]:
+    """The `weighting_params` a weighting takes: its constructor's keywords up the class
+    hierarchy (subclasses forward `**kw`), less those filled in by the objective."""
+    keys: set[str] = set()
+    for klass in WEIGHTINGS[name].__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None and klass is not nn.Module:
+            keys.update(p.name for p in inspect.signature(init).parameters.values()
+                        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        if klass is Weighting:
+            break
+    return sorted(keys - _FILLED_IN)
+
+
+def check_weighting(name: str, params: dict[str, Any]) -> None:
+    """An unknown weighting or a parameter it does not take (`entropyy`) is refused by name: the
+    constructors accept `**kw`, so a typo would otherwise train with the default silently."""
+    if name not in WEIGHTINGS:
+        raise ConfigError(f"unknown weighting {name!r}; known: {', '.join(sorted(WEIGHTINGS))}")
+    valid = weighting_params(name)
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ConfigError(f"weighting {name!r} takes no parameter(s) {', '.join(map(repr, unknown))}; "
+                          f"it takes: {', '.join(valid) or 'none'}")
 
 
 def build_weighting(name: str, num_teachers: int, task: str, **params: Any) -> Weighting:

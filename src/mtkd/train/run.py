@@ -129,6 +129,7 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
     barrier(world)
     if resume and (out / "summary.json").exists() and not (out / "last.pt").exists():
         return json.loads((out / "summary.json").read_text())
+    fresh = rank == 0 and not (out / CONFIG).exists()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / CONFIG, yaml.safe_dump(cfg_dict, sort_keys=False))
@@ -136,6 +137,22 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
     if resume and (out / "summary.json").exists():
         log(f"{out}: run already finished")
         return json.loads((out / "summary.json").read_text())
+    try:
+        trainer = _build_trainer(cfg, dataset, out, log, progress, rank, world)
+    except BaseException:
+        if fresh:  # nothing trained: no config left behind to make the next try ask for --resume
+            (out / CONFIG).unlink(missing_ok=True)
+            if not any(out.iterdir()):
+                out.rmdir()
+        raise
+    return trainer.fit(resume=resume)
+
+
+def _build_trainer(cfg: TrainConfig, dataset: Dataset, out: Path, log: Callable[[str], None], progress: bool,
+                   rank: int, world: int) -> Trainer:
+    """Model, objective (teachers scored or read from their cache) and the loop of one run."""
+    from mtkd.dist import barrier
+
     configure_torch()
     seed_everything(cfg.seed)
     model = build_run_model(cfg, dataset, log)
@@ -157,8 +174,7 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
         dataset = SubsetDataset(dataset, cfg.train_fraction, seed=cfg.seed)
         if hasattr(objective, "teachers"):
             objective.teachers.view = dataset  # type: ignore[attr-defined]
-    trainer = Trainer(cfg, dataset, model, objective, out, log=log, progress=progress, rank=rank, world_size=world)
-    return trainer.fit(resume=resume)
+    return Trainer(cfg, dataset, model, objective, out, log=log, progress=progress, rank=rank, world_size=world)
 
 
 def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tuple[TrainConfig, Dataset, CTRModel]:
