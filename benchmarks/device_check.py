@@ -76,7 +76,7 @@ def datasets(root: Path, rows: int) -> dict[str, Path]:
         {"name": "history", "type": "sequence", "max_len": 8, "share_embedding": "item"}]}),
         root / "history", root / "h.csv")
     write_sentences(root / "t.tsv", max(rows // 4, 2000), seed=1)
-    prepare(load_schema(REPO / "configs" / "datasets" / "sst2.yaml"), root / "text", root / "t.tsv")
+    prepare(load_schema(REPO / "configs" / "datasets" / "sst2.yaml"), root / "text", root / "t.tsv", ratios=[0.8, 0.1, 0.1])
     return {"ctr": root / "ctr", "text": root / "text", "history": root / "history"}  # the order data_for tries
 
 

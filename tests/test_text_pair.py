@@ -76,7 +76,7 @@ def test_text_labels_and_bad_label_names_the_line(tmp_path: Path) -> None:
                                       "1\tC d.\tE.\tnot_entailment\n2\tF.\tG.\tmaybe\n")
     schema = load_schema(REPO / "configs/datasets/rte.yaml")
     with pytest.raises(DataError, match=r"line 4, column 'label'.*'maybe'.*label_values"):
-        prepare(schema, tmp_path / "bad", tmp_path / "rte.tsv")
+        prepare(schema, tmp_path / "bad", tmp_path / "rte.tsv", test=tmp_path / "rte.tsv")
     (tmp_path / "rte.tsv").write_text("\n".join((tmp_path / "rte.tsv").read_text().splitlines()[:3]) + "\n")
     prepare(schema, tmp_path / "ds", tmp_path / "rte.tsv", valid=tmp_path / "rte.tsv", test=tmp_path / "rte.tsv")
     assert np.load(tmp_path / "ds" / "train" / "label.npy").tolist() == [1.0, 0.0]
