@@ -379,9 +379,11 @@ def test_an_export_loads_after_a_schema_hash_change_but_not_with_a_foreign_encod
         Scorer.open(copy)
 
 
-def test_worker_processes_share_one_port(binary) -> None:
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_worker_processes_share_one_port(binary, stop: str) -> None:
     """`mtkd serve --workers 2`: two processes answer on one port (new connections reach both),
-    each scores like the model, and stopping the parent stops them."""
+    each scores like the model, and stopping the parent stops them: Ctrl-C, a process manager's
+    SIGTERM, and even SIGKILL of the parent (the kernel tells the workers), none left serving."""
     import signal
     import socket
     import subprocess
@@ -412,8 +414,12 @@ def test_worker_processes_share_one_port(binary) -> None:
             assert code == 200
             np.testing.assert_allclose(body["probabilities"], want, atol=1e-6)
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        proc.send_signal(getattr(signal, stop))
+        rc = proc.wait(timeout=60)
+    assert rc == (-signal.SIGKILL if stop == "SIGKILL" else 0), proc.stderr.read().decode()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        time.sleep(0.1)
     for pid in pids:  # the workers are gone too
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -207,7 +207,7 @@ def _serve_workers(model: Path, host: str, port: int, max_batch_rows: int, worke
     from multiprocessing.connection import wait
 
     from mtkd.serve.scorer import Scorer
-    from mtkd.serve.server import serve_worker
+    from mtkd.serve.server import serve_worker, stop_on_sigterm
 
     if port == 0:
         raise typer.BadParameter("--workers needs a fixed --port (each worker binds the same one)")
@@ -216,6 +216,7 @@ def _serve_workers(model: Path, host: str, port: int, max_batch_rows: int, worke
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=serve_worker, args=(str(model), host, port, max_batch_rows, threads))
              for _ in range(workers)]
+    stop_on_sigterm()  # a SIGTERM'd parent stops its workers (below) instead of orphaning them
     for p in procs:
         p.start()
     err.print(f"serving {model} on http://{host}:{port} with {workers} worker processes "

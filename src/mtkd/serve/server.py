@@ -47,7 +47,9 @@ class ScoringServer(ThreadingHTTPServer):
         self.batcher.close()
 
     def run(self) -> None:
-        """Serve until Ctrl-C (or SIGINT from a parent), then close."""
+        """Serve until Ctrl-C or SIGTERM (a process manager's stop, or the `--workers` parent),
+        then close: in-flight answers are finished, the port is released."""
+        stop_on_sigterm()
         try:
             self.serve_forever()
         except KeyboardInterrupt:
@@ -63,11 +65,42 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
     return ScoringServer((host, port), scorer, max_batch_rows, reuse_port)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM stops like Ctrl-C (its default would end the process without cleaning up: a
+    `--workers` parent would leave its workers serving on the port). Main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+
+
+def _die_with_parent() -> bool:
+    """Linux: have the kernel send this process SIGTERM when its parent dies (even by SIGKILL),
+    so no worker outlives `mtkd serve --workers`. False if the parent is already gone."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    return os.getppid() != 1
+
+
 def serve_worker(model: str, host: str, port: int, max_batch_rows: int, threads: int) -> None:
     """One of `mtkd serve --workers N`: its own model and batcher on the shared port (the kernel
     spreads new connections over the workers), so JSON parsing and encoding, which hold the GIL,
     run on N cores."""
     import torch
+
+    if not _die_with_parent():
+        return
 
     torch.set_num_threads(threads)
     make_server(Scorer.open(model), host, port, max_batch_rows, reuse_port=True).run()
