@@ -188,6 +188,46 @@ def test_errors_name_the_fix(binary, tmp_path) -> None:
     assert not (tmp_path / "out.csv").exists()
 
 
+def test_export_never_replaces_what_is_not_an_export(binary, tmp_path) -> None:
+    """An export replaces its --out as a whole: a folder of other files, the run itself or the
+    current directory is refused and left as it was; an earlier export is replaced."""
+    raw, run, export = binary
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("x")
+    for out in (keep, run, Path(".")):
+        with pytest.raises(MtkdError, match=r"--out .*(not an mtkd export|run directory|current directory)"):
+            export_run(run, out)
+    assert (keep / "notes.txt").read_text() == "x" and (run / "best.pt").exists()
+    export_run(run, tmp_path / "e")
+    stamp = (tmp_path / "e" / "export.json").stat().st_mtime_ns
+    export_run(run, tmp_path / "e")  # an earlier export: replaced
+    assert (tmp_path / "e" / "export.json").stat().st_mtime_ns != stamp
+
+
+def test_non_finite_numbers_and_bad_outputs_are_refused(binary, tmp_path) -> None:
+    """inf / NaN would score as NaN (not JSON): a served row is a 400 naming the column, a file's
+    row an error naming its line; --out a directory is named, with no temporary file left."""
+    raw, _run, export = binary
+    scorer = Scorer.open(export)
+    col = "I1"
+    for bad in ("inf", float("nan"), float("-inf")):
+        with pytest.raises(MtkdError, match=f"column '{col}'"):
+            scorer.rows_to_batch([{col: bad}])
+    with open(raw) as fh:
+        rows = [r for _, r in zip(range(3), csv.reader(fh))]
+    rows[2][rows[0].index(col)] = "inf"
+    f = tmp_path / "inf.csv"
+    with open(f, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    with pytest.raises(MtkdError, match=f"line 3, column '{col}'.*not a finite number"):
+        predict_file(export, f, tmp_path / "p.csv")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(MtkdError, match="is a directory"):
+        predict_file(export, raw, tmp_path / "dir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "inf.csv"]
+
+
 def test_cli_export_predict(binary, tmp_path, capsys) -> None:
     raw, run, _export = binary
     assert main(["export", str(run), "--out", str(tmp_path / "e"), "--format", "onnx,torchscript"]) == 0
@@ -323,6 +363,16 @@ def test_server_answers_broken_requests_and_scoring_failures(binary) -> None:
                 reply += chunk
         assert reply.startswith("HTTP/1.1 400") and "is not a number" in reply
         assert "Connection: close" in reply  # where the body ends is unknown: the connection is not reused
+        for head in (b"Content-Length: -1", b"Transfer-Encoding: chunked"):  # answered, not left hanging
+            with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=30) as sock:
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n\r\n")
+                reply = ""
+                while not reply.endswith("}"):
+                    chunk = sock.recv(4096).decode()
+                    if not chunk:
+                        break
+                    reply += chunk
+            assert reply.startswith("HTTP/1.1 411") and "Connection: close" in reply, reply
 
         def broken(batch):
             raise RuntimeError("disk on fire")
@@ -407,6 +457,10 @@ def test_worker_processes_share_one_port(binary, stop: str) -> None:
                 assert proc.poll() is None, proc.stderr.read().decode()
                 time.sleep(0.2)
         assert len(pids) == 2 and proc.pid not in pids
+        from mtkd.serve.server import check_port_free
+
+        with pytest.raises(MtkdError, match="Address already in use"):  # a second service may not share it
+            check_port_free("127.0.0.1", port)
         rows = raw_rows(raw, 4)
         want = Scorer.open(export).score_batch(Scorer.open(export).rows_to_batch(rows))
         for _ in range(4):

@@ -207,10 +207,11 @@ def _serve_workers(model: Path, host: str, port: int, max_batch_rows: int, worke
     from multiprocessing.connection import wait
 
     from mtkd.serve.scorer import Scorer
-    from mtkd.serve.server import serve_worker, stop_on_sigterm
+    from mtkd.serve.server import check_port_free, serve_worker, stop_on_sigterm
 
     if port == 0:
         raise typer.BadParameter("--workers needs a fixed --port (each worker binds the same one)")
+    check_port_free(host, port)
     Scorer.open(model)  # a model that cannot load fails here, once, with its message
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")

@@ -220,7 +220,7 @@ def _pid_alive(pid: str) -> bool:
     return int(pid) != os.getpid() or False
 
 
-def _check_numeric(reader: RawReader, batch: pa.RecordBatch, start: int, schema: Schema) -> None:
+def check_finite(reader: RawReader, batch: pa.RecordBatch, start: int, schema: Schema) -> None:
     """Infinite values would turn standardised columns into NaN: refuse them with their line."""
     for name, spec in schema.specs():
         if spec.type != "numeric":
@@ -314,7 +314,7 @@ def _fit(schema: Schema, source: Source, readers: list[RawReader], spool: _Spool
     for reader, batch, local, start in _blocks(readers):
         n = batch.num_rows
         _check_labels(reader, None, batch, local, schema)
-        _check_numeric(reader, batch, local, schema)
+        check_finite(reader, batch, local, schema)
         part = source.assign(start, n, total)
         counts = [c + int(k) for c, k in zip(counts, np.bincount(part, minlength=len(counts)))]
         mask = part == 0
@@ -345,7 +345,7 @@ def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: li
             if src is not sources[0] or schema.task == "multiclass":
                 _check_labels(reader, encoder, batch, local, schema)
             if src is not sources[0]:
-                _check_numeric(reader, batch, local, schema)
+                check_finite(reader, batch, local, schema)
             arrays = encoder.transform(batch)
             arrays["label"], _ = encoder.encode_labels(batch.column(schema.label))
             part = src.assign(start, n, total)

@@ -40,12 +40,27 @@ def split_arrays(dataset: Any, split: str, rows: int) -> dict[str, np.ndarray]:
 FORMATS = {"onnx": ONNX_FILE, "torchscript": TORCHSCRIPT_FILE}
 
 
+def _check_out(run: Path, out: Path) -> None:
+    """An export replaces its directory as a whole: only a missing or empty one, or an earlier
+    export (export.json), may be replaced, never a run or a folder of other files."""
+    if out == run or out in run.parents:
+        raise MtkdError(f"--out {out}: is the run directory (or holds it); the export replaces --out as a "
+                        "whole, so name a new directory, e.g. --out exports/NAME")
+    if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        raise MtkdError(f"--out {out}: is the current directory (or holds it); name a new directory, "
+                        "e.g. --out exports/NAME")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "export.json").exists())):
+        raise MtkdError(f"--out {out}: exists and is not an mtkd export (no export.json); the export would "
+                        "replace it as a whole, so choose another --out or move its files away")
+
+
 def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4,
                formats: tuple[str, ...] = ("onnx",)) -> dict[str, Any]:
     """Export `run`'s best weights to `out` (default RUN/export) in each of `formats`; returns
     what export.json holds. Every format must match PyTorch on validation rows within `tol`."""
     run = Path(run)
-    out = Path(out) if out is not None else run / "export"
+    out = (Path(out) if out is not None else run / "export").resolve()  # `--out .` has no name to build on
+    _check_out(run.resolve(), out)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise MtkdError(f"export format(s) {unknown or '(none)'}: choose from {', '.join(FORMATS)}")

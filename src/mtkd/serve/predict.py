@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from mtkd.data.prepare import check_finite
 from mtkd.data.readers import open_reader
+from mtkd.errors import MtkdError
 from mtkd.serve.scorer import Scorer
 
 
@@ -27,11 +29,18 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
     scorer = Scorer.open(model)
     reader = open_reader(input_path, scorer.schema, need_label=False)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.is_dir():
+        raise MtkdError(f"--out {out_path}: is a directory; name the CSV file to write, e.g. {out_path}/scores.csv")
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MtkdError(f"--out {out_path}: cannot create its directory ({e.strerror}); choose a writable path") \
+            from None
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     writer, rows, t0 = None, 0, time.perf_counter()
     try:
         for batch in reader.batches():
+            check_finite(reader, batch, rows, scorer.schema)  # inf would score as NaN
             p = scorer.score_batch(batch)
             cols: dict[str, Any] = {"row": pa.array(np.arange(rows, rows + len(p), dtype=np.int64))}
             if p.ndim == 1:
@@ -41,7 +50,10 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
                     cols[f"p_{c}"] = pa.array(p[:, j].astype(np.float64))
             table = pa.table(cols)
             if writer is None:
-                writer = pcsv.CSVWriter(str(tmp), table.schema)
+                try:
+                    writer = pcsv.CSVWriter(str(tmp), table.schema)
+                except OSError as e:
+                    raise MtkdError(f"--out {out_path}: cannot be written ({e}); choose a writable path") from None
             writer.write_table(table)
             rows += len(p)
     except BaseException:

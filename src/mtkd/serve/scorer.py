@@ -10,6 +10,7 @@ the training data, so an id unseen in training maps to OOV exactly as it did the
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,12 @@ class Scorer:
             batch = pa.RecordBatch.from_pylist(rows, schema=self.arrow_schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # ids as JSON numbers, numbers as strings, a bad value
             batch = self._by_column(rows)
+        for name, col in zip(batch.schema.names, batch.columns):
+            if pa.types.is_floating(col.type) and col.null_count < len(col) and \
+                    not pc.all(pc.is_finite(col)).as_py():  # JSON's NaN / Infinity would answer NaN
+                i = int(np.flatnonzero(~pc.fill_null(pc.is_finite(col), True).to_numpy(zero_copy_only=False))[0])
+                raise MtkdError(f"row {i}, column {name!r}: {col[i].as_py()} is not a finite number; send a "
+                                "finite value or null (missing)")
         return _missing_as_in_files(batch, rows)
 
     def _by_column(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
@@ -236,15 +243,20 @@ def _missing_as_in_files(batch: pa.RecordBatch, rows: list[dict[str, Any]]) -> p
 
 
 def _number(v: Any) -> Any:
-    """A numeric string as its float, "" / "NA" / ... as missing (as the readers do); else as it came."""
+    """A numeric string as its float, "" / "NA" / ... as missing (as the readers do); else as it
+    came. Infinite and NaN values stay as they came, so `_fits` refuses them (a NaN answer is
+    not JSON; `mtkd data prepare` refuses them in training files too)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
     if not isinstance(v, str):
         return v
     if v in _NULL_SET:
         return None
     try:
-        return float(v)
+        x = float(v)
     except ValueError:
         return v
+    return x if math.isfinite(x) else v
 
 
 def _fits(v: Any, t: pa.DataType) -> bool:

@@ -62,7 +62,25 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
                 reuse_port: bool = False) -> ScoringServer:
     """A server bound to (host, port); port 0 picks a free one (`server.server_address[1]`).
     Concurrent requests are scored together, up to `max_batch_rows` rows per model call."""
-    return ScoringServer((host, port), scorer, max_batch_rows, reuse_port)
+    try:
+        return ScoringServer((host, port), scorer, max_batch_rows, reuse_port)
+    except OSError as e:
+        raise MtkdError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose another "
+                        "--port)") from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """`--workers` binds with SO_REUSEPORT, which a second service on the same port would share
+    silently (requests scored by either model at random): probe it once without, first."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: TIME_WAIT is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise MtkdError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose "
+                            "another --port)") from None
 
 
 def stop_on_sigterm() -> None:
@@ -101,9 +119,16 @@ def serve_worker(model: str, host: str, port: int, max_batch_rows: int, threads:
 
     if not _die_with_parent():
         return
+    import sys
+
+    try:
+        server = make_server(Scorer.open(model), host, port, max_batch_rows, reuse_port=True)
+    except MtkdError as e:  # one line, not a worker's traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
     torch.set_num_threads(threads)
-    make_server(Scorer.open(model), host, port, max_batch_rows, reuse_port=True).run()
+    server.run()
 
 
 class PredictHandler(BaseHTTPRequestHandler):
@@ -152,6 +177,9 @@ class PredictHandler(BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True  # the body's end is unknown: the connection cannot be reused
             return 400, {"error": f"Content-Length {self.headers.get('Content-Length')!r} is not a number"}, 0
+        if length < 0 or (length == 0 and "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()):
+            self.close_connection = True  # the body's end is unknown: the connection cannot be reused
+            return 411, {"error": "send the body with a Content-Length of zero or more bytes (no chunked encoding)"}, 0
         if length > MAX_BODY:
             self.close_connection = True  # the body is not read
             return 413, {"error": f"request body of {length} bytes is over {MAX_BODY}; send fewer rows"}, 0
