@@ -149,8 +149,8 @@ class DelimitedReader(RawReader):
         self.delimiter = schema.delimiter or ("\t" if schema.format == "tsv" else ",")
         self.header_lines = 1 if schema.header else 0
         self.csv_quoting = csv.QUOTE_MINIMAL if schema.quoting else csv.QUOTE_NONE  # for Python's csv module
-        self._rename = schema.columns is not None
-        self.file_columns = self._file_columns()
+        # Arrow is given the names itself when the header is renamed or padded (`label, I1, C1`)
+        self.file_columns, self._rename = self._file_columns()
         missing = [c for c in self.columns if c not in self.file_columns]
         if missing:
             raise DataError(
@@ -165,22 +165,22 @@ class DelimitedReader(RawReader):
         text = raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
         return text
 
-    def _file_columns(self) -> list[str]:
+    def _file_columns(self) -> tuple[list[str], bool]:
+        """The file's column names, and whether they differ from the header line as written."""
         first = self._first_line()
         if not first.strip():
             raise DataError(f"{self.path}: line 1 is blank; expected a header or a data row")
         fields = next(csv.reader([first], delimiter=self.delimiter, quoting=self.csv_quoting))
         if self.schema.columns is None:
             names = [f.strip() for f in fields]
-            self._rename = names != fields  # `label, I1, C1`: Arrow is given the stripped names
-            return names
+            return names, names != fields
         names = list(self.schema.columns)  # no header, or a header renamed (`header: true` and `columns:`)
         if len(fields) != len(names):
             raise DataError(
                 f"{self.path}: line 1 has {len(fields)} columns but the schema's `columns:` lists "
                 f"{len(names)}; list one name per column in file order (delimiter {self.delimiter!r})."
             )
-        return names
+        return names, True
 
     def _options(self, types: dict[str, pa.DataType], include: list[str]):
         read = pcsv.ReadOptions(

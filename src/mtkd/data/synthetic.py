@@ -123,7 +123,7 @@ def bayes_metrics(label: np.ndarray, p: np.ndarray, task: str) -> dict[str, floa
 def write_synthetic(out: str | Path, rows: int, seed: int, task: str = "binary", classes: int = 4,
                     with_truth: bool = False) -> dict[str, Any]:
     """Write the CSV (atomically) and `<out>.meta.json` with the Bayes-optimal metrics."""
-    from mtkd.data.prepare import Source
+    from mtkd.data.splits import Source
 
     out = Path(out)
     table, p = generate(rows, seed, task, classes)

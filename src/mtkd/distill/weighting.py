@@ -275,7 +275,7 @@ def weighting_params(name: str) -> list[str]:
     """The `weighting_params` a weighting takes: its constructor's keywords up the class
     hierarchy (subclasses forward `**kw`), less those filled in by the objective."""
     keys: set[str] = set()
-    for klass in WEIGHTINGS[name].__mro__:
+    for klass in _weighting_class(name).__mro__:
         init = klass.__dict__.get("__init__")
         if init is not None and klass is not nn.Module:
             keys.update(p.name for p in inspect.signature(init).parameters.values()
@@ -288,8 +288,6 @@ def weighting_params(name: str) -> list[str]:
 def check_weighting(name: str, params: dict[str, Any]) -> None:
     """An unknown weighting or a parameter it does not take (`entropyy`) is refused by name: the
     constructors accept `**kw`, so a typo would otherwise train with the default silently."""
-    if name not in WEIGHTINGS:
-        raise ConfigError(f"unknown weighting {name!r}; known: {', '.join(sorted(WEIGHTINGS))}")
     valid = weighting_params(name)
     unknown = sorted(set(params) - set(valid))
     if unknown:
@@ -297,7 +295,11 @@ def check_weighting(name: str, params: dict[str, Any]) -> None:
                           f"it takes: {', '.join(valid) or 'none'}")
 
 
-def build_weighting(name: str, num_teachers: int, task: str, **params: Any) -> Weighting:
+def _weighting_class(name: str) -> type[Weighting]:
     if name not in WEIGHTINGS:
         raise ConfigError(f"unknown weighting {name!r}; known: {', '.join(sorted(WEIGHTINGS))}")
-    return WEIGHTINGS[name](num_teachers, task, **params)
+    return WEIGHTINGS[name]
+
+
+def build_weighting(name: str, num_teachers: int, task: str, **params: Any) -> Weighting:
+    return _weighting_class(name)(num_teachers, task, **params)

@@ -65,8 +65,11 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
     try:
         return ScoringServer((host, port), scorer, max_batch_rows, reuse_port)
     except OSError as e:
-        raise MtkdError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose another "
-                        "--port)") from None
+        raise _cannot_listen(host, port, e) from None
+
+
+def _cannot_listen(host: str, port: int, e: OSError) -> MtkdError:
+    return MtkdError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose another --port)")
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -79,8 +82,7 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as e:
-            raise MtkdError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose "
-                            "another --port)") from None
+            raise _cannot_listen(host, port, e) from None
 
 
 def stop_on_sigterm() -> None:
