@@ -21,6 +21,10 @@ from mtkd.errors import MtkdError
 from mtkd.serve.scorer import Scorer
 
 
+class Stopped(RuntimeError):
+    """The service is stopping: a request that arrives after the batcher closed (HTTP 503)."""
+
+
 class Batcher:
     def __init__(self, scorer: Scorer, max_rows: int = 8192):
         if max_rows < 1:
@@ -29,17 +33,24 @@ class Batcher:
         self.max_rows = max_rows
         self.calls = 0  # model calls so far (requests / calls = how much batching happened)
         self._queue: queue.Queue[tuple[pa.RecordBatch, Future] | None] = queue.Queue()
+        self._lock = threading.Lock()  # no request is queued behind the stop (it would wait forever)
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="mtkd-scorer", daemon=True)
         self._thread.start()
 
     def score(self, batch: pa.RecordBatch) -> np.ndarray:
         """Probabilities of `batch`'s rows (blocks until its turn comes)."""
         done: Future = Future()
-        self._queue.put((batch, done))
+        with self._lock:
+            if self._closed:
+                raise Stopped("the service is stopping; send the request again to a running one")
+            self._queue.put((batch, done))
         return done.result()
 
     def close(self) -> None:
-        self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            self._queue.put(None)
         self._thread.join(timeout=10)
 
     def _take(self) -> list[tuple[pa.RecordBatch, Future]] | None:

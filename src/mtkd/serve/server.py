@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mtkd.errors import MtkdError
-from mtkd.serve.batcher import Batcher
+from mtkd.serve.batcher import Batcher, Stopped
 from mtkd.serve.metrics import ServiceMetrics
 from mtkd.serve.scorer import Scorer
 
@@ -40,11 +42,33 @@ class ScoringServer(ThreadingHTTPServer):
         self.scorer = scorer
         self.batcher = Batcher(scorer, max_batch_rows)
         self.metrics = ServiceMetrics()
+        self._busy = 0  # POSTs being answered (a stop waits for them: `drain`)
+        self._idle = threading.Condition()
         super().__init__(address, PredictHandler)
 
+    def answering(self, delta: int) -> None:
+        with self._idle:
+            self._busy += delta
+            self._idle.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until no POST is being answered (True), or `timeout` seconds (False)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
     def server_close(self) -> None:
+        """Stop listening, let the requests in flight get their answers, then stop the batcher
+        (request threads are daemons: without the wait a stop dropped their connections)."""
         super().server_close()
+        if not self.drain():
+            print(f"warning: {self._busy} request(s) still unanswered after 30 s; stopping", file=sys.stderr)
         self.batcher.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up before its answer is written is no server error: no traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):  # BrokenPipe, ConnectionReset
+            return
+        super().handle_error(request, client_address)
 
     def run(self) -> None:
         """Serve until Ctrl-C or SIGTERM (a process manager's stop, or the `--workers` parent),
@@ -166,8 +190,12 @@ class PredictHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         t0 = time.perf_counter()
-        code, body, rows = self._predict()
-        self._send(code, body)
+        self.server.answering(+1)
+        try:
+            code, body, rows = self._predict()
+            self._send(code, body)
+        finally:
+            self.server.answering(-1)
         self.server.metrics.observe(code, rows, time.perf_counter() - t0)
 
     def _predict(self) -> tuple[int, dict[str, Any], int]:
@@ -185,24 +213,30 @@ class PredictHandler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self.close_connection = True  # the body is not read
             return 413, {"error": f"request body of {length} bytes is over {MAX_BODY}; send fewer rows"}, 0
+        raw = self.rfile.read(length)
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
+            body = json.loads(raw or b"null")
         except ValueError as e:  # not JSON, or not UTF-8
             return 400, {"error": f"body is not JSON: {e}"}, 0
         if not isinstance(body, dict) or "rows" not in body:
             return 400, {"error": 'expected a JSON object {"rows": [{column: value, ...}, ...]}'}, 0
+        scorer = self.server.scorer
         if body["rows"] == []:
-            return 200, {"probabilities": []}, 0
+            return 200, {"probabilities": []} if scorer.binary else {"classes": scorer.classes, "probabilities": []}, 0
         try:
-            p = self.server.batcher.score(self.server.scorer.rows_to_batch(body["rows"]))
+            batch = scorer.rows_to_batch(body["rows"], booleans=b"true" in raw or b"false" in raw)
+            p = self.server.batcher.score(batch)
         except MtkdError as e:
             return 400, {"error": str(e)}, 0
+        except Stopped as e:
+            self.close_connection = True
+            return 503, {"error": str(e)}, 0
         except Exception as e:  # noqa: BLE001 - answer, do not drop the connection; the log keeps the trace
             self.log_error("scoring failed: %r", e)
             return 500, {"error": f"scoring failed: {type(e).__name__}: {e}"}, 0
         if p.ndim == 1:
             return 200, {"probabilities": p.tolist()}, len(p)
-        return 200, {"classes": self.server.scorer.classes, "probabilities": p.tolist()}, len(p)
+        return 200, {"classes": scorer.classes, "probabilities": p.tolist()}, len(p)
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:  # no line per request; errors still go to stderr
         pass
