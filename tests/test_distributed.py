@@ -159,8 +159,9 @@ def test_two_ranks_resume_after_a_kill(data: Path, tmp_path: Path) -> None:
 def _sync_worker(rank: int, port: int, results) -> None:
     import torch.distributed as dist
 
-    from mtkd.dist import all_gather_rows, all_sum, average_gradients, check_in_sync
+    from mtkd.dist import all_gather_rows, all_sum, all_sum_named, average_gradients, check_in_sync
     from mtkd.errors import MtkdError
+    from mtkd.train.running import RunningMeans
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     dense = torch.nn.Parameter(torch.ones(3))
@@ -175,6 +176,15 @@ def _sync_worker(rank: int, port: int, results) -> None:
     rows = torch.arange(3 * rank + 2.0).view(-1, 1)  # rank 0: 2 rows, rank 1: 5 rows
     out["gathered"] = all_gather_rows(rows)[0][:, 0].tolist()
     out["summed"] = all_sum(torch.tensor([rank + 1.0, 10.0])).tolist()
+    out["named"] = all_sum_named({"a": 1.0, "b": 2.0} if rank == 0 else {"a": 3.0, "c": 5.0})
+    # training means over both ranks' rows: rank 0 saw 2 rows at loss 1, rank 1 six at loss 3;
+    # `kd` was logged by rank 1 only, `w` by both (per rank samples/s add up)
+    running = RunningMeans(torch.device("cpu"))
+    n = 2 if rank == 0 else 6
+    running.add(torch.tensor(1.0 + 2 * rank), {"w": torch.tensor(float(rank))}, n)
+    if rank == 1:
+        running.add(torch.tensor(3.0), {"kd": torch.tensor(0.5), "w": torch.tensor(1.0)}, 6)
+    out["means"] = running.means({"samples_per_s": 10.0 * (rank + 1)})
     check_in_sync([dense], 2)  # equal weights pass
     try:
         check_in_sync([dense + rank], 2)
@@ -203,3 +213,6 @@ def test_gradient_averaging_and_the_divergence_guard() -> None:
         assert "different weights" in results[rank]["diverged"]
         assert results[rank]["gathered"] == [0.0, 1.0, 0.0, 1.0, 2.0, 3.0, 4.0]  # uneven shards, rank order
         assert results[rank]["summed"] == [3.0, 20.0]
+        assert results[rank]["named"] == {"a": 4.0, "b": 2.0, "c": 5.0}
+        assert results[rank]["means"] == pytest.approx({"train.loss": (2 * 1 + 12 * 3) / 14, "train.w": 12 / 14,
+                                                        "train.kd": 0.5, "train.samples_per_s": 30.0})

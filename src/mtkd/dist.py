@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -92,6 +93,19 @@ def all_sum(t: Tensor) -> Tensor:
     out = t.to(_comm_device(t))
     dist.all_reduce(out)
     return out.to(t.device)
+
+
+def all_sum_named(values: dict[str, float]) -> dict[str, float]:
+    """Named sums over ranks (training logs); a name a rank did not log counts as 0 there, so
+    ranks whose objectives logged different keys still meet in one all-reduce."""
+    world = _world()
+    if world <= 1:
+        return dict(values)
+    names: list[Any] = [None] * world
+    dist.all_gather_object(names, sorted(values))
+    union = sorted(set().union(*names))
+    summed = all_sum(torch.tensor([values.get(k, 0.0) for k in union], dtype=torch.float64))
+    return dict(zip(union, summed.tolist()))
 
 
 def all_gather_rows(*ts: Tensor) -> list[Tensor]:

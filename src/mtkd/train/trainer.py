@@ -33,6 +33,7 @@ from mtkd.train.metrics import compute_metrics, metric_mode
 from mtkd.train.objectives import Objective
 from mtkd.train.optimizers import EmbeddingL2, build_optimizers  # noqa: F401  (re-exported)
 from mtkd.train.progress import Progress
+from mtkd.train.running import RunningMeans
 from mtkd.data.atomic import atomic_write_text
 
 
@@ -246,45 +247,25 @@ class Trainer:
         self.objective.train(True)
         self.objective.on_epoch_start(st.epoch)
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # no per-step GPU sync
-        # per set of logged keys: (sum of value * rows as one float64 vector, rows); one stack per
-        # step instead of three ops per key (a policy logs ~12 quantities a step)
-        logs_acc: dict[tuple[str, ...], list[Any]] = {}
-        seen = 0
+        running = RunningMeans(self.device)
         stop = False
         for i, batch in enumerate(self.train_loader):
             loss, logs = self._step(batch.to(self.device, non_blocking=True))
             st.step += 1
-            n = len(batch)
-            seen += n
-            loss_sum += loss.detach().double() * n
-            if logs:
-                keys = tuple(logs)
-                vec = torch.stack([v.detach().reshape(()).float() for v in logs.values()]).double() * n
-                acc = logs_acc.setdefault(keys, [torch.zeros_like(vec), 0])
-                acc[0] += vec
-                acc[1] += n
+            running.add(loss, logs, len(batch))
             if i % 100 == 0 and not math.isfinite(float(loss.detach())):
                 raise MtkdError(f"training loss is {float(loss)} at step {st.step}; lower the learning rate")
             if self.progress.due(i + 1 == n_batches):
                 self.progress.update(st.epoch, cfg.epochs, i + 1, n_batches,
-                                     seen / max(time.perf_counter() - t0, 1e-9), float(loss_sum / max(seen, 1)))
+                                     running.seen / max(time.perf_counter() - t0, 1e-9), running.local_loss())
             if cfg.eval_every and st.step % cfg.eval_every == 0:
-                train_logs = {"train.loss": float(loss_sum / max(seen, 1))}
-                if self._evaluate_and_track(train_logs, t0 + 0.0):
+                if self._evaluate_and_track(running.means(), t0 + 0.0):
                     stop = True
                     break
         elapsed = time.perf_counter() - t0
         st.train_seconds += elapsed
-        st.samples += seen
-        train_logs = {"train.loss": float(loss_sum / max(seen, 1))}
-        totals, rows = {}, {}  # per logged key: the sum of its values, the rows they cover
-        for keys, (vec, count) in logs_acc.items():  # a key's mean over the steps that logged it
-            for k, x in zip(keys, vec.tolist()):
-                totals[k] = totals.get(k, 0.0) + x
-                rows[k] = rows.get(k, 0) + count
-        train_logs.update({f"train.{k}": totals[k] / max(rows[k], 1) for k in totals})
-        train_logs["train.samples_per_s"] = seen / max(elapsed, 1e-9)
+        st.samples += running.seen
+        train_logs = running.means({"samples_per_s": running.seen / max(elapsed, 1e-9)})
         if not cfg.eval_every:
             stop = self._evaluate_and_track(train_logs, elapsed)
         st.epoch += 1
