@@ -48,6 +48,23 @@ def test_kl_matches_hand_computation():
     assert kd_loss("bce", zs, zt, t).item() == pytest.approx(want, rel=1e-5)  # multi-class -> KL
 
 
+def test_binary_kl_is_the_bernoulli_kl_per_row():
+    """Binary logits [B]: a softmax over them ran across the batch (one number, blind to a
+    shift of every teacher logit) and crashed at evaluation."""
+    zs, zt, t = torch.tensor([0.3, -1.0, 2.0]), torch.tensor([0.3, 1.0, -2.0]), 2.0
+    got = kd_loss("kl", zs, zt, t)
+    assert got.shape == (3,)
+    ps, pt = torch.sigmoid(zs / t).double(), torch.sigmoid(zt / t).double()
+    want = (pt * (pt / ps).log() + (1 - pt) * ((1 - pt) / (1 - ps)).log()) * t * t
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
+    assert abs(got[0].item()) < 1e-6  # zero where the student matches the teacher
+    assert not torch.allclose(kd_loss("kl", zs, zt + 5, t), got)
+    zs.requires_grad_(True)  # the gradient is soft BCE's
+    g_kl, = torch.autograd.grad(kd_loss("kl", zs, zt, t).sum(), zs)
+    g_bce, = torch.autograd.grad(soft_bce(zs, zt, t).sum(), zs)
+    np.testing.assert_allclose(g_kl.numpy(), g_bce.numpy(), atol=1e-6)
+
+
 def test_mse_and_hint():
     assert logit_mse(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0])).tolist() == [1.0, 4.0]
     hint = HintRegression(3, 2)
@@ -217,10 +234,11 @@ def test_each_weighting_trains(world, tmp_path, weighting):
     assert ("kd_loss_avg" in s["valid"]) == (weighting == "learned")  # only a trainable weighting moves its target
 
 
-def test_sum_combine_and_hint(world, tmp_path):
-    s = train_run(_student(world, **{"distill.combine": "sum", "distill.hint": 0.1, "epochs": 1}), world / "ds",
-                  tmp_path / "h", **QUIET)
-    assert math.isfinite(s["valid"]["kd_loss"])
+@pytest.mark.parametrize("kd", ["bce", "kl"])  # binary kl crashed: at the first step with sum, at evaluation else
+def test_sum_combine_and_hint(world, tmp_path, kd):
+    s = train_run(_student(world, **{"distill.combine": "sum", "distill.hint": 0.1, "epochs": 1, "distill.kd_loss": kd}),
+                  world / "ds", tmp_path / "h", **QUIET)
+    assert math.isfinite(s["valid"]["kd_loss"]) and s["valid"]["kd_loss"] >= -1e-6
 
 
 def test_early_stopping_on_kd_loss(world, tmp_path):
@@ -412,7 +430,16 @@ def test_distill_config_mistakes_are_refused_before_anything_is_written(world, t
               "weighting 'gate' takes no parameter(s) 'entropyy'; it takes: entropy, fit_on"),
              (["--weighting", "average", "--set", "distill.weighting_params.hidden=8"], "it takes: none"),
              (["--weighting", "averge"], "unknown weighting 'averge'"),
-             (["--weighting", "single"], "name it with weighting_params.teacher")]
+             (["--weighting", "single"], "name it with weighting_params.teacher"),
+             (["--weighting", "policy", "--set", "distill.weighting_params.baseline_momentum=5"],
+              "weighting_params.baseline_momentum = 5: Input should be less than 1"),
+             (["--weighting", "policy", "--set", "distill.weighting_params.hidden_proj=abc"],
+              "weighting_params.hidden_proj = 'abc': Input should be a valid integer"),
+             (["--weighting", "gate", "--set", "distill.weighting_params.hidden=0"],
+              "weighting_params.hidden = 0: Input should be greater than or equal to 1"),
+             (["--set", "distill.kd_loss=mse", "--set", "distill.temperature=2"], "a temperature does not apply"),
+             (["--weighting", "gate", "--set", "distill.weighting_params.fit_on=valid", "--set",
+               "distill.valid_holdout=0.2", "--set", "monitor=valid.kd_loss"], "use one of the two")]
     for args, needle in cases:
         rc, _, err = run_cli(*base, *args, "--out", tmp_path / "s")
         assert rc == 2 and needle in err, err

@@ -78,6 +78,12 @@ class DistillConfig(_Strict):
                                  "needs labels (use average, fixed, learned, gate or single)")
             if self.mode == "cotrain" and t.model is None:
                 raise ValueError(f"teacher {t.name!r}: mode cotrain trains teachers from scratch; give `model`")
+        if self.kd_loss == "mse" and self.temperature != 1.0:
+            raise ValueError("kd_loss mse matches logits as they are: a temperature does not apply; drop "
+                             "temperature or use kd_loss bce / kl")
+        if self.valid_holdout is not None and self.weighting_params.get("fit_on") == "valid":
+            raise ValueError("weighting fit_on: valid would fit on the held-out slice that valid_holdout stops on "
+                             "(its labels would shape the KD target it stops by); use one of the two")
         from mtkd.distill.build import check_weighting  # the registry: weightings register on import
 
         try:

@@ -37,8 +37,14 @@ def soft_bce(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tens
 
 @register_kd_loss("kl")
 def soft_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
-    """Multi-class KL(softmax(z_t/T) || softmax(z_s/T)) * T^2, per row."""
+    """KL(softmax(z_t/T) || softmax(z_s/T)) * T^2, per row; for binary logits [B] the KL of the
+    two Bernoulli distributions (soft BCE less the teacher's entropy: the same gradient, 0 at a
+    match). A softmax over [B] would have run across the batch: one number, not a loss per row."""
     t = temperature
+    if student.dim() == 1:
+        target = torch.sigmoid(teacher.float() / t)
+        entropy = F.binary_cross_entropy(target, target, reduction="none")
+        return (F.binary_cross_entropy_with_logits(student.float() / t, target, reduction="none") - entropy) * (t * t)
     log_p_s = F.log_softmax(student.float() / t, dim=-1)
     log_p_t = F.log_softmax(teacher.float() / t, dim=-1)
     return (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1) * (t * t)
@@ -46,7 +52,8 @@ def soft_kl(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tenso
 
 @register_kd_loss("mse")
 def logit_mse(student: Tensor, teacher: Tensor, temperature: float = 1.0) -> Tensor:
-    """Squared distance between logits (mean over classes for multi-class), per row."""
+    """Squared distance between logits (mean over classes for multi-class), per row. Logits
+    are matched as they are: a temperature does not apply (refused with it in the config)."""
     d = (student.float() - teacher.float()) ** 2
     return d if d.dim() == 1 else d.mean(-1)
 

@@ -45,17 +45,19 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from mtkd.dist import all_sum, sync_gradients
 from mtkd.distill.hidden import HiddenCode, sample_rows
 from mtkd.distill.policy_state import Heads, reward_ce, reward_ce_kd, small_state, state_tensor
-from mtkd.distill.weighting import Weighting, WeightContext, register_weighting
+from mtkd.distill.weighting import (AtLeastOne, Count, NonNegative, Positive, Weighting, WeightContext,
+                                    register_weighting)
 from mtkd.errors import ConfigError
 
 HIDDEN_PROJ = 16  # default width of a teacher's hidden code in the state
@@ -74,10 +76,12 @@ class Policy(Weighting):
     trains_itself = True  # its own optimiser: the trainer must not step it
 
     def __init__(self, num_teachers: int, task: str = "binary", hidden_dims: Sequence[int] | None = None,
-                 num_classes: int = 1, hidden_proj: int = HIDDEN_PROJ, hidden: int = 0, action: str = "bernoulli",
-                 reward: str = "ce", lr: float = 1e-2, baseline_momentum: float = 0.9, entropy: float = 0.0,
-                 warmup_epochs: int = 1, episode_steps: int = 20, use_hidden: bool = True,
-                 reward_sample: float = 0.25, baseline: str = "instance", update_every: int = 1,
+                 num_classes: int = 1, hidden_proj: Count = HIDDEN_PROJ, hidden: Count = 0,
+                 action: str = "bernoulli", reward: str = "ce", lr: Positive = 1e-2,
+                 baseline_momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9, entropy: NonNegative = 0.0,
+                 warmup_epochs: Count = 1, episode_steps: AtLeastOne = 20, use_hidden: bool = True,
+                 reward_sample: Annotated[float, Field(gt=0, le=1)] = 0.25, baseline: str = "instance",
+                 update_every: AtLeastOne = 1,
                  hidden_coded: bool = False, **kw: Any):
         super().__init__(num_teachers, task)
         if action not in ("bernoulli", "categorical"):

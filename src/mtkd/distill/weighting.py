@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from mtkd.errors import ConfigError
+
+# bounds of weighting parameters, in the constructors' signatures: checked when a config loads
+# (`check_weighting`), so `baseline_momentum: 5` or a gate of width 0 never trains
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=0)]
+AtLeastOne = Annotated[int, Field(ge=1)]
 
 WEIGHTINGS: dict[str, type["Weighting"]] = {}
 
@@ -114,7 +122,7 @@ class Average(Weighting):
 class Single(Weighting):
     """One named teacher (by index; the objective resolves names)."""
 
-    def __init__(self, num_teachers: int, task: str = "binary", teacher: int = 0, **kw: Any):
+    def __init__(self, num_teachers: int, task: str = "binary", teacher: int | str = 0, **kw: Any):
         super().__init__(num_teachers, task)
         if not 0 <= int(teacher) < num_teachers:
             raise ConfigError(f"single: teacher index {teacher} is not in [0, {num_teachers})")
@@ -180,8 +188,8 @@ class Gate(Weighting):
     """
 
     def __init__(self, num_teachers: int, task: str = "binary", num_classes: int = 1,
-                 feature_dim: int = 0, hidden: int = 64, use_features: bool = False,
-                 fit_on: str = "train", entropy: float = 0.0, **kw: Any):
+                 feature_dim: int = 0, hidden: AtLeastOne = 64, use_features: bool = False,
+                 fit_on: str = "train", entropy: NonNegative = 0.0, **kw: Any):
         super().__init__(num_teachers, task)
         self.fit_on = _fit_on(fit_on)
         if entropy < 0:
@@ -293,6 +301,13 @@ def check_weighting(name: str, params: dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"weighting {name!r} takes no parameter(s) {', '.join(map(repr, unknown))}; "
                           f"it takes: {', '.join(valid) or 'none'}")
+    _typed(name, params)
+
+
+def _typed(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    from mtkd.models.registry import typed_params
+
+    return typed_params(_weighting_class(name), params, f"weighting {name!r}: weighting_params")
 
 
 def _weighting_class(name: str) -> type[Weighting]:
@@ -302,4 +317,5 @@ def _weighting_class(name: str) -> type[Weighting]:
 
 
 def build_weighting(name: str, num_teachers: int, task: str, **params: Any) -> Weighting:
-    return _weighting_class(name)(num_teachers, task, **params)
+    user = {k: v for k, v in params.items() if k not in _FILLED_IN}  # values the objective fills in are its own
+    return _weighting_class(name)(num_teachers, task, **{**params, **_typed(name, user)})

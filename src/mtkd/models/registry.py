@@ -85,12 +85,14 @@ def build_model(name: str, feature_map: "FeatureMap", **params: Any) -> "CTRMode
             f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for model {name!r}; "
             f"valid: {', '.join(sorted(valid))}"
         )
-    return cls(feature_map, **_typed(name, cls, params))
+    return cls(feature_map, **typed_params(cls, params, f"model {name!r}: params"))
 
 
-def _typed(name: str, cls: type, params: dict[str, Any]) -> dict[str, Any]:
+def typed_params(cls: type, params: dict[str, Any], where: str) -> dict[str, Any]:
     """Each given value checked (and coerced, "3" -> 3) against its constructor annotation, so
-    `params.dropout=abc` is a ConfigError naming the parameter, not a TypeError deep in a layer."""
+    `params.dropout=abc` is a ConfigError naming the parameter, not a TypeError deep in a layer
+    (an `Annotated[..., Field(gt=0)]` annotation checks the range too). `where` names the
+    mapping in the message: "model 'dnn': params"."""
     from pydantic import TypeAdapter, ValidationError
 
     out = dict(params)
@@ -102,7 +104,7 @@ def _typed(name: str, cls: type, params: dict[str, Any]) -> dict[str, Any]:
             out[pname] = TypeAdapter(ann).validate_python(value)
         except ValidationError as exc:
             why = "; ".join(e["msg"] for e in exc.errors())
-            raise ConfigError(f"model {name!r}: params.{pname} = {value!r}: {why}") from None
+            raise ConfigError(f"{where}.{pname} = {value!r}: {why}") from None
         except Exception:  # an annotation pydantic has no schema for: the constructor checks it
             continue
     return out
