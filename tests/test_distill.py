@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mtkd.config import load_train_config
 from mtkd.data.prepare import prepare
@@ -454,3 +455,25 @@ def test_distill_config_mistakes_are_refused_before_anything_is_written(world, t
     assert not (tmp_path / "u").exists()
     rc, out, _ = run_cli("distill", "--help")
     assert all(name in " ".join(out.split()) for name in WEIGHTINGS)  # the help names every weighting
+
+
+def test_resume_is_refused_after_a_teacher_was_retrained_in_place(world, tmp_path):
+    """The teacher's path is the same, its weights are not: a resumed student would have
+    learned its first epochs from one model and the rest from another."""
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(world / "dcn", teacher)
+    base = ["params.embedding_dim=4", "params.hidden_units=[16]", "batch_size=256", "epochs=1", "device=cpu"]
+    student = load_train_config(None, base + [f"distill.teachers={json.dumps([{'name': 't', 'run': str(teacher)}])}"],
+                                model="dnn")
+    train_run(student, world / "ds", tmp_path / "s", **QUIET)
+    saved = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())
+    assert saved["teachers"]["t"].startswith("run:")
+    assert train_run(student, world / "ds", tmp_path / "s", resume=True, **QUIET)  # unchanged: resumes
+    train_run(load_train_config(None, base + ["seed=9"], model="dcn"), world / "ds", teacher, force=True, **QUIET)
+    with pytest.raises(MtkdError, match=r"different configuration \(teacher t \(retrained\)\)"):
+        train_run(student, world / "ds", tmp_path / "s", resume=True, **QUIET)
+    del saved["teachers"]  # a run saved before teachers were recorded still resumes
+    (tmp_path / "s" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert train_run(student, world / "ds", tmp_path / "s", resume=True, **QUIET)

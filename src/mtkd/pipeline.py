@@ -151,16 +151,24 @@ class Experiment:
         """Whether the run starts from nothing. A finished run is reused; one whose settings
         changed is refused, or with `rerun_changed` started over, as is a student whose teacher
         was retrained after it. `log` None decides without saying so (asked ahead of the run)."""
-        from mtkd.train.run import CONFIG, changed_settings, run_config_dict
+        from mtkd.train.run import CONFIG, changed_settings, retrained_teachers, run_config_dict
 
         if force or not (out / CONFIG).exists():
             return force
-        diff = changed_settings(out, run_config_dict(cfg, Dataset(data)))
+        cfg_dict = run_config_dict(cfg, Dataset(data))
+        diff = changed_settings(out, cfg_dict, teachers=False)
         if diff and not rerun_changed:
             raise MtkdError(f"{out}: this run's settings changed since it ran (different configuration: "
                             f"{', '.join(diff)}); `mtkd run --rerun-changed` starts over the runs whose "
                             "settings changed (and the students of retrained teachers), `--force` every run")
-        newer = [] if diff else self._newer_teachers(cfg, out / "summary.json")
+        newer = [] if diff else retrained_teachers(out, cfg_dict)
+        if newer is None:  # saved before teachers' weights were recorded: by modification time
+            newer = self._newer_teachers(cfg, out / "summary.json")
+        if newer and not rerun_changed and not (out / "summary.json").exists():
+            if log:  # unfinished: resuming would learn its last epochs from another teacher than its first
+                log(f"  teacher {', '.join(newer)} was retrained after this unfinished run's last checkpoint: "
+                    "starting it over")
+            return True
         if newer and not rerun_changed:
             if log:
                 log(f"  warning: teacher {', '.join(newer)} was retrained after this run, which is reused "

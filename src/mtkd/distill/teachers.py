@@ -56,7 +56,7 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def _ident(spec: TeacherSpec) -> str:
+def teacher_ident(spec: TeacherSpec) -> str:
     """What the teacher is: the hash of its best weights, or its score column."""
     if spec.run is not None:
         best = Path(spec.run) / "best.pt"
@@ -81,7 +81,7 @@ def find_cache(dataset: Dataset, spec: TeacherSpec, with_hidden: bool, hidden_co
     logits only is also served by a cache of the same weights that holds hidden vectors too: its
     logits are the same numbers, and `mtkd run` scores teachers once for a policy student and
     once for an average one otherwise (on full Criteo, hours of teacher inference)."""
-    root, ident = dataset.root / CACHE_DIR, _ident(spec)
+    root, ident = dataset.root / CACHE_DIR, teacher_ident(spec)
     exact = root / f"{spec.name}-{_key(ident, dataset, with_hidden, hidden_code)}"
     if (exact / "meta.json").exists():
         return exact, exact

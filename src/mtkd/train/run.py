@@ -33,7 +33,16 @@ def _train_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
-    return {"data": str(dataset.root.resolve()), "dataset_checksum": dataset.checksum, "train": _train_dict(cfg)}
+    """What a run is: its settings, its dataset and, for a student, what each offline teacher run
+    is (the hash of its best weights: a teacher retrained in place keeps its path)."""
+    d = {"data": str(dataset.root.resolve()), "dataset_checksum": dataset.checksum, "train": _train_dict(cfg)}
+    if cfg.distill is not None and cfg.distill.mode == "offline":
+        from mtkd.distill.build import teacher_plan
+        from mtkd.distill.teachers import teacher_ident
+
+        if idents := {s.name: teacher_ident(s) for s in teacher_plan(cfg.distill)[0] if s.run is not None}:
+            d["teachers"] = idents
+    return d
 
 
 def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
@@ -69,17 +78,34 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
                         "resume with the same settings or use --force to start over")
 
 
-def changed_settings(out: Path, cfg_dict: dict[str, Any]) -> list[str]:
-    """What differs between the run saved in `out` and `cfg_dict` (train keys, `dataset`, or
-    `data path`); empty when they are the same."""
+def changed_settings(out: Path, cfg_dict: dict[str, Any], teachers: bool = True) -> list[str]:
+    """What differs between the run saved in `out` and `cfg_dict` (train keys, `dataset`,
+    `teacher NAME (retrained)` unless `teachers` is False, or `data path`); empty when the same."""
     old = _normalised(yaml_load((out / CONFIG).read_text()))
-    if old == cfg_dict:
+    new = dict(cfg_dict)
+    old.setdefault("teachers", new.get("teachers"))  # a run saved before teachers were recorded
+    retrained = retrained_teachers(out, cfg_dict) or []
+    if not teachers or not retrained:
+        old.pop("teachers", None)
+        new.pop("teachers", None)
+    if old == new:
         return []
-    diff = sorted(k for k in set(old.get("train", {})) | set(cfg_dict["train"])
-                  if old.get("train", {}).get(k) != cfg_dict["train"].get(k))
-    if old.get("dataset_checksum") != cfg_dict["dataset_checksum"]:
+    diff = sorted(k for k in set(old.get("train", {})) | set(new["train"])
+                  if old.get("train", {}).get(k) != new["train"].get(k))
+    if old.get("dataset_checksum") != new["dataset_checksum"]:
         diff.append("dataset")
+    diff += [f"teacher {n} (retrained)" for n in retrained] if teachers else []
     return diff or ["data path"]
+
+
+def retrained_teachers(out: Path, cfg_dict: dict[str, Any]) -> list[str] | None:
+    """Teachers whose best weights differ from those the run in `out` learned from; None when
+    its config predates recording them."""
+    saved = yaml_load((out / CONFIG).read_text()).get("teachers")
+    if saved is None:
+        return None
+    now = cfg_dict.get("teachers") or {}
+    return sorted(n for n in saved if n in now and saved[n] != now[n])
 
 
 def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, force: bool = False,
