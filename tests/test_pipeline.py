@@ -285,6 +285,32 @@ def test_report_metric_that_is_not_logged_is_refused(tmp_path, capsys):
     assert "metrics ['f2'] are not logged" in " ".join(capsys.readouterr().err.split())
 
 
+def test_report_metrics_are_those_of_the_task(tmp_path, capsys):
+    """f1 of a multi-class task is not logged (a column of nan); accuracy of one is already the
+    table's first metric (it was printed twice)."""
+    path = _experiment(tmp_path, [{"name": "dnn"}], metrics=["accuracy", "f1"])
+    data = yaml.safe_load(path.read_text())
+    data["data"] = {"schema": str(REPO / "configs/datasets/synthetic_multiclass.yaml"),
+                    "synth": {"rows": 3000, "seed": 1, "task": "multiclass", "classes": 3}}
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path)]) == 2
+    assert "metrics ['f1'] are not logged for a multiclass task; choose from accuracy, macro_f1, logloss" in \
+        " ".join(capsys.readouterr().err.split())
+    data["metrics"], data["seeds"], data["teachers"] = ["accuracy", "macro_f1"], [1], data["teachers"][:1]
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path)]) == 0
+    header = next(csv.reader((tmp_path / "exp" / "report.csv").open()))
+    assert "test_macro_f1" in header and "test_accuracy" not in header
+    data["data"]["synth"]["classes"] = 5  # other data in the same `out`: refused, not reused
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path)]) == 2
+    assert "holds synthetic data made with" in capsys.readouterr().err
+    data["data"]["synth"] = {"rows": 3000, "sed": 1}  # a misspelt synth key
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path)]) == 2
+    assert "synth.sed" in capsys.readouterr().err
+
+
 def test_run_refuses_torchrun(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["run", str(_experiment(tmp_path, STUDENTS))]) != 0

@@ -187,11 +187,20 @@ def load_train_config(path: Optional[Path], overrides: list[str], **fixed: Any) 
     return parse_model(TrainConfig, data, source)
 
 
+class SynthSource(_Strict):
+    """`mtkd data synth` settings of an experiment's built-in data."""
+
+    rows: int = Field(100_000, ge=10)
+    seed: int = 0
+    task: Literal["binary", "multiclass"] = "binary"
+    classes: int = Field(4, ge=2, description="multiclass only")
+
+
 class DataSource(_Strict):
     """Where an experiment's data comes from: synthetic rows, or raw files with a schema."""
 
     schema_path: str = Field(alias="schema")
-    synth: Optional[dict[str, Any]] = None  # {rows, seed, task, classes}
+    synth: Optional[SynthSource] = None
     train: list[str] = Field(default_factory=list)
     valid: Optional[str] = None
     test: Optional[str] = None

@@ -20,6 +20,7 @@ from mtkd.data.atomic import atomic_write_text
 from mtkd.data.batch import Batch
 from mtkd.data.store import Dataset
 from mtkd.errors import ConfigError, MtkdError
+from mtkd.train.metrics import TASK_METRICS
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -48,18 +49,16 @@ class Experiment:
         if d.synth is not None:
             csv = self.out / "raw" / "synth.csv"
             meta = csv.with_name(csv.name + ".meta.json")
+            s = d.synth
+            want = {"rows": s.rows, "seed": s.seed, "task": s.task, **({"classes": s.classes} if s.task != "binary" else {})}
             if meta.exists():
                 old = json.loads(meta.read_text())
-                want = {"rows": int(d.synth.get("rows", 100_000)), "seed": int(d.synth.get("seed", 0)),
-                        "task": d.synth.get("task", "binary")}
                 have = {k: old.get(k) for k in want}
                 if have != want:
                     raise ConfigError(f"{self.source}: {self.out} holds synthetic data made with {have}, not "
                                       f"{want}; use another `out` or delete {self.out}")
             else:
-                s = d.synth
-                write_synthetic(csv, int(s.get("rows", 100_000)), int(s.get("seed", 0)), s.get("task", "binary"),
-                                int(s.get("classes", 4)))
+                write_synthetic(csv, s.rows, s.seed, s.task, s.classes)
                 self.log(f"wrote synthetic data {csv}")
             train: list[Any] = [csv]
         else:
@@ -95,6 +94,20 @@ class Experiment:
             raise ConfigError(f"{self.source}: defaults.params {', '.join(map(repr, unused))} is taken by none of "
                               f"the experiment's models ({', '.join(sorted(models))}); they take: "
                               f"{', '.join(sorted(taken))}")
+
+    def _report_metrics(self) -> tuple[str, ...]:
+        """`metrics` for the report's extra columns: each must be one the task logs (`f1` of a
+        multi-class task was a column of nan), and one already in the table is not repeated."""
+        from mtkd.data.schema import load_schema
+
+        schema = load_schema(self.cfg.data.schema_path)
+        logged = TASK_METRICS[schema.task] + (("gauc",) if schema.task == "binary" and schema.group else ())
+        wrong = [m for m in self.cfg.metrics if m not in logged]
+        if wrong:
+            raise ConfigError(f"{self.source}: metrics {wrong} are not logged for a {schema.task} task; choose from "
+                              f"{', '.join(logged)}")
+        shown = ("auc", "logloss") if schema.task == "binary" else ("accuracy", "logloss")
+        return tuple(dict.fromkeys(m for m in self.cfg.metrics if m not in shown))
 
     def teacher_config(self, t: ModelSpec, seed: int) -> TrainConfig:
         d = _merge(self._defaults_for(t.model or ""), {"model": t.model, "params": t.params})
@@ -212,6 +225,7 @@ class Experiment:
                             "(`torchrun ... -m mtkd train --config ...`), or run the experiment without torchrun")
 
         self._check_shared_params()
+        self.metrics = self._report_metrics()
         self.out.mkdir(parents=True, exist_ok=True)
         ds = self.prepare()
         task = ds.feature_map.task
@@ -242,7 +256,7 @@ class Experiment:
             latency = batch_latency_ms(model, sample) * 1000.0 / len(sample)
             cfg0 = configs[(kind, m.name, self.cfg.seeds[0])]
             rows.append(summarise(m.name, kind[:-1], _method(cfg0), summaries, latency, task,
-                                  tuple(self.cfg.metrics)))
+                                  self.metrics))
             rows[-1]["run"] = str(run0)
             if m.name in self.cfg.export:
                 rows[-1]["onnx_ms_per_1000_rows"] = self._export(run0, m.name, sample, force or run0 in retrained)
@@ -291,7 +305,7 @@ class Experiment:
             summaries.append(saved["summary"])
         latency = sum(r["ms_per_1000_rows"] for r in rows if r["kind"] == "teacher")
         return summarise("ensemble", "ensemble", f"average of {len(names)} teachers' probabilities", summaries,
-                         latency, ds.feature_map.task, tuple(self.cfg.metrics))
+                         latency, ds.feature_map.task, self.metrics)
 
     def _export(self, run: Path, name: str, sample: Batch, force: bool) -> float:
         """ONNX export of `run` into OUT/exports/NAME (kept when already there for this run), and

@@ -28,6 +28,13 @@ METRIC_MODES: dict[str, str] = {
 }
 
 
+# the test metrics `compute_metrics` gives per task (binary adds gauc when the schema has a group)
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("auc", "logloss", "calibration", "accuracy", "f1", "mcc"),
+    "multiclass": ("accuracy", "macro_f1", "logloss"),
+}
+
+
 def metric_mode(name: str) -> str:
     """Mode ("max"/"min") of a metric, accepting split prefixes such as ``valid.auc``."""
     key = name.rsplit(".", 1)[-1]
