@@ -130,6 +130,9 @@ def test_two_ranks_resume_after_a_kill(data: Path, tmp_path: Path) -> None:
             *sets(["epochs=6", "batch_size=16", "patience=6"])]
     full = torchrun([*args, "--out", str(tmp_path / "full")])
     assert full.returncode == 0, full.stderr[-20000:]
+    twice = torchrun([*args, "--out", str(tmp_path / "full")])  # again without --resume: each rank refuses
+    assert twice.returncode != 0 and "already holds a finished run" in twice.stderr
+    assert "Connection closed by peer" not in twice.stderr, twice.stderr[-5000:]  # rank 1 no longer waits on rank 0
     cut = tmp_path / "cut"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mtkd",

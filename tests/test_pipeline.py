@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,8 @@ def test_run_writes_report_with_every_model(tmp_path, capsys):
     md = (out / "report.md").read_text()
     assert "test accuracy (mean ± std) | test mcc (mean ± std)" in md
     assert "Bayes-optimal test AUC" in md and "KD single (dcn)" in md and "stop on valid.kd_loss" in md
+    test_rows = json.loads((out / "data" / "manifest.json").read_text())["splits"]["test"]["rows"]
+    assert test_rows < 1000 and f"one batch of {test_rows:,} test rows" in md and "scaled" in md  # what was timed
     # the exported student: an ONNX model of its first seed's run, timed in ONNX Runtime
     assert [r["model"] for r in rows if r["onnx_ms_per_1000_rows"]] == ["kd_gate"]
     assert float(next(r for r in rows if r["model"] == "kd_gate")["onnx_ms_per_1000_rows"]) > 0

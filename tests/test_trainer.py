@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mtkd.cli import main
 from mtkd.config import load_train_config
@@ -148,9 +149,16 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
 
 
 def test_eval_every_steps(data_dir, tmp_path):
-    train_run(cfg(epochs=2, eval_every=5), data_dir, tmp_path / "steps", progress=False, log=lambda s: None)
+    from mtkd.report_plots import _curve
+
+    summary = train_run(cfg(epochs=2, eval_every=5), data_dir, tmp_path / "steps", progress=False, log=lambda s: None)
     lines = metrics_lines(tmp_path / "steps")
     assert [d["step"] for d in lines][:3] == [5, 10, 15]
+    # the evaluation whose weights were kept, not the last one of its epoch (the plot's star)
+    best = max(lines, key=lambda d: d["valid.auc"])
+    assert summary["best_step"] == best["step"]
+    steps, values, kept = _curve(tmp_path / "steps", "valid.auc")
+    assert steps[kept] == best["step"] and values[kept] == best["valid.auc"]
 
 
 def test_sparse_embeddings_train(data_dir, tmp_path):
@@ -173,11 +181,29 @@ def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
                "--set", "epochs=1", "--out", str(tmp_path / "cli"), "--quiet"])
     assert rc == 0
     assert json.loads((tmp_path / "cli" / "summary.json").read_text())["model"] == "deepfm"
+    capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "cli"), "--split", "valid", "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    import shutil
+
+    shutil.copytree(tmp_path / "cli", tmp_path / "moved")  # as a run whose dataset was moved
+    saved = yaml.safe_load((tmp_path / "moved" / "config.yaml").read_text())
+    (tmp_path / "moved" / "config.yaml").write_text(yaml.safe_dump({**saved, "data": str(tmp_path / "gone")}))
+    assert main(["evaluate", str(tmp_path / "moved"), "--split", "valid", "--json"]) == 2
+    assert "is not there any more" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "moved"), "--split", "valid", "--json", "--data", str(data_dir)]) == 0
+    assert json.loads(capsys.readouterr().out) == want
+    assert main(["evaluate", str(tmp_path / "cli"), "--device", "tpu"]) == 2
+    assert "--device tpu: expected auto, cpu, cuda or cuda:N" in capsys.readouterr().err
     assert main(["models", "--data", str(data_dir)]) == 0
     listing = " ".join(capsys.readouterr().out.split())
     assert "xdeepfm" in listing and "text_cnn" in listing and "not for this data" in listing  # no text field
     assert "AutoInt+: AutoInt" in listing  # a module with two models describes each by its class
+    assert main(["models", "--data", str(data_dir), "--set", "embedding_dim=8", "--set", "hidden_units=[64]"]) == 0
+    listing = capsys.readouterr().out
+    assert "unknown hyper-parameter" not in listing  # LR and FM take no MLP: not "not for this data"
+    assert main(["models", "--set", "embeding_dim=4"]) == 2
+    assert "--set embeding_dim: no model takes it" in capsys.readouterr().err
     rc = main(["train", "--data", str(data_dir), "--model", "nope", "--out", str(tmp_path / "x")])
     assert rc == 2 and "unknown model 'nope'" in capsys.readouterr().err
     rc = main(["train", "--data", str(data_dir), "--set", "epochz=3", "--out", str(tmp_path / "y")])

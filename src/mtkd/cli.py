@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mtkd.cli_data import data_app
-from mtkd.errors import MtkdError
+from mtkd.errors import ConfigError, MtkdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="mtkd: multi-teacher knowledge distillation for CTR prediction and classification.")
@@ -138,11 +138,13 @@ def run_cmd(experiment: Path = typer.Argument(..., help="Experiment YAML (see co
 def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
                  split: str = typer.Option("test", "--split", help="train, valid or test."),
                  device: str = typer.Option("cpu", "--device"),
+                 data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved "
+                                                     "(default: the path in its config.yaml)."),
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Evaluate a run's best weights on a split (AUC, logloss, calibration, gAUC / accuracy)."""
     from mtkd.train.run import evaluate_run
 
-    metrics = evaluate_run(run, split, device)
+    metrics = evaluate_run(run, split, device, data)
     if as_json:
         out.print_json(json.dumps(metrics))
         return
@@ -275,14 +277,20 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
         fmap = FeatureMap(categorical=tuple(CategoricalField(f"C{i}", 10000) for i in range(1, 27)),
                           numeric=tuple(f"I{i}" for i in range(1, 14)))
         where = "a Criteo-shaped map (26 categorical x 10,000 ids, 13 numeric)"
+    from mtkd.models import model_params
+
     params = apply_overrides({}, sets)
+    taken = set().union(*(model_params(m) for m in MODELS))
+    if unknown := sorted(set(params) - taken):  # a typo: every row would say "not for this data"
+        raise ConfigError(f"--set {', '.join(unknown)}: no model takes it; they take: {', '.join(sorted(taken))}")
     t = Table(title=f"models on {where}")
     for c in ("model", "parameters", "kind"):
         t.add_column(c, justify="right" if c == "parameters" else "left")
     for name in sorted(MODELS):
         doc = _model_line(name)
+        mine = {k: v for k, v in params.items() if k in model_params(name)}  # LR has no MLP to size
         try:  # a model this data cannot feed (a text encoder without a text field) says why
-            n = f"{sum(p.numel() for p in build_model(name, fmap, **params).parameters()):,}"
+            n = f"{sum(p.numel() for p in build_model(name, fmap, **mine).parameters()):,}"
         except MtkdError as e:
             n, doc = "-", f"not for this data: {str(e)[:100]}"
         t.add_row(name, n, doc)

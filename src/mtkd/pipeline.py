@@ -235,6 +235,7 @@ class Experiment:
         configs = {(kind, m.name, seed): make(m, seed) for kind, m, make in plan for seed in self.cfg.seeds}
         rows: list[dict[str, Any]] = []
         sample = first_rows(ds, "test", min(self.cfg.inference_rows, ds.split("test").rows))
+        self.latency_rows = len(sample)
         by_seed: dict[int, list[dict[str, Any]]] = {seed: [] for seed in self.cfg.seeds}
         retrained: set[Path] = set()
         for kind, m, _ in plan:
@@ -333,7 +334,13 @@ class Experiment:
             if "auc" in bayes:
                 notes.append(f"Bayes-optimal test AUC {bayes['auc']:.4f}, logloss {bayes['logloss']:.4f} "
                              "(true probabilities of the synthetic generator).")
-        notes.append("Latency: PyTorch eager forward of 1,000 test rows in one batch, best of 20, this machine"
+        import torch
+
+        n = self.latency_rows
+        scaled = "" if n == 1000 else f" (measured on {n:,} rows and scaled, so a call's fixed cost is counted " \
+                                      f"{1000 / n:.3g} times)"
+        notes.append(f"Latency: PyTorch eager forward of one batch of {n:,} test rows, best of 20 after 3 warm-up "
+                     f"calls, {torch.get_num_threads()} thread(s) on this machine, per 1,000 rows{scaled}"
                      + ("; ONNX: the exported model in ONNX Runtime on the same rows (`exports/`)."
                         if any("onnx_ms_per_1000_rows" in r for r in rows) else "."))
         title = f"{self.cfg.name}: teachers and students"

@@ -94,8 +94,9 @@ def _label_points(ax: Any, points: list[tuple[float, float, str]]) -> None:
 
 
 def _curve(run: Path, key: str) -> tuple[list[int], list[float], int | None]:
-    """Steps and `key` of every evaluation of a run, and the index of the one it kept (the
-    last evaluation of its best epoch), or None."""
+    """Steps and `key` of every evaluation of a run, and the index of the one it kept (at its
+    best step; summaries written before that was recorded: the last evaluation of its best
+    epoch, which with `eval_every` may be another one), or None."""
     steps, values, epochs = [], [], []
     metrics = Path(run) / "metrics.jsonl"
     if metrics.exists():
@@ -106,8 +107,10 @@ def _curve(run: Path, key: str) -> tuple[list[int], list[float], int | None]:
                 values.append(float(rec[key]))
                 epochs.append(rec.get("epoch"))
     summary = Path(run) / "summary.json"
-    best = json.loads(summary.read_text()).get("best_epoch") if summary.exists() else None
-    kept = [i for i, e in enumerate(epochs) if e == best]
+    saved = json.loads(summary.read_text()) if summary.exists() else {}
+    if saved.get("best_step") in steps:
+        return steps, values, steps.index(saved["best_step"])
+    kept = [i for i, e in enumerate(epochs) if e == saved.get("best_epoch")]
     return steps, values, (kept[-1] if kept else None)
 
 

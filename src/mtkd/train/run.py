@@ -150,7 +150,7 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
 
     dataset = Dataset(data)
     cfg_dict = run_config_dict(cfg, dataset)
-    if rank == 0:
+    if rank == 0 or not force:  # every rank refuses by itself (else it only sees rank 0 vanish); rank 0 clears
         check_run_dir(out, resume, force, cfg_dict)
     barrier(world)
     if resume and (out / "summary.json").exists() and not (out / "last.pt").exists():
@@ -161,7 +161,8 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
         atomic_write_text(out / CONFIG, yaml.safe_dump(cfg_dict, sort_keys=False))
     barrier(world)
     if resume and (out / "summary.json").exists():
-        log(f"{out}: run already finished")
+        if rank == 0:
+            log(f"{out}: run already finished")
         return json.loads((out / "summary.json").read_text())
     try:
         trainer = _build_trainer(cfg, dataset, out, log, progress, rank, world)
@@ -214,6 +215,9 @@ def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tu
 
     cfg = parse_model(TrainConfig, saved["train"], str(p))
     configure_torch()
+    if data is None and not (Path(saved["data"]) / "manifest.json").exists():
+        raise MtkdError(f"{run_dir}: its dataset {saved['data']} is not there any more (moved or deleted); give "
+                        "its new place with `mtkd evaluate --data DIR`, or prepare it again at that path")
     dataset = Dataset(data or saved["data"])
     if dataset.checksum != saved.get("dataset_checksum"):
         raise MtkdError(f"{run_dir}: was trained on dataset {saved.get('dataset_checksum')}, but "
@@ -226,8 +230,10 @@ def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tu
     return cfg, dataset, model.to(resolve_device(device)).eval()
 
 
-def evaluate_run(run_dir: Path, split: str = "test", device: str = "cpu") -> dict[str, float]:
-    cfg, dataset, model = load_run(run_dir, device)
+def evaluate_run(run_dir: Path, split: str = "test", device: str = "cpu", data: Path | None = None) -> dict[str, float]:
+    """Metrics of a run's best weights on a split; `data`: its dataset moved elsewhere (the
+    checksum must still match)."""
+    cfg, dataset, model = load_run(run_dir, device, data)
     cfg = cfg.model_copy(update={"device": device})
     trainer = Trainer(cfg, dataset, model, Supervised(dataset.feature_map.task), run_dir, log=lambda s: None,
                       progress=False)

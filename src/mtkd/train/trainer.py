@@ -58,8 +58,10 @@ class TrainState:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise MtkdError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:") and name[5:].isdigit()):
+        raise MtkdError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MtkdError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
     return torch.device(name)
 
 
@@ -361,6 +363,7 @@ class Trainer:
             "monitor": self.monitor,
             "best": st.best,
             "best_epoch": st.best_epoch,
+            "best_step": st.best_step,  # with eval_every, which evaluation of that epoch
             "epochs_run": st.epoch,
             "steps": st.step,
             "stopped_early": st.stopped_early,
