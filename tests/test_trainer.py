@@ -211,7 +211,8 @@ def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
     for value, needle in [("params.dropout=abc", "params.dropout = 'abc': Input should be a valid number"),
                           ("params.hidden_units=32", "params.hidden_units = 32"),
                           ("params.embedding_dim=1.5", "params.embedding_dim = 1.5: Input should be a valid integer"),
-                          ("monitor=valid.aucc", "metric 'valid.aucc' has no known direction")]:
+                          ("monitor=valid.aucc", "metric 'valid.aucc' has no known direction"),
+                          ("monitor=valid.kd_loss", "is logged by distillation only")]:  # was: after an epoch
         rc = main(["train", "--data", str(data_dir), "--model", "deepfm", "--set", value, "--out", str(tmp_path / "z")])
         assert rc == 2 and needle in capsys.readouterr().err
         assert not (tmp_path / "z").exists()  # nothing left that would ask for --resume

@@ -90,6 +90,9 @@ class DistillConfig(_Strict):
             check_weighting(self.weighting, self.weighting_params)
         except ConfigError as exc:  # as a ValueError pydantic names the file and key around it
             raise ValueError(str(exc)) from None
+        pick = self.weighting_params.get("teacher")
+        if self.weighting == "single" and isinstance(pick, str) and pick not in names:
+            raise ValueError(f"weighting single: no teacher named {pick!r}; the teachers are {names}")
         if self.weighting == "single" and len(self.teachers) > 1 and "teacher" not in self.weighting_params:
             raise ValueError(f"weighting single learns from one of the {len(self.teachers)} teachers: name it "
                              f"with weighting_params.teacher (one of {names})")
@@ -143,6 +146,9 @@ class TrainConfig(_Strict):
             from mtkd.train.metrics import metric_mode
 
             metric_mode(self.monitor)  # a typo (valid.aucc) is refused here, not after the first epoch
+            if self.distill is None and self.monitor.split(".", 1)[1].split(".")[0] in ("kd_loss", "kd_loss_avg", "w"):
+                raise ValueError(f"monitor {self.monitor!r} is logged by distillation only; this run has no "
+                                 "distill section (monitor valid.auc, valid.logloss, ...)")
         if self.distill is not None and self.distill.valid_holdout is not None and \
                 self.monitor not in ("valid.kd_loss", "valid.kd_loss_avg"):
             raise ValueError("distill.valid_holdout trains on labelled validation rows, so the run must stop on "
