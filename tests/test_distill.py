@@ -478,3 +478,34 @@ def test_resume_is_refused_after_a_teacher_was_retrained_in_place(world, tmp_pat
     del saved["teachers"]  # a run saved before teachers were recorded still resumes
     (tmp_path / "s" / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     assert train_run(student, world / "ds", tmp_path / "s", resume=True, **QUIET)
+
+
+def test_score_column_teachers_as_probability_or_logit(tmp_path, run_cli):
+    """A teacher trained elsewhere joins as a column of the data: `-t score:COL` reads a
+    probability, `-t score:COL:logit` a logit; the same model either way gives the same cache."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from mtkd.cli import _teacher_refs
+
+    write_synthetic(tmp_path / "s.csv", rows=2000, seed=4, with_truth=True)
+    table = pacsv.read_csv(tmp_path / "s.csv")
+    p = np.clip(table.column("p_true").to_numpy(), 1e-6, 1 - 1e-6)
+    pacsv.write_csv(table.append_column("z_true", pa.array(np.log(p / (1 - p)))), tmp_path / "s.csv")
+    schema = yaml.safe_load((REPO / "configs/datasets/synthetic.yaml").read_text())
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump({**schema, "scores": ["p_true", "z_true"]}))
+    prepare(load_schema(tmp_path / "schema.yaml"), tmp_path / "ds", tmp_path / "s.csv")
+    refs = _teacher_refs(["score:p_true", "z=score:z_true:logit"])
+    assert refs == [{"name": "p_true", "score": "p_true", "kind": "probability"},
+                    {"name": "z", "score": "z_true", "kind": "logit"}]
+    ds = Dataset(tmp_path / "ds")
+    caches = score_teachers(ds, [TeacherSpec(r["name"], score=r["score"], kind=r["kind"]) for r in refs],
+                            log=lambda s: None)
+    for split in ("train", "valid", "test"):
+        a, b = (np.load(c / f"{split}_logits.npy") for c in caches)
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    rc, _, err = run_cli("distill", "--data", tmp_path / "ds", "-t", "z=score:z_true:logit", "--quiet", "--set",
+                         "params.embedding_dim=4", "--set", "params.hidden_units=[16]", "--set", "epochs=1",
+                         "--out", tmp_path / "student")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "student" / "summary.json").read_text())["valid"]["auc"] > 0.6

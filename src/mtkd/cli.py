@@ -46,13 +46,17 @@ def train_cmd(
 
 
 def _teacher_refs(items: list[str]) -> list[dict]:
-    """`runs/deepfm`, `name=runs/x` or `score:COLUMN` -> teacher dicts."""
+    """`runs/deepfm`, `name=runs/x` or `score:COLUMN` (a probability; `score:COLUMN:logit` a
+    logit) -> teacher dicts."""
     refs = []
     for item in items:
         name, _, target = item.rpartition("=") if "=" in item else ("", "", item)
         if target.startswith("score:"):
-            col = target[len("score:"):]
-            refs.append({"name": name or col, "score": col})
+            col, kind = target[len("score:"):], "probability"
+            for k in ("probability", "logit"):
+                if col.endswith(":" + k):
+                    col, kind = col[: -len(k) - 1], k
+            refs.append({"name": name or col, "score": col, "kind": kind})
         else:
             refs.append({"name": name or Path(target).name, "run": target})
     return refs
@@ -61,7 +65,7 @@ def _teacher_refs(items: list[str]) -> list[dict]:
 @app.command("score")
 def score_cmd(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory."),
-    teachers: list[str] = typer.Option(..., "--teacher", "-t", help="Teacher: RUN_DIR, NAME=RUN_DIR or score:COLUMN; repeat."),
+    teachers: list[str] = typer.Option(..., "--teacher", "-t", help="Teacher: RUN_DIR, NAME=RUN_DIR or score:COLUMN[:logit]; repeat."),
     hidden: bool = typer.Option(False, "--hidden", help="Also cache hidden vectors (hint losses, the policy)."),
     hidden_code: int = typer.Option(0, "--hidden-code",
                                     help="With --hidden: cache each vector's K-float code, as the policy reads "
@@ -85,7 +89,7 @@ def score_cmd(
 @app.command("distill")
 def distill_cmd(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory."),
-    teachers: list[str] = typer.Option([], "--teacher", "-t", help="Teacher: RUN_DIR, NAME=RUN_DIR or score:COLUMN; repeat."),
+    teachers: list[str] = typer.Option([], "--teacher", "-t", help="Teacher: RUN_DIR, NAME=RUN_DIR or score:COLUMN[:logit]; repeat."),
     weighting: Optional[str] = typer.Option(None, "--weighting", help="average, single, fixed, learned, gate, confidence, best, random, lr_ensemble, policy (README: Distillation)."),
     model: Optional[str] = typer.Option(None, "--model", help="Student model (default dnn)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Training config YAML with a `distill:` section."),
