@@ -294,3 +294,85 @@ def test_small_batches_encode_like_large_ones(monkeypatch, other_fill) -> None:
     large = enc.transform(request)
     np.testing.assert_array_equal(small["cat"], large["cat"])
     assert (small["cat"] == OOV_ID).any() and (small["cat"][:, 3] >= 2).all()  # OOV seen; buckets are ids
+
+
+# ---------------------------------------------------------------------------- text whitespace
+def text_encoder(train: list[str], **feature) -> Encoder:
+    schema = schema_from_dict({"label": "y", "features": [
+        {"name": "t", "type": "sequence", "separator": " ", "max_len": 6, **feature}]})
+    fitter = EncoderFitter(schema)
+    fitter.add(text_batch(train), np.arange(len(train)))
+    return fitter.finish()
+
+
+def text_batch(texts: list[str]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pydict({"y": pa.array(["0"] * len(texts)), "t": pa.array(texts, pa.string())})
+
+
+def seq_ids(enc: Encoder, texts: list[str]) -> np.ndarray:
+    return enc.transform(text_batch(texts))["seq_t"]
+
+
+# tabs, newlines, CR LF, no-break, ideographic and line-separator spaces, runs of them
+ODD_SPACES = ["movie\twas\ngood", "movie\xa0was good", " movie\u3000 was\r\n\u2028good\x0b", "movie\u2009\u00a0was\fgood"]
+
+
+@pytest.mark.parametrize("split_punctuation", [False, True])
+def test_text_splits_on_any_unicode_whitespace(split_punctuation: bool) -> None:
+    enc = text_encoder(["movie\xa0was\tgood", "movie was good ."], split_punctuation=split_punctuation)
+    vocab = enc.state["features"]["t"]["vocab"]
+    assert not any(c.isspace() for v in vocab for c in v), vocab  # no space inside or as a token
+    want = seq_ids(enc, ["movie was good"])
+    assert (want[0, :3] >= 2).all() and (want[0, 3:] == 0).all()
+    np.testing.assert_array_equal(seq_ids(enc, ODD_SPACES), np.repeat(want, len(ODD_SPACES), axis=0))
+    dot = seq_ids(enc, ["movie was good .", "movie\xa0was\tgood."])[:, :4]
+    if split_punctuation:  # "good." -> good . ; the no-break space is no punctuation mark
+        np.testing.assert_array_equal(dot, np.repeat(dot[:1], 2, axis=0))
+        assert (dot >= 2).all()
+    else:
+        assert dot[1, 2] == OOV_ID  # "good." is a word of its own, unseen
+    assert enc.state["features"]["t"]["whitespace"] == "unicode"  # recorded for predict and serve
+
+
+def test_old_encoder_json_keeps_its_tokenisation(tmp_path: Path) -> None:
+    """An encoder.json written before `whitespace` was recorded splits on the separator alone,
+    as the dataset it belongs to was encoded; a new fit records "unicode"."""
+    enc = text_encoder(["movie was good", "movie was bad ."], split_punctuation=True)
+    enc.save(tmp_path / "new.json")
+    old = json.loads((tmp_path / "new.json").read_text())
+    old["version"] = 1
+    old["features"]["t"].pop("whitespace", None)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    new_enc = Encoder.load(tmp_path / "new.json", enc.schema)
+    old_enc = Encoder.load(tmp_path / "old.json", enc.schema)
+    texts = ["movie\twas good", "movie\xa0was good", "movie was good"]
+    movie, was, good = seq_ids(new_enc, ["movie was good"])[0, :3]
+    np.testing.assert_array_equal(seq_ids(new_enc, texts)[:, :3], [[movie, was, good]] * 3)
+    # the old way: "movie\twas" is one (unseen) token; U+00A0 is a punctuation token (unseen)
+    np.testing.assert_array_equal(seq_ids(old_enc, texts)[:, :4],
+                                  [[OOV_ID, good, 0, 0], [movie, OOV_ID, was, good], [movie, was, good, 0]])
+    old["features"]["t"]["whitespace"] = "klingon"
+    (tmp_path / "future.json").write_text(json.dumps(old))
+    with pytest.raises(DataError, match="whitespace"):
+        Encoder.load(tmp_path / "future.json", enc.schema)
+
+
+def test_sharer_inherits_owner_max_len(tmp_path: Path) -> None:
+    """A sequence sharing another's embedding (the second sentence of a pair) keeps as many tokens
+    as its owner unless it sets max_len; the dataset's schema.yaml reloads with the same hash."""
+    from mtkd.data.schema import load_schema
+
+    rows = [[str(i % 2), " ".join(f"w{j}" for j in range(i, i + 20)), " ".join(f"w{j}" for j in range(i + 30))]
+            for i in range(40)]
+    train = write_delimited(tmp_path / "t.csv", rows, header=["y", "q", "d"])
+    schema = schema_from_dict({"label": "y", "split": {"ratios": [0.5, 0.25, 0.25]}, "features": [
+        {"name": "q", "type": "sequence", "separator": " ", "max_len": 16},
+        {"name": "d", "type": "sequence", "separator": " ", "share_embedding": "q"}]})
+    prepare(schema, tmp_path / "ds", train)
+    assert np.load(tmp_path / "ds" / "train" / "seq_d.npy").shape[1] == 16
+    assert json.loads((tmp_path / "ds" / "encoder.json").read_text())["features"]["d"]["max_len"] == 16
+    fmap = json.loads((tmp_path / "ds" / "manifest.json").read_text())["feature_map"]["sequences"]
+    assert [s["max_len"] for s in fmap] == [16, 16]
+    stored = load_schema(tmp_path / "ds" / "schema.yaml")
+    assert stored.hash() == schema.hash()
+    assert Encoder.load(tmp_path / "ds" / "encoder.json", stored).feature_map().sequences[1].max_len == 16

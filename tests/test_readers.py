@@ -190,7 +190,9 @@ def test_reader_errors(tmp_path: Path) -> None:
     header_only = write_delimited(tmp_path / "header.csv", [])
     _data_error(header_only, schema, "no data rows")
     lacks = write_delimited(tmp_path / "lacks.csv", [r[:-1] for r in ROWS], header=TOY_COLUMNS[:-1])
-    _data_error(lacks, schema, "'tags'", "lacks")
+    _data_error(lacks, schema, "'tags'", "lacks", "Fix the column names")
+    tabs = write_delimited(tmp_path / "tabs.csv", ROWS, delimiter="\t")  # a TSV given to a CSV schema
+    _data_error(tabs, schema, "looks separated by '\\t', the schema reads ','", 'set `delimiter: "\\t"`')
 
 
 def test_reader_error_lines_in_late_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -156,3 +156,34 @@ def test_hash_ignores_name_and_follows_encoding_settings() -> None:
 def test_presets_validate(preset: str) -> None:
     s = load_schema(PRESETS / preset)
     assert s.specs() and s.task == ("multiclass" if "multiclass" in preset else "binary")
+
+
+@pytest.mark.parametrize("names", [{"name": "words"}, {"names": ["words", "more"]}])
+def test_empty_separator_names_the_feature(tmp_path: Path, names: dict) -> None:
+    """`separator: ""` made prepare fail deep in Arrow ("Empty separator")."""
+    msg = _error(tmp_path, toy_schema_dict(features=[{**names, "type": "sequence", "separator": ""}]))
+    assert "features[0]" in msg and "'words'" in msg and "separator is empty" in msg, msg
+
+
+def test_sharer_defaults_to_owner_max_len() -> None:
+    def spec(*features: dict) -> dict:
+        return dict(schema_from_dict({"features": list(features)}).specs())
+
+    owner = {"name": "q", "type": "sequence", "separator": " ", "max_len": 48}
+    assert spec(owner, {"names": ["d", "e"], "type": "sequence", "share_embedding": "q"})["e"].max_len == 48
+    assert spec(owner, {"name": "d", "type": "sequence", "share_embedding": "q", "max_len": 7})["d"].max_len == 7
+    assert spec(owner, {"name": "d", "type": "sequence", "share_embedding": "q", "max_len": 10})["d"].max_len == 10
+    item = {"name": "item", "type": "categorical"}  # a history of items shares a categorical: no max_len there
+    assert spec(item, {"name": "hist", "type": "sequence", "share_embedding": "item"})["hist"].max_len == 10
+    # the hash follows the length used: inherited or written out, the same; no sharer, unchanged
+    inherited = schema_from_dict({"features": [owner, {"name": "d", "type": "sequence", "share_embedding": "q"}]})
+    written = schema_from_dict({"features": [owner, {"name": "d", "type": "sequence", "share_embedding": "q",
+                                                     "max_len": 48}]})
+    assert inherited.hash() == written.hash()
+
+
+@pytest.mark.parametrize("preset, digest", [("mrpc.yaml", "8f92ea365d9257ef"), ("rte.yaml", "36d24c2852fa7cc6"),
+                                            ("sst2.yaml", "a923aafc3254262b"), ("criteo.yaml", "e11e98b6137955da")])
+def test_preset_hashes_are_stable(preset: str, digest: str) -> None:
+    """Datasets prepared before a setting was added must keep matching their schema."""
+    assert load_schema(PRESETS / preset).hash() == digest

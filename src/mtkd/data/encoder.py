@@ -22,11 +22,12 @@ import pyarrow.compute as pc
 from mtkd.data.hashing import HashBuckets, HashVocab, hash_strings
 from mtkd.data.schema import FeatureSpec, Schema
 from mtkd.data.stats import NumericStats, VocabCounter
+from mtkd.data.tokens import NEW_WHITESPACE, OLD_WHITESPACE, WHITESPACE_MODES, split_tokens
 from mtkd.errors import DataError
 
 PAD_ID, OOV_ID, FIRST_ID = 0, 1, 2
 MISSING_TOKEN = "<NA>"
-ENCODER_VERSION = 1
+ENCODER_VERSION = 2  # 2: sequence entries record `whitespace` (absent: the old "literal")
 
 
 def categorical_fill(spec: FeatureSpec) -> str:
@@ -47,23 +48,9 @@ def signed_log(x: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- fitting
-# one character that is not a letter, digit, combining mark, underscore or space (RE2, Unicode
-# classes: "café." -> café .); each becomes a token, so "isn't." -> isn ' t .
-_PUNCT = r"([^\p{L}\p{N}\p{M}_\s])"
-
-
-def _split_tokens(col: pa.Array, spec: FeatureSpec) -> pa.Array:
-    """List array of the tokens of each sequence string (empty tokens included; callers drop them).
-
-    Text options run in Arrow over the whole column: lower-casing, then spaces put around each
-    punctuation mark (so "Iraq." and "Iraq" are one word) when `split_punctuation` is set.
-    """
-    col = pc.fill_null(col, "")
-    if spec.lowercase:
-        col = pc.utf8_lower(col)
-    if spec.split_punctuation:
-        col = pc.replace_substring_regex(col, _PUNCT, f"{spec.separator}\\1{spec.separator}")
-    return pc.split_pattern(col, spec.separator)
+def _split_tokens(col: pa.Array, spec: FeatureSpec, whitespace: str = NEW_WHITESPACE) -> pa.Array:
+    """List array of the tokens of each sequence string (see `mtkd.data.tokens`)."""
+    return split_tokens(col, spec.separator, spec.lowercase, spec.split_punctuation, whitespace)
 
 
 @dataclass
@@ -120,7 +107,7 @@ class EncoderFitter:
                 if spec.type == "categorical":
                     entry["fill_na"] = categorical_fill(spec)
                 else:
-                    entry.update(separator=spec.separator, max_len=spec.max_len)
+                    entry.update(separator=spec.separator, max_len=spec.max_len, whitespace=NEW_WHITESPACE)
             elif spec.type in ("categorical", "sequence"):
                 entry = {"type": spec.type, "hash_buckets": spec.hash_buckets} if spec.hash_buckets else \
                     {"type": spec.type, "vocab": self.counters[name].vocabulary(spec.min_count),
@@ -128,7 +115,7 @@ class EncoderFitter:
                 if spec.type == "categorical":
                     entry["fill_na"] = categorical_fill(spec)
                 else:
-                    entry.update(separator=spec.separator, max_len=spec.max_len)
+                    entry.update(separator=spec.separator, max_len=spec.max_len, whitespace=NEW_WHITESPACE)
             else:
                 st = self.stats[name]
                 ts = spec.transforms
@@ -222,8 +209,19 @@ class Encoder:
         for name, entry in state["features"].items():
             if "share_embedding" in entry:
                 self.vocabs[name] = self.vocabs[entry["share_embedding"]]
+        for name, entry in state["features"].items():
+            if entry.get("whitespace", OLD_WHITESPACE) not in WHITESPACE_MODES:
+                raise DataError(f"feature {name!r}: the encoder's whitespace {entry['whitespace']!r} is unknown "
+                                "to this mtkd version (made by a newer one?); prepare the dataset again")
         self.classes: list[str] = state.get("classes", [])
         self.class_vocab = HashVocab(self.classes, first_id=0, default=-1) if self.classes else None
+
+    def sequence_settings(self, name: str) -> tuple[int, str]:
+        """(max_len, whitespace) of a sequence as fitted: what encoder.json recorded, so an encoder
+        fitted by an older mtkd keeps its tokenisation and length (see `mtkd.data.tokens`)."""
+        entry = self.state["features"][name]
+        max_len = entry["max_len"] if "max_len" in entry else dict(self.schema.specs())[name].max_len
+        return int(max_len), entry.get("whitespace", OLD_WHITESPACE)
 
     # -- sizes -------------------------------------------------------------------------
     def vocab_size(self, name: str) -> int:
@@ -241,7 +239,7 @@ class Encoder:
         return FeatureMap(
             categorical=tuple(CategoricalField(n, self.vocab_size(n), f.share_embedding) for n, f in s.categorical()),
             numeric=tuple(n for n, _ in s.numeric()),
-            sequences=tuple(SequenceField(n, self.vocab_size(n), f.max_len, f.share_embedding)
+            sequences=tuple(SequenceField(n, self.vocab_size(n), self.sequence_settings(n)[0], f.share_embedding)
                             for n, f in s.sequences()),
             task=s.task,
             num_classes=len(self.classes) if s.task == "multiclass" else 2,
@@ -329,16 +327,17 @@ class Encoder:
         place, so values stay in front and do not lose their slots to holes.
         """
         n = len(col)
-        lists = _split_tokens(col, spec)
+        max_len, whitespace = self.sequence_settings(name)
+        lists = _split_tokens(col, spec, whitespace)
         offsets = lists.offsets.to_numpy().astype(np.int64)
         row = np.repeat(np.arange(n), np.diff(offsets))
         tokens = pc.list_flatten(lists)
         keep = pc.not_equal(tokens, "").to_numpy(zero_copy_only=False)
         tokens, row = tokens.filter(pa.array(keep)), row[keep]
-        out = np.zeros((n, spec.max_len), dtype=np.int32)
+        out = np.zeros((n, max_len), dtype=np.int32)
         if len(tokens):
             pos = np.arange(row.size) - np.searchsorted(row, row)  # rank of each token inside its row
-            fit = pos < spec.max_len
+            fit = pos < max_len
             out[row[fit], pos[fit]] = self.vocabs[name].lookup(tokens)[fit]
         return out
 

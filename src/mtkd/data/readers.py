@@ -156,7 +156,8 @@ class DelimitedReader(RawReader):
             raise DataError(
                 f"{self.path}: the schema names column(s) {missing} that the file lacks; "
                 f"the file has {len(self.file_columns)} columns: {_preview(self.file_columns)}. "
-                "Fix the column names in the schema (or `columns:` for files without a header)."
+                + (_other_delimiter(self.file_columns, self.delimiter) or
+                   "Fix the column names in the schema (or `columns:` for files without a header).")
             )
 
     def _first_line(self) -> str:
@@ -317,6 +318,15 @@ class DelimitedReader(RawReader):
                                                          convert_options=conv))
         except pa.ArrowInvalid as exc:
             raise self._explain(str(exc)) from None
+
+
+def _other_delimiter(columns: list[str], delimiter: str) -> str | None:
+    """A header read as one column that another delimiter splits is a file in another format
+    (a TSV given to a CSV model), not a schema with wrong names."""
+    d = next((d for d in "\t,;|" if d != delimiter and len(columns) == 1 and d in columns[0]), None)
+    yaml_text = d and d.encode("unicode_escape").decode()  # "\t": a tab as YAML reads it
+    return d and (f"The file looks separated by {d!r}, the schema reads {delimiter!r}: give a file in the schema's "
+                  f'format (for training data, set `delimiter: "{yaml_text}"` or the format in the schema).')
 
 
 class ParquetReader(RawReader):

@@ -37,7 +37,8 @@ class FeatureSpec(_Strict):
     transform: Union[Transform, list[Transform]] = "none"
     bins: int = Field(10, ge=2, le=100000, description="quantile bins for transform: bucketize")
     separator: str = "|"
-    max_len: int = Field(10, ge=1)
+    max_len: int = Field(10, ge=1, description="sequence: tokens kept; a sharer of a sequence's embedding "
+                                               "defaults to its owner's")
     lowercase: bool = Field(False, description="sequence: lower-case the text before splitting it")
     split_punctuation: bool = Field(False, description="sequence: punctuation marks become tokens of their own")
     share_embedding: str | None = Field(
@@ -59,6 +60,9 @@ class FeatureSpec(_Strict):
             raise ValueError("bucketize must be the last transform")
         if len(ts) > 1 and "none" in ts:
             raise ValueError("`none` cannot be combined with other transforms")
+        if self.type == "sequence" and not self.separator:
+            raise ValueError(f"feature {', '.join(map(repr, self.all_names))}: separator is empty; give the "
+                             'character(s) between tokens, e.g. separator: " " for text or "|" for lists')
         if self.type != "sequence" and (self.lowercase or self.split_punctuation):
             raise ValueError("lowercase and split_punctuation apply to sequence (text) features only")
         if self.share_embedding is not None and self.type == "numeric":
@@ -167,6 +171,8 @@ class Schema(_Strict):
                 raise ValueError(f"feature {name!r} ({f.type}) cannot share the embedding of {owner!r} ({o.type}): "
                                  "share between features of one type, or let a sequence share a categorical "
                                  "feature's (a history of items and the item)")
+            if f.type == o.type == "sequence" and "max_len" not in f.model_fields_set:
+                f.max_len = o.max_len  # hashed as if written: the hash moves only where it is not 10
             if f.min_count not in (1, o.min_count):
                 raise ValueError(f"feature {name!r}: a shared vocabulary has its owner's min_count "
                                  f"({owner!r}: {o.min_count}); drop min_count here")
