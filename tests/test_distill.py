@@ -206,8 +206,8 @@ def test_cache_is_reused_and_invalidated(world, tmp_path):
     (d2,) = score_teachers(ds, [spec_t], log=lambda s: None)
     train_run(load_train_config(None, base + ["seed=10"], model="deepfm"), world / "ds", tmp_path / "t",
               force=True, **QUIET)
-    (d3,) = score_teachers(ds, [spec_t], log=lambda s: None)
-    assert d3 != d2 and not d2.exists()
+    (d3,) = score_teachers(ds, [TeacherSpec("retrained", run=f"{tmp_path}/./t")], log=lambda s: None)
+    assert d3 != d2 and not d2.exists()  # the same run, however its path is spelt
     # a changed dataset (other rows) has another checksum -> another key
     write_synthetic(tmp_path / "o.csv", rows=1500, seed=6)
     prepare(load_schema(REPO / "configs/datasets/synthetic.yaml"), tmp_path / "ds2", tmp_path / "o.csv")

@@ -350,18 +350,23 @@ def test_self_attention_is_the_papers_formula(use_scale: bool, layer_norm: bool)
 @pytest.mark.parametrize("split_half", [True, False])
 def test_cin_equals_the_outer_product_and_1x1_convolution(split_half: bool) -> None:
     """xDeepFM's CIN without the [B, H*F, D] tensor computes the paper's layer: a 1x1 convolution
-    over the outer product of X_{k-1} and X_0 per embedding dimension."""
+    over the outer product of X_{k-1} and X_0 per embedding dimension; the output is every
+    layer's sum-pooled maps (p+ = [p1, ..., pk]), with split_half the half not passed on."""
     from mtkd.models.layers import CIN
 
     torch.manual_seed(0)
-    cin = CIN(5, [6, 4], split_half)
+    units = [6, 4, 3]
+    cin = CIN(5, units, split_half)
     e = torch.randn(3, 5, 7)
     x, ref = e, []
-    for conv, keep in zip(cin.convs, cin.keep):
+    for k, conv in enumerate(cin.convs):  # the formula, written out independently of the layer's bookkeeping
         h = conv((x.unsqueeze(2) * e.unsqueeze(1)).reshape(3, -1, 7))
-        x, out = h[:, :keep], h[:, keep:]
+        half = split_half and k < len(units) - 1
+        x, out = (h[:, :units[k] // 2], h[:, units[k] // 2:]) if half else (h, h)
         ref.append(out.sum(-1))
-    torch.testing.assert_close(cin(e), torch.cat(ref, 1), rtol=1e-5, atol=1e-5)
+    want = torch.cat(ref, 1)
+    assert want.shape[1] == cin.output_dim == (3 + 2 + 3 if split_half else 6 + 4 + 3)
+    torch.testing.assert_close(cin(e), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("bilinear_type", ["field_all", "field_each", "field_interaction"])

@@ -49,3 +49,29 @@ def test_dense_gradient_is_plain_adam():
             emb(ids).pow(2).sum().backward()
             opt.step()
     assert torch.allclose(a.weight, b.weight, atol=1e-6)
+
+
+def test_weight_decay_is_adams_or_adamws_on_the_touched_rows():
+    """optimizer.weight_decay was dropped for sparse tables. Lazy: a batch touching every row
+    equals torch's Adam (L2 in the gradient) / AdamW (decoupled); untouched rows do not decay."""
+    for decoupled, reference in ((False, torch.optim.Adam), (True, torch.optim.AdamW)):
+        torch.manual_seed(2)
+        a = torch.nn.Embedding(20, 3)
+        b = torch.nn.Embedding(20, 3, sparse=True)
+        b.load_state_dict(a.state_dict())
+        oa = reference(a.parameters(), lr=0.05, weight_decay=0.1)
+        ob = RowWiseAdam(b.parameters(), lr=0.05, weight_decay=0.1, decoupled=decoupled)
+        for _ in range(4):
+            ids = torch.cat([torch.arange(20), torch.randint(0, 20, (30,))])  # every row, some twice
+            w = torch.randn(50, 3)
+            for emb, opt in ((a, oa), (b, ob)):
+                opt.zero_grad()
+                (emb(ids) * w).sum().backward()
+                opt.step()
+        torch.testing.assert_close(a.weight, b.weight, atol=1e-6, rtol=1e-5)
+        before = b.weight.detach().clone()
+        ob.zero_grad()
+        b(torch.tensor([3])).sum().backward()
+        ob.step()
+        changed = (b.weight != before).any(1)
+        assert changed.tolist() == [i == 3 for i in range(20)]  # only the row the batch touched

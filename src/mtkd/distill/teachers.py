@@ -240,11 +240,16 @@ def _drop_stale(root: Path, spec: TeacherSpec, with_hidden: bool, hidden_code: i
             m = json.loads((other / "meta.json").read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        same = (m.get("run") == spec.run and m.get("score") == spec.score and m.get("kind") == spec.kind
+        same = (_same_path(m.get("run"), spec.run) and m.get("score") == spec.score and m.get("kind") == spec.kind
                 and bool(m.get("with_hidden")) == with_hidden
                 and int(m.get("hidden_code", 0)) == (hidden_code if with_hidden else 0))
         if same:
             shutil.rmtree(other, ignore_errors=True)
+
+
+def _same_path(a: str | None, b: str | None) -> bool:
+    """`./runs/x` and `runs/x` (and a symlink to it) are one teacher run."""
+    return a == b or (a is not None and b is not None and Path(a).resolve() == Path(b).resolve())
 
 
 class TeacherSet:

@@ -112,7 +112,8 @@ class CTRModel(nn.Module):
         `embedding_regularizer` means lambda * sum ||W||^2 over the embedding tables (FuxiCTR's and
         DeepCTR-Torch's meaning). Dense tables get it exactly, through their gradients
         (`train.optimizers.EmbeddingL2`); a sparse table cannot without a dense gradient, so it
-        is penalised on the rows a batch touches: a weaker regulariser on rare ids.
+        is penalised on the rows a batch looks up, per occurrence, over the batch size: a row
+        seen n times in a batch of B gets n/B of the dense table's pull (weaker for every id).
         """
         device = next(self.parameters()).device
         total = torch.zeros((), device=device)

@@ -160,22 +160,24 @@ class CIN(nn.Module):
     def __init__(self, num_fields: int, layer_units: Sequence[int], split_half: bool = True) -> None:
         super().__init__()
         self.convs = nn.ModuleList()
-        self.keep: list[int] = []
+        self.keep: list[int] = []  # maps a layer passes on: the first half with split_half, else all
+        self.pool_from: list[int] = []  # the maps it sum-pools into the output: the other half, else all
         prev, self.output_dim = num_fields, 0
         for i, units in enumerate(layer_units):
-            last = i == len(layer_units) - 1
-            if split_half and not last and units % 2:
+            halve = split_half and i < len(layer_units) - 1
+            if halve and units % 2:
                 raise ConfigError(f"cin_layer_units must be even when split_half is on (all but the last), got {units}")
             self.convs.append(nn.Conv1d(num_fields * prev, units, kernel_size=1))
-            prev = units // 2 if split_half and not last else units
-            self.keep.append(prev if not last else 0)
-            self.output_dim += units - self.keep[-1]
+            prev = units // 2 if halve else units
+            self.keep.append(prev)
+            self.pool_from.append(prev if halve else 0)
+            self.output_dim += units - self.pool_from[-1]
 
     def forward(self, e: Tensor) -> Tensor:
         b, f, d = e.shape
         x, pooled = e, []
         e_rows = e.transpose(1, 2).reshape(b * d, f)  # one row of field values per (instance, dim)
-        for conv, keep in zip(self.convs, self.keep):
+        for conv, keep, pool_from in zip(self.convs, self.keep, self.pool_from):
             # h[b,u,d] = sum_{i,j} W[u, i*F + j] x[b,i,d] e[b,j,d] + bias[u], contracted over the
             # fields first (one GEMM, [B*D, U*H]) and then over x (a batched dot): the outer
             # product [B, H*F, D] the paper's formula builds is never materialised (at 39 fields
@@ -184,8 +186,8 @@ class CIN(nn.Module):
             t = e_rows @ conv.weight.view(u * h_in, f).t()
             h = torch.bmm(t.view(b * d, u, h_in), x.transpose(1, 2).reshape(b * d, h_in, 1))
             h = h.view(b, d, u).transpose(1, 2) + conv.bias.unsqueeze(-1)
-            x, out = h[:, :keep], h[:, keep:]
-            pooled.append(out.sum(-1))
+            x = h[:, :keep]
+            pooled.append(h[:, pool_from:].sum(-1))
         return torch.cat(pooled, dim=1)
 
 

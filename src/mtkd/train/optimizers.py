@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mtkd.config import TrainConfig
+from mtkd.errors import ConfigError
 
 
 def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -43,6 +44,10 @@ def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig)
             opts.append(torch.optim.Adagrad(dense, **kw))
     if sparse:
         lr = o.sparse_lr or o.lr
+        if o.weight_decay and o.name in ("sgd", "adagrad"):  # torch's sparse SGD / Adagrad take none
+            raise ConfigError(f"optimizer.weight_decay with sparse embedding tables needs adam or adamw (lazy "
+                              f"decay of the touched rows); {o.name} has none for sparse gradients: set "
+                              "weight_decay: 0, or params.sparse: false")
         if o.name == "sgd":
             opts.append(torch.optim.SGD(sparse, lr=lr))
         elif o.name == "adagrad":
@@ -50,7 +55,7 @@ def build_optimizers(model: nn.Module, extra: list[nn.Module], cfg: TrainConfig)
         else:
             from mtkd.train.rowwise_adam import RowWiseAdam
 
-            opts.append(RowWiseAdam(sparse, lr=lr))
+            opts.append(RowWiseAdam(sparse, lr=lr, weight_decay=o.weight_decay, decoupled=o.name == "adamw"))
     return opts
 
 
