@@ -377,3 +377,50 @@ def test_ctrl_c_ends_the_command_with_130_and_resume_finishes(data_dir, tmp_path
     done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "summary.json").read_text())["epochs_run"] == 20
+
+
+QUIET = dict(progress=False, log=lambda s: None)
+
+
+def test_a_diverged_run_fails_without_saving_nan_as_best(data_dir, tmp_path):
+    """The loss was checked every 100 steps only (an epoch here has 13) and NaN compared as an
+    improvement: the run saved NaN weights as best.pt, or finished with rc 0 and `"best": NaN`."""
+    with pytest.raises(MtkdError, match="training loss is nan|training loss is inf"):
+        train_run(cfg(**{"optimizer.name": "sgd", "optimizer.lr": 1e6}), data_dir, tmp_path / "nan", **QUIET)
+    assert not (tmp_path / "nan" / "best.pt").exists()
+
+
+def test_lr_plateau_never_raises_the_lr_and_eval_every_covers_the_last_steps(data_dir, tmp_path):
+    train_run(cfg(epochs=2, **{"optimizer.lr": 1e-7, "min_delta": 1.0, "lr_patience": 1}), data_dir,
+              tmp_path / "low", **QUIET)  # never improves: the LR "drops" at every evaluation
+    assert [d["lr"] for d in metrics_lines(tmp_path / "low")] == [1e-7, 1e-7]  # it went up to min_lr (1e-6)
+    summary = train_run(cfg(epochs=2, eval_every=1000), data_dir, tmp_path / "ee", **QUIET)  # > the 26 steps
+    lines = metrics_lines(tmp_path / "ee")
+    assert [d["step"] for d in lines] == [summary["steps"]] and (tmp_path / "ee" / "best.pt").exists()
+    assert summary["best_step"] == summary["steps"]
+
+
+def test_a_missing_valid_split_is_refused_before_training(data_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(data_dir, tmp_path / "ds")
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    del manifest["splits"]["valid"]
+    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(MtkdError, match="monitor valid.auc needs a valid split"):
+        train_run(cfg(), tmp_path / "ds", tmp_path / "r", **QUIET)
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_needs_neither_the_init_from_run_nor_leaves_partial_writes(data_dir, tmp_path):
+    import shutil
+
+    train_run(cfg(epochs=1), data_dir, tmp_path / "src", **QUIET)
+    warm = cfg(epochs=2, init_from=str(tmp_path / "src"))
+    first = train_run(warm, data_dir, tmp_path / "w", **QUIET)
+    (tmp_path / "w" / "summary.json").unlink()  # as if killed before the summary
+    (tmp_path / "w" / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a save cut by SIGKILL
+    shutil.rmtree(tmp_path / "src")  # last.pt holds every weight: the source is not needed
+    again = train_run(warm, data_dir, tmp_path / "w", resume=True, **QUIET)
+    assert again["test"] == first["test"]
+    assert not list((tmp_path / "w").glob(".*.tmp"))

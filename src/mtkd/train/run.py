@@ -62,6 +62,10 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
     if not out.exists() or not any(out.iterdir()):
         return
     saved = out / CONFIG
+    if force or resume:  # what a killed write left (`.last.pt.XXXX.tmp`: a whole checkpoint each)
+        for name in ("last.pt", "best.pt", "metrics.jsonl", "summary.json", CONFIG):
+            for tmp in out.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
     if force:
         for name in ("last.pt", "best.pt", "metrics.jsonl", "summary.json", CONFIG):
             (out / name).unlink(missing_ok=True)
@@ -127,12 +131,16 @@ def prior_batch(dataset: Dataset, rows: int = 1024) -> Batch | None:
     return BatchLoader(dataset, "train", batch_size=n, shuffle=False).gather(np.arange(n))
 
 
-def build_run_model(cfg: TrainConfig, dataset: Dataset, log: Callable[[str], None] = print) -> CTRModel:
+def build_run_model(cfg: TrainConfig, dataset: Dataset, log: Callable[[str], None] = print,
+                    warm: bool = True) -> CTRModel:
     """The model a run starts from: built, its output at the label prior, then word vectors and
-    `init_from` weights copied in (they override what they cover)."""
+    `init_from` weights copied in (they override what they cover). `warm=False` (a resume:
+    last.pt holds every weight) leaves those files out, so a deleted source run does not matter."""
     model = build_model(cfg.model, dataset.feature_map, **cfg.params)
     if cfg.output_prior:
         model.init_output_prior(dataset.label_frequencies(), prior_batch(dataset))
+    if not warm:
+        return model
     if cfg.word_vectors:
         from mtkd.models.word_vectors import init_word_vectors
 
@@ -165,7 +173,8 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
             log(f"{out}: run already finished")
         return json.loads((out / "summary.json").read_text())
     try:
-        trainer = _build_trainer(cfg, dataset, out, log, progress, rank, world)
+        trainer = _build_trainer(cfg, dataset, out, log, progress, rank, world,
+                                 warm=not (resume and (out / "last.pt").exists()))
     except BaseException:
         if fresh:  # nothing trained: no config left behind to make the next try ask for --resume
             (out / CONFIG).unlink(missing_ok=True)
@@ -176,13 +185,13 @@ def _train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool, force: boo
 
 
 def _build_trainer(cfg: TrainConfig, dataset: Dataset, out: Path, log: Callable[[str], None], progress: bool,
-                   rank: int, world: int) -> Trainer:
+                   rank: int, world: int, warm: bool = True) -> Trainer:
     """Model, objective (teachers scored or read from their cache) and the loop of one run."""
     from mtkd.dist import barrier
 
     configure_torch()
     seed_everything(cfg.seed)
-    model = build_run_model(cfg, dataset, log)
+    model = build_run_model(cfg, dataset, log, warm)
     from mtkd.distill.build import build_objective, score_offline_teachers
 
     if world > 1:  # one rank scores the teachers; the others read its cache

@@ -117,7 +117,10 @@ class Trainer:
         self.monitor = cfg.monitor if cfg.monitor != "auto" else (
             "valid.auc" if self.task == "binary" else "valid.accuracy")
         self.mode = metric_mode(self.monitor)
-        self.state = TrainState()
+        if self.monitor.startswith("valid.") and "valid" not in dataset.split_names:  # else found after an epoch
+            raise MtkdError(f"monitor {self.monitor} needs a valid split; {dataset.root} has "
+                            f"{', '.join(dataset.split_names)}: prepare it with one, or monitor a train.* quantity")
+        self.state, self.eval_seconds = TrainState(), 0.0
         self.progress = Progress(progress and rank == 0)
         self.train_loader = BatchLoader(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
                                         rank=rank, world_size=world_size, **objective.loader_extra("train"))
@@ -248,7 +251,7 @@ class Trainer:
         self.model.train()
         self.objective.train(True)
         self.objective.on_epoch_start(st.epoch)
-        t0 = time.perf_counter()
+        t0, evals_before = time.perf_counter(), self.eval_seconds
         running = RunningMeans(self.device)
         stop = False
         for i, batch in enumerate(self.train_loader):
@@ -258,17 +261,20 @@ class Trainer:
             if i % 100 == 0 and not math.isfinite(float(loss.detach())):
                 raise MtkdError(f"training loss is {float(loss)} at step {st.step}; lower the learning rate")
             if self.progress.due(i + 1 == n_batches):
-                self.progress.update(st.epoch, cfg.epochs, i + 1, n_batches,
-                                     running.seen / max(time.perf_counter() - t0, 1e-9), running.local_loss())
+                busy = time.perf_counter() - t0 - (self.eval_seconds - evals_before)
+                self.progress.update(st.epoch, cfg.epochs, i + 1, n_batches, running.seen / max(busy, 1e-9),
+                                     running.local_loss())
             if cfg.eval_every and st.step % cfg.eval_every == 0:
                 if self._evaluate_and_track(running.means(), t0 + 0.0):
                     stop = True
                     break
-        elapsed = time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0 - (self.eval_seconds - evals_before)  # training only
         st.train_seconds += elapsed
         st.samples += running.seen
         train_logs = running.means({"samples_per_s": running.seen / max(elapsed, 1e-9)})
-        if not cfg.eval_every:
+        # with eval_every, the last epoch's steps after the last evaluation are evaluated too
+        tail = cfg.eval_every and not stop and st.epoch + 1 >= cfg.epochs and st.step % cfg.eval_every
+        if not cfg.eval_every or tail:
             stop = self._evaluate_and_track(train_logs, elapsed)
         st.epoch += 1
         if stop or st.epoch >= cfg.epochs:
@@ -304,10 +310,16 @@ class Trainer:
         record: dict[str, Any] = {"epoch": st.epoch + 1, "step": st.step, **train_logs}
         record.update({f"valid.{k}": v for k, v in valid.items()})
         record["lr"] = self.optimizers[0].param_groups[0]["lr"] if self.optimizers else None
+        self.eval_seconds += time.perf_counter() - t
         record["eval_seconds"] = round(time.perf_counter() - t, 3)
         if self.monitor not in record:
             raise MtkdError(f"monitor {self.monitor!r} is not logged; logged: {sorted(k for k in record if '.' in k)}")
         value = float(record[self.monitor])
+        if not math.isfinite(train_logs["train.loss"]):  # a NaN run must not save its weights as "best"
+            raise MtkdError(f"training loss is {train_logs['train.loss']} by step {st.step}; lower the learning rate")
+        if not math.isfinite(value):
+            raise MtkdError(f"monitor {self.monitor} is {value} at step {st.step} (a validation split with one class "
+                            "has no AUC); monitor another quantity, e.g. --set monitor=valid.logloss")
         improved = st.best is None or (value > st.best + cfg.min_delta if self.mode == "max"
                                        else value < st.best - cfg.min_delta)
         if improved:
@@ -323,6 +335,7 @@ class Trainer:
         self._append_metrics(record)
         shown = " ".join(f"{k}={v:.5f}" for k, v in record.items()
                          if k.startswith("valid.") and isinstance(v, float))
+        self.progress.close()
         self.log(f"epoch {st.epoch + 1} step {st.step}: train.loss={train_logs['train.loss']:.5f} {shown}"
                  f"{'  *' if improved else ''}")
         if st.bad_evals >= cfg.patience:
@@ -335,7 +348,7 @@ class Trainer:
     def _reduce_lr(self) -> None:
         for o in self.optimizers:
             for g in o.param_groups:
-                g["lr"] = max(g["lr"] * self.cfg.lr_factor, self.cfg.min_lr)
+                g["lr"] = max(g["lr"] * self.cfg.lr_factor, min(self.cfg.min_lr, g["lr"]))  # never up
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if self.rank != 0:
@@ -373,7 +386,7 @@ class Trainer:
             "train_samples_per_s": round(st.samples * self.world_size / max(st.train_seconds, 1e-9), 1),
             "world_size": self.world_size,
             "device": str(self.device),
-            "dataset": str(self.dataset.root),
+            "dataset": str(Path(self.dataset.root).resolve()),
             "dataset_checksum": self.dataset.checksum,
         }
         for split in ("valid", "test"):
