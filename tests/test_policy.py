@@ -276,8 +276,8 @@ def test_reward_on_a_sample_of_the_batch(world, tmp_path):
     assert "train.reward" in last and 0 <= last["train.sel.deepfm"] <= 1
     from mtkd.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="reward_sample"):
-        Policy(2, "binary", reward_sample=0)
+    with pytest.raises(ConfigError, match="reward_sample = 0: Input should be greater than 0"):
+        build_weighting("policy", 2, "binary", reward_sample=0)  # the bounds in its signature
 
 
 def test_same_seed_repeats_and_policy_is_saved(world, tmp_path):

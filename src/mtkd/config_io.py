@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,3 +91,45 @@ def parse_model(model: type[M], data: Any, source: str) -> M:
 
 def load_model(model: type[M], path: str | Path) -> M:
     return parse_model(model, load_yaml(path), str(path))
+
+
+def typed_params(cls: type, params: dict[str, Any], where: str) -> dict[str, Any]:
+    """Each given value checked (and coerced, "3" -> 3) against its constructor annotation, so
+    `params.dropout=abc` is a ConfigError naming the parameter, not a TypeError deep in a layer
+    (an `Annotated[..., Field(gt=0)]` annotation checks the range too). `where` names the
+    mapping in the message: "model 'dnn': params"."""
+    from pydantic import TypeAdapter, ValidationError
+
+    out = dict(params)
+    for pname, value in params.items():
+        ann = _annotation(cls, pname)
+        if ann is None:
+            continue
+        try:
+            out[pname] = TypeAdapter(ann).validate_python(value)
+        except ValidationError as exc:
+            why = "; ".join(e["msg"] for e in exc.errors())
+            raise ConfigError(f"{where}.{pname} = {value!r}: {why}") from None
+        except Exception:  # an annotation pydantic has no schema for: the constructor checks it
+            continue
+    return out
+
+
+def _annotation(cls: type, pname: str) -> Any:
+    """The evaluated annotation of `pname` in the first `__init__` up the hierarchy that declares it."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        p = inspect.signature(init).parameters.get(pname)
+        if p is not None and p.kind is not p.VAR_KEYWORD:
+            ann = p.annotation
+            if ann is p.empty:
+                return None
+            if isinstance(ann, str):
+                try:
+                    ann = eval(ann, init.__globals__)  # noqa: S307 - the module's own annotation text
+                except Exception:
+                    return None
+            return ann
+    return None

@@ -88,14 +88,8 @@ class Policy(Weighting):
             raise ConfigError("policy action must be bernoulli or categorical")
         if reward not in ("ce", "ce_kd", "valid"):
             raise ConfigError("policy reward must be ce, ce_kd or valid")
-        if not 0 < reward_sample <= 1:
-            raise ConfigError(f"policy reward_sample must be in (0, 1], got {reward_sample}")
         if baseline not in ("batch", "instance"):
             raise ConfigError(f"policy baseline must be batch or instance, got {baseline!r}")
-        if update_every < 1:
-            raise ConfigError(f"policy update_every must be >= 1, got {update_every}")
-        if hidden_proj < 0:
-            raise ConfigError(f"policy hidden_proj must be >= 0, got {hidden_proj}")
         raw = [int(h) if use_hidden else 0 for h in (hidden_dims or [0] * num_teachers)]
         if len(raw) != num_teachers:
             raise ConfigError(f"policy: {len(raw)} hidden sizes for {num_teachers} teachers")

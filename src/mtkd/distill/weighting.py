@@ -192,8 +192,6 @@ class Gate(Weighting):
                  fit_on: str = "train", entropy: NonNegative = 0.0, **kw: Any):
         super().__init__(num_teachers, task)
         self.fit_on = _fit_on(fit_on)
-        if entropy < 0:
-            raise ConfigError(f"gate: entropy must be >= 0, got {entropy}")
         self.entropy = float(entropy)
         self.use_features = bool(use_features) and feature_dim > 0
         in_dim = num_teachers * (1 if task == "binary" else num_classes) * 2
@@ -305,7 +303,7 @@ def check_weighting(name: str, params: dict[str, Any]) -> None:
 
 
 def _typed(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    from mtkd.models.registry import typed_params
+    from mtkd.config_io import typed_params
 
     return typed_params(_weighting_class(name), params, f"weighting {name!r}: weighting_params")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
+from mtkd.config_io import typed_params
 from mtkd.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -86,45 +87,3 @@ def build_model(name: str, feature_map: "FeatureMap", **params: Any) -> "CTRMode
             f"valid: {', '.join(sorted(valid))}"
         )
     return cls(feature_map, **typed_params(cls, params, f"model {name!r}: params"))
-
-
-def typed_params(cls: type, params: dict[str, Any], where: str) -> dict[str, Any]:
-    """Each given value checked (and coerced, "3" -> 3) against its constructor annotation, so
-    `params.dropout=abc` is a ConfigError naming the parameter, not a TypeError deep in a layer
-    (an `Annotated[..., Field(gt=0)]` annotation checks the range too). `where` names the
-    mapping in the message: "model 'dnn': params"."""
-    from pydantic import TypeAdapter, ValidationError
-
-    out = dict(params)
-    for pname, value in params.items():
-        ann = _annotation(cls, pname)
-        if ann is None:
-            continue
-        try:
-            out[pname] = TypeAdapter(ann).validate_python(value)
-        except ValidationError as exc:
-            why = "; ".join(e["msg"] for e in exc.errors())
-            raise ConfigError(f"{where}.{pname} = {value!r}: {why}") from None
-        except Exception:  # an annotation pydantic has no schema for: the constructor checks it
-            continue
-    return out
-
-
-def _annotation(cls: type, pname: str) -> Any:
-    """The evaluated annotation of `pname` in the first `__init__` up the hierarchy that declares it."""
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        p = inspect.signature(init).parameters.get(pname)
-        if p is not None and p.kind is not p.VAR_KEYWORD:
-            ann = p.annotation
-            if ann is p.empty:
-                return None
-            if isinstance(ann, str):
-                try:
-                    ann = eval(ann, init.__globals__)  # noqa: S307 - the module's own annotation text
-                except Exception:
-                    return None
-            return ann
-    return None

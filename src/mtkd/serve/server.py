@@ -145,8 +145,6 @@ def serve_worker(model: str, host: str, port: int, max_batch_rows: int, threads:
 
     if not _die_with_parent():
         return
-    import sys
-
     try:
         server = make_server(Scorer.open(model), host, port, max_batch_rows, reuse_port=True)
     except MtkdError as e:  # one line, not a worker's traceback

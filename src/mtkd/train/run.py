@@ -85,31 +85,30 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
 def changed_settings(out: Path, cfg_dict: dict[str, Any], teachers: bool = True) -> list[str]:
     """What differs between the run saved in `out` and `cfg_dict` (train keys, `dataset`,
     `teacher NAME (retrained)` unless `teachers` is False, or `data path`); empty when the same."""
-    old = _normalised(yaml_load((out / CONFIG).read_text()))
-    new = dict(cfg_dict)
-    old.setdefault("teachers", new.get("teachers"))  # a run saved before teachers were recorded
-    retrained = retrained_teachers(out, cfg_dict) or []
-    if not teachers or not retrained:
-        old.pop("teachers", None)
-        new.pop("teachers", None)
-    if old == new:
+    saved = yaml_load((out / CONFIG).read_text())
+    retrained = (_retrained(saved, cfg_dict) or []) if teachers else []
+    old, new = ({k: v for k, v in d.items() if k != "teachers"} for d in (_normalised(saved), cfg_dict))
+    if old == new and not retrained:
         return []
     diff = sorted(k for k in set(old.get("train", {})) | set(new["train"])
                   if old.get("train", {}).get(k) != new["train"].get(k))
     if old.get("dataset_checksum") != new["dataset_checksum"]:
         diff.append("dataset")
-    diff += [f"teacher {n} (retrained)" for n in retrained] if teachers else []
+    diff += [f"teacher {n} (retrained)" for n in retrained]
     return diff or ["data path"]
 
 
 def retrained_teachers(out: Path, cfg_dict: dict[str, Any]) -> list[str] | None:
     """Teachers whose best weights differ from those the run in `out` learned from; None when
     its config predates recording them."""
-    saved = yaml_load((out / CONFIG).read_text()).get("teachers")
-    if saved is None:
+    return _retrained(yaml_load((out / CONFIG).read_text()), cfg_dict)
+
+
+def _retrained(saved: dict[str, Any], cfg_dict: dict[str, Any]) -> list[str] | None:
+    if saved.get("teachers") is None:
         return None
     now = cfg_dict.get("teachers") or {}
-    return sorted(n for n in saved if n in now and saved[n] != now[n])
+    return sorted(n for n, ident in saved["teachers"].items() if n in now and ident != now[n])
 
 
 def train_run(cfg: TrainConfig, data: Path, out: Path, resume: bool = False, force: bool = False,
