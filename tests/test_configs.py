@@ -34,3 +34,17 @@ def test_experiment_config_resolves(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "datasets").glob("*.yaml")), ids=lambda p: p.name)
 def test_dataset_schema_loads(path: Path) -> None:
     assert load_schema(path).features
+
+
+def test_set_without_its_section_names_the_full_key() -> None:
+    """`--set weighting_params.teacher=x` (the section left out) is told where the key lives."""
+    from mtkd.config import load_train_config
+    from mtkd.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_train_config(None, ["weighting_params.teacher=deepfm", "lr=0.1", "lrr=1"])
+    msg = str(info.value)
+    assert msg.startswith("--set/--model options: invalid train config:")
+    assert "weighting_params: unknown key here; it belongs to a section: distill.weighting_params" in msg
+    assert "lr: unknown key here; it belongs to a section: optimizer.lr" in msg
+    assert "lrr: unknown key (remove it or check its spelling)" in msg

@@ -431,7 +431,7 @@ def test_distill_config_mistakes_are_refused_before_anything_is_written(world, t
               "weighting 'gate' takes no parameter(s) 'entropyy'; it takes: entropy, fit_on"),
              (["--weighting", "average", "--set", "distill.weighting_params.hidden=8"], "it takes: none"),
              (["--weighting", "averge"], "unknown weighting 'averge'"),
-             (["--weighting", "single"], "name it with weighting_params.teacher"),
+             (["--weighting", "single"], "name it with distill.weighting_params.teacher"),
              (["--weighting", "single", "--set", "distill.weighting_params.teacher=dnc"], "no teacher named 'dnc'"),
              (["--weighting", "policy", "--set", "distill.weighting_params.baseline_momentum=5"],
               "weighting_params.baseline_momentum = 5: Input should be less than 1"),

@@ -262,7 +262,7 @@ def test_typos_in_an_experiment_are_refused_before_any_training(tmp_path, capsys
     for change, needle in [(lambda d: d["defaults"]["params"].update(embeding_dim=4),
                             "defaults.params 'embeding_dim' is taken by none of the experiment's models"),
                            (lambda d: d["students"][0].update(distill={"weighting": "averge"}),
-                            "student kd: invalid trainconfig"),
+                            "student kd: invalid train config"),
                            (lambda d: d["students"][0].update(distill={"weighting": "gate",
                                                                        "weighting_params": {"entropyy": 0.1}}),
                             "takes no parameter(s) 'entropyy'")]:

@@ -77,6 +77,31 @@ def test_export_is_self_contained_and_matches_pytorch(binary) -> None:
         np.testing.assert_allclose(script.score_arrays(arrays), torch_.score_arrays(arrays), atol=1e-6)
 
 
+def test_onnx_weights_are_inside_the_file_unless_too_big(binary, tmp_path, monkeypatch) -> None:
+    """model.onnx is one file to copy; weights past the inline limit go to model.onnx.data, and
+    an export copied without that file is a clear error naming it, not an onnxruntime traceback."""
+    import shutil
+
+    import mtkd.serve.export as export_mod
+
+    _raw, run, export = binary
+    assert not (export / "model.onnx.data").exists()
+    alone = tmp_path / "copied"
+    alone.mkdir()
+    for name in ("model.onnx", "encoder.json", "schema.yaml", "export.json"):
+        shutil.copy(export / name, alone / name)
+    arrays = {"cat": np.zeros((3, 26), np.int32), "num": np.zeros((3, 13), np.float32)}
+    np.testing.assert_allclose(Scorer.open(alone).score_arrays(arrays), Scorer.open(run).score_arrays(arrays), atol=1e-5)
+
+    monkeypatch.setattr(export_mod, "ONNX_INLINE_BYTES", 0)
+    export_run(run, tmp_path / "external")
+    assert (tmp_path / "external" / "model.onnx.data").stat().st_size > 0
+    (tmp_path / "external" / "model.onnx.data").unlink()
+    with pytest.raises(MtkdError, match=r"model.onnx: onnxruntime cannot load it .*model.onnx.data beside it, "
+                                        r"which is missing: copy the whole export directory"):
+        Scorer.open(tmp_path / "external")
+
+
 def test_predict_raw_file_equals_the_trainers_test_predictions(binary, tmp_path) -> None:
     raw, run, export = binary
     _cfg, ds, model = load_run(run)

@@ -95,7 +95,8 @@ class DistillConfig(_Strict):
             raise ValueError(f"weighting single: no teacher named {pick!r}; the teachers are {names}")
         if self.weighting == "single" and len(self.teachers) > 1 and "teacher" not in self.weighting_params:
             raise ValueError(f"weighting single learns from one of the {len(self.teachers)} teachers: name it "
-                             f"with weighting_params.teacher (one of {names})")
+                             f"with distill.weighting_params.teacher (one of {names}; on the command line "
+                             "--set distill.weighting_params.teacher=NAME)")
         return self
 
 

@@ -44,13 +44,42 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _title(model: type[BaseModel]) -> str:
+    """TrainConfig -> "train config": the kind of file in a message's first line."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", model.__name__).lower()
+
+
+def _nested_paths(model: type[BaseModel], key: str, prefix: str = "", depth: int = 3) -> list[str]:
+    """Where `key` is a field of a section below `model` ("weighting_params" -> "distill.weighting_params"),
+    so a --set that forgot its section is told the full key."""
+    found: list[str] = []
+    if depth == 0:
+        return found
+    for name, field in model.model_fields.items():
+        for sub in _models_in(field.annotation):
+            if key in sub.model_fields:
+                found.append(f"{prefix}{name}.{key}")
+            found += _nested_paths(sub, key, f"{prefix}{name}.", depth - 1)
+    return sorted(set(found))
+
+
+def _models_in(ann: Any) -> list[type[BaseModel]]:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    return [m for a in getattr(ann, "__args__", ()) for m in _models_in(a)]
+
+
 def format_validation_error(err: ValidationError, source: str, model: type[BaseModel]) -> str:
     """One line per problem: `file: key.path: what is wrong`."""
-    lines = [f"{source}: invalid {model.__name__.lower()}:"]
+    lines = [f"{source}: invalid {_title(model)}:"]
     for e in err.errors():
         where = _loc(tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-"))))
         if e["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
+            if len(e["loc"]) == 1 and isinstance(e["loc"][0], str):
+                paths = _nested_paths(model, e["loc"][0])
+                if paths:
+                    msg = f"unknown key here; it belongs to a section: {' or '.join(paths)}"
         elif e["type"] == "missing":
             msg = "required key is missing"
         else:

@@ -30,6 +30,7 @@ from mtkd.errors import MtkdError
 from mtkd.serve.scorer import ONNX_FILE, TORCHSCRIPT_FILE, Scorer, batch_arrays, input_names, model_inputs, onnx_name
 
 PARITY_ROWS = 4096
+ONNX_INLINE_BYTES = 1_800_000_000  # under protobuf's 2 GiB message limit, with room for the graph
 
 
 def split_arrays(dataset: Any, split: str, rows: int) -> dict[str, np.ndarray]:
@@ -110,15 +111,19 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
 
 
 def write_onnx(head: torch.nn.Module, example: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
-    """ONNX through torch's dynamo exporter, with a dynamic batch dimension."""
+    """ONNX through torch's dynamo exporter, with a dynamic batch dimension. The weights go inside
+    model.onnx (one file to copy) unless they pass protobuf's 2 GB limit, when they are written
+    beside it as model.onnx.data (the exporter's default for any size)."""
     batch = torch.export.Dim("batch")
+    weight_bytes = sum(t.numel() * t.element_size() for t in list(head.parameters()) + list(head.buffers()))
     try:
         with warnings.catch_warnings():  # the exporter narrates its internals through warnings and logs
             warnings.simplefilter("ignore")
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             torch.onnx.export(head, example, str(path), input_names=[onnx_name(n) for n in names],
                               output_names=["probability"],
-                              dynamic_shapes=(tuple({0: batch} for _ in names),), dynamo=True, verbose=False)
+                              dynamic_shapes=(tuple({0: batch} for _ in names),), dynamo=True, verbose=False,
+                              external_data=weight_bytes > ONNX_INLINE_BYTES)
     except Exception as e:
         raise MtkdError(f"ONNX export failed ({type(e).__name__}: ...{str(e)[-800:]})") from None
 

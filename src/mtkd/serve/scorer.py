@@ -162,7 +162,14 @@ class Scorer:
             raise MtkdError("scoring an ONNX export needs onnxruntime: pip install onnxruntime") from e
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(str(export / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(export / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own classes; a missing weights file is the usual cause
+            data = export / f"{ONNX_FILE}.data"
+            hint = (f"; its weights are in {data.name} beside it, which is missing: copy the whole export directory"
+                    if "external" in str(e).lower() or ".data" in str(e) else
+                    "; export the run again (mtkd export RUN --out DIR)")
+            raise MtkdError(f"{export / ONNX_FILE}: onnxruntime cannot load it ({str(e).strip()[-300:]}){hint}") from None
         graph = {i.name for i in session.get_inputs()}
         if graph != {onnx_name(n) for n in names}:
             raise MtkdError(f"{export / ONNX_FILE}: its inputs {sorted(graph)} do not fit {export / 'schema.yaml'} "
