@@ -247,7 +247,8 @@ def test_verify_detects_corruption(tmp_path: Path, toy_csv: Path, run_cli) -> No
     out = tmp_path / "ds"
     prepare(toy_schema(), out, toy_csv)
     assert Dataset(out).verify() == []
-    assert run_cli("data", "info", out, "--verify")[0] == 0
+    rc, text, _ = run_cli("data", "info", out, "--verify")
+    assert rc == 0 and "verified: all 12 array files match their checksums" in " ".join(text.split())
     path = out / "valid" / "cat.npy"
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF
@@ -280,8 +281,9 @@ def test_prepare_twice_is_up_to_date(tmp_path: Path, run_cli, toy_csv: Path, toy
     assert rc == 0, err
     first = (out / "manifest.json").read_text()
     mtime = (out / "train" / "cat.npy").stat().st_mtime_ns
-    rc, _, err = run_cli(*args)
+    rc, text, err = run_cli(*args)
     assert rc == 0 and "nothing to do" in " ".join(err.split()), err
+    assert "rows/s" not in text and "nothing to do" in " ".join(text.split())
     assert (out / "manifest.json").read_text() == first
     assert (out / "train" / "cat.npy").stat().st_mtime_ns == mtime
     rc, out_text, _ = run_cli("data", "info", out, "--json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -325,7 +326,16 @@ def test_compressed_and_non_utf8_files_are_named(tmp_path: Path) -> None:
     plain = write_delimited(tmp_path / "a.csv", ROWS)
     packed = tmp_path / "a.csv.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
-    _data_error(packed, toy_schema(), "gzip-compressed", "gunzip -k")
+    _data_error(packed, toy_schema(), "gzip-compressed", f"gzip -dk {packed}")
+    for name in ("a.csv.gz", "b.csv"):  # the command given works, with or without the .gz suffix
+        gz = tmp_path / "run" / name
+        gz.parent.mkdir(exist_ok=True)
+        gz.write_bytes(gzip.compress(plain.read_bytes()))
+        msg = _data_error(gz, toy_schema(), "gzip-compressed")
+        command = msg.split("`")[1]
+        subprocess.run(command, shell=True, check=True, cwd=tmp_path)
+        made = tmp_path / "run" / ("a.csv" if name.endswith(".gz") else "b.plain.csv")
+        assert made.read_bytes() == plain.read_bytes() and gz.exists(), command
     text = plain.read_bytes().split(b"\n")
     fields = text[3].split(b",")
     fields[3] += b"\xe9"  # a Latin-1 byte in line 4, column c1 (text)

@@ -285,6 +285,24 @@ def test_predict_a_file_without_labels(binary, tmp_path) -> None:
     np.testing.assert_array_equal(read_scores(tmp_path / "a.csv")[1], read_scores(tmp_path / "b.csv")[1])
 
 
+def test_predict_a_file_missing_a_column_says_to_fix_the_file(binary, tmp_path) -> None:
+    """The schema belongs to the model: a scoring file with a renamed column is told to match the
+    training columns, not to edit the schema."""
+    import pyarrow.csv as pcsv
+
+    from mtkd.errors import DataError
+
+    raw, _run, export = binary
+    table = pcsv.read_csv(raw)
+    renamed = tmp_path / "renamed.csv"
+    pcsv.write_csv(table.rename_columns(["C3x" if c == "C3" else c for c in table.column_names]), renamed)
+    with pytest.raises(DataError) as info:
+        predict_file(export, renamed, tmp_path / "out.csv")
+    msg = str(info.value)
+    assert "['C3']" in msg and "columns the model was trained on" in msg and "in the schema" not in msg
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_concurrent_requests_are_scored_together_and_a_bad_one_fails_alone(binary) -> None:
     """Requests that wait while the scoring thread is busy go through the model as one batch,
     each gets its own rows' probabilities, and a request that breaks the merged batch is

@@ -79,7 +79,7 @@ def _zip(path: Path, text: bytes) -> None:
         z.writestr("glove.6B.3d.txt", text)
 
 
-@pytest.mark.parametrize("name, write, fix", [("v.txt.gz", _gz, "gzip-compressed; decompress it first \\(`gunzip -k"),
+@pytest.mark.parametrize("name, write, fix", [("v.txt.gz", _gz, "gzip-compressed; decompress it first \\(`gzip -dk"),
                                               ("glove.zip", _zip, "zip-compressed; decompress it first \\(`unzip")])
 def test_compressed_files_are_refused_with_the_fix(tmp_path: Path, name: str, write, fix: str) -> None:
     write(tmp_path / name, b"the 0.1 0.2 0.3\ncat 1 2 3\n")

@@ -61,17 +61,25 @@ def data_prepare(
     """Encode raw files into a dataset directory (arrays per split, encoder.json, manifest.json)."""
     import time
 
-    from mtkd.data.prepare import prepare
+    from mtkd.data.prepare import UP_TO_DATE, prepare
     from mtkd.data.schema import load_schema
 
     sch = load_schema(schema)
+    said: list[str] = []
+
+    def log(s: str) -> None:
+        said.append(s)
+        err.print(f"[dim]{s}[/dim]")
+
     t0 = time.perf_counter()
-    manifest = prepare(sch, out_dir, train, valid, test, _ratios(split), ordered, seed, force,
-                       log=lambda s: err.print(f"[dim]{s}[/dim]"))
+    manifest = prepare(sch, out_dir, train, valid, test, _ratios(split), ordered, seed, force, log=log)
     dt = time.perf_counter() - t0
     rows = sum(s["rows"] for s in manifest["splits"].values())
     _print_manifest(manifest, out_dir)
-    out.print(f"{rows:,} rows in {dt:.1f}s ({rows / max(dt, 1e-9):,.0f} rows/s) -> {out_dir}")
+    if any(s.endswith(UP_TO_DATE) for s in said):
+        out.print(f"{rows:,} rows, {UP_TO_DATE} -> {out_dir}")
+    else:
+        out.print(f"{rows:,} rows in {dt:.1f}s ({rows / max(dt, 1e-9):,.0f} rows/s) -> {out_dir}")
 
 
 @data_app.command("info")
@@ -94,6 +102,9 @@ def data_info(path: Path = typer.Argument(..., help="Dataset directory."),
         out.print_json(json.dumps(manifest))
     else:
         _print_manifest(manifest, path)
+        if verify:
+            files = sum(len(s["arrays"]) for s in manifest["splits"].values())
+            out.print(f"verified: all {files} array files match their checksums")
 
 
 def _print_manifest(m: dict, path: Path) -> None:

@@ -31,6 +31,8 @@ from mtkd.data.store import ENCODER, MANIFEST, SCHEMA, SPLITS, STORE_VERSION, Ar
 from mtkd.data.atomic import atomic_write_text
 from mtkd.errors import DataError, MtkdError
 
+UP_TO_DATE = "already prepared from the same files and schema; nothing to do"
+
 
 def file_fingerprint(path: Path) -> str:
     """Size plus hashes of the first, middle and last MiB: cheap, and changes with any edit that
@@ -108,7 +110,7 @@ def prepare(
     fingerprint = _fingerprint(schema, sources)
     existing = _check_out_dir(out, fingerprint, force)
     if existing is not None:
-        log(f"{out}: already prepared from the same files and schema; nothing to do")
+        log(f"{out}: {UP_TO_DATE}")
         return existing
     for stale in out.parent.glob(f".{out.name}.partial-*"):
         if not _pid_alive(stale.name.rsplit("-", 1)[-1]):  # never a prepare still running

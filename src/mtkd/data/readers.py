@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from mtkd.data.file_hints import COMPRESSED, decompress_hint, other_delimiter, preview
 from mtkd.data.schema import Schema
 from mtkd.errors import DataError
 
@@ -27,10 +28,6 @@ NULL_VALUES = ["", "NA", "NaN", "nan", "NULL", "null", "None", "N/A"]
 _FLOAT_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|Inf|INF|infinity|Infinity)\s*$"
 DEFAULT_BLOCK = 2 << 20  # bytes parsed per Arrow block: small blocks stay in cache and parse fastest
 CHUNK_ROWS = 65536  # rows handed to the encoder at once: large enough to amortise per-call costs
-_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip -k"), (b"BZh", "bzip2", "bunzip2 -k"),
-               (b"\xfd7zXZ", "xz", "unxz -k"), (b"\x28\xb5\x2f\xfd", "zstd", "unzstd"))
-
-
 def column_types(schema: Schema) -> dict[str, pa.DataType]:
     """Arrow type each input column is read as."""
     types: dict[str, pa.DataType] = {}
@@ -66,10 +63,21 @@ class RawReader:
             raise DataError(f"{self.path}: file is empty (0 bytes); expected rows of data")
         with open(self.path, "rb") as f:
             magic = f.read(6)
-        for sig, kind, tool in _COMPRESSED:
+        for sig, kind, suffix in COMPRESSED:
             if magic.startswith(sig):
                 raise DataError(f"{self.path}: is {kind}-compressed; decompress it first "
-                                f"(`{tool} {self.path}`) and give the decompressed file")
+                                f"(`{decompress_hint(self.path, kind, suffix)}`) and give the decompressed file")
+        self.scoring = not need_label
+
+    def _check_columns(self, names: list[str], fix: str, hint: str | None = None) -> None:
+        """Every column the schema reads is in the file; a file to score is told to match the
+        training columns (the schema is the model's and is not the thing to change)."""
+        missing = [c for c in self.columns if c not in names]
+        if missing:
+            fix = hint or ("Give the file the columns the model was trained on (rename or add them; the "
+                           "label may be left out)." if self.scoring else fix)
+            raise DataError(f"{self.path}: the schema names column(s) {missing} that the file lacks; "
+                            f"the file has {len(names)} columns: {preview(names)}. {fix}")
 
     def line_of(self, row: int) -> int:
         """1-based line number in the file of data row `row` (0-based); used for error messages.
@@ -151,14 +159,8 @@ class DelimitedReader(RawReader):
         self.csv_quoting = csv.QUOTE_MINIMAL if schema.quoting else csv.QUOTE_NONE  # for Python's csv module
         # Arrow is given the names itself when the header is renamed or padded (`label, I1, C1`)
         self.file_columns, self._rename = self._file_columns()
-        missing = [c for c in self.columns if c not in self.file_columns]
-        if missing:
-            raise DataError(
-                f"{self.path}: the schema names column(s) {missing} that the file lacks; "
-                f"the file has {len(self.file_columns)} columns: {_preview(self.file_columns)}. "
-                + (_other_delimiter(self.file_columns, self.delimiter) or
-                   "Fix the column names in the schema (or `columns:` for files without a header).")
-            )
+        self._check_columns(self.file_columns, "Fix the column names in the schema (or `columns:` for files "
+                            "without a header).", other_delimiter(self.file_columns, self.delimiter))
 
     def _first_line(self) -> str:
         with open(self.path, "rb") as f:
@@ -320,15 +322,6 @@ class DelimitedReader(RawReader):
             raise self._explain(str(exc)) from None
 
 
-def _other_delimiter(columns: list[str], delimiter: str) -> str | None:
-    """A header read as one column that another delimiter splits is a file in another format
-    (a TSV given to a CSV model), not a schema with wrong names."""
-    d = next((d for d in "\t,;|" if d != delimiter and len(columns) == 1 and d in columns[0]), None)
-    yaml_text = d and d.encode("unicode_escape").decode()  # "\t": a tab as YAML reads it
-    return d and (f"The file looks separated by {d!r}, the schema reads {delimiter!r}: give a file in the schema's "
-                  f'format (for training data, set `delimiter: "{yaml_text}"` or the format in the schema).')
-
-
 class ParquetReader(RawReader):
     def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
         super().__init__(path, schema, block_size, need_label)
@@ -338,12 +331,7 @@ class ParquetReader(RawReader):
             raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
         names = self.file.schema_arrow.names
         self.file_columns = list(names)
-        missing = [c for c in self.columns if c not in names]
-        if missing:
-            raise DataError(
-                f"{self.path}: the schema names column(s) {missing} that the file lacks; "
-                f"the file has: {_preview(names)}. Fix the column names in the schema."
-            )
+        self._check_columns(list(names), "Fix the column names in the schema.")
         if self.file.metadata.num_rows == 0:
             raise DataError(f"{self.path}: file has no rows")
 
@@ -381,11 +369,6 @@ def first_non_number(arr: pa.Array, null_ok: bool = False) -> int:
     ok = pc.fill_null(pc.match_substring_regex(arr, _FLOAT_RE), null_ok).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(~ok)
     return int(bad[0]) if bad.size else 0
-
-
-def _preview(names: list[str], k: int = 12) -> str:
-    shown = ", ".join(names[:k])
-    return shown + (f", ... ({len(names)} in all)" if len(names) > k else "")
 
 
 def open_reader(path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK,

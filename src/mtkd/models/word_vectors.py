@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtkd.data.readers import _COMPRESSED
+from mtkd.data.file_hints import COMPRESSED, decompress_hint
 from mtkd.errors import ConfigError, DataError
 
 FIRST_ID = 2  # ids 0 (padding) and 1 (OOV) have no word
@@ -78,7 +78,7 @@ def read_word_vectors(path: str | Path, words: dict[str, int], dim: int) -> tupl
 
 
 _WS = re.compile(r"[ \t]+")
-_ZIP = ((b"PK\x03\x04", "zip", "unzip"),)
+_ZIP = ((b"PK\x03\x04", "zip", ".zip"),)
 
 
 def _is_number(x: str) -> bool:
@@ -131,9 +131,9 @@ def _refuse_binary(p: Path) -> None:
         head = f.read(4096)
     if not head:
         raise DataError(f"{p}: file is empty (0 bytes); give a GloVe / word2vec / fastText text file")
-    for sig, kind, tool in (*_COMPRESSED, *_ZIP):
+    for sig, kind, suffix in (*COMPRESSED, *_ZIP):
         if head.startswith(sig):
-            raise DataError(f"{p}: is {kind}-compressed; decompress it first (`{tool} {p}`) and give "
+            raise DataError(f"{p}: is {kind}-compressed; decompress it first (`{decompress_hint(p, kind, suffix)}`) and give "
                             f"word_vectors the text file it holds")
     top, _, body = head.partition(b"\n")
     w2v = _is_header(top.decode("latin-1").split())
