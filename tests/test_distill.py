@@ -428,7 +428,7 @@ def test_distill_config_mistakes_are_refused_before_anything_is_written(world, t
     base = ["distill", "--data", world / "ds", "-t", world / "deepfm", "-t", world / "dcn", "--quiet",
             "--set", "params.embedding_dim=4", "--set", "params.hidden_units=[16]", "--set", "epochs=1"]
     cases = [(["--weighting", "gate", "--set", "distill.weighting_params.entropyy=0.1"],
-              "weighting 'gate' takes no parameter(s) 'entropyy'; it takes: entropy, fit_on"),
+              "weighting 'gate' takes no parameter(s) 'entropyy'; it takes: entropy, fit_on, hidden, use_features"),
              (["--weighting", "average", "--set", "distill.weighting_params.hidden=8"], "it takes: none"),
              (["--weighting", "averge"], "unknown weighting 'averge'"),
              (["--weighting", "single"], "name it with distill.weighting_params.teacher"),

@@ -179,6 +179,8 @@ def test_each_teacher_is_scored_once_for_policy_and_average_students(tmp_path):
     logs.clear()
     Experiment(load_experiment(path), str(path), log=logs.append).run(rerun_changed=True)
     assert sum("teacher dcn retrained: starting this run over" in line for line in logs) == 2
+    reused = [line for line in logs if line.strip().startswith("reused:")]
+    assert len(reused) == 1 and "teachers/deepfm" in reused[0] and "--force trains it again" in reused[0]
     scored = [line.split(":")[0] for line in logs if line.startswith("teacher ") and ": scored" in line]
     assert scored == ["teacher dcn"]  # once, with the codes the policy student reads
 
@@ -286,6 +288,10 @@ def test_report_metric_that_is_not_logged_is_refused(tmp_path, capsys):
     path = _experiment(tmp_path, STUDENTS, metrics=["f2"])
     assert main(["run", str(path)]) == 2
     assert "metrics ['f2'] are not logged" in " ".join(capsys.readouterr().err.split())
+    path = _experiment(tmp_path, STUDENTS, metrics=["gauc"])  # the synthetic schema has no group column
+    assert main(["run", str(path)]) == 2
+    assert "metric gauc (AUC per user, averaged) needs a group column: set `group: COLUMN`" in \
+        " ".join(capsys.readouterr().err.split())
 
 
 def test_report_metrics_are_those_of_the_task(tmp_path, capsys):

@@ -65,3 +65,15 @@ def test_plots_are_drawn_for_multiclass_rows_and_skip_without_weights(tmp_path):
 @pytest.mark.parametrize("value,label", [(2.0, "2"), (50.0, "50"), (0.5, "0.5"), (3.0, ""), (70.0, "")])
 def test_log_axis_labels_only_twos_and_fives(value, label):
     assert _two_and_five(value, 0) == label
+
+
+def test_one_seed_has_no_std_rather_than_zero(tmp_path):
+    """One seed says nothing about the spread: the table says n/a, not ± 0.0000, and the plot draws."""
+    one = summarise("dnn", "student", "no KD", [{"test": {"auc": 0.78, "logloss": 0.38}, "params": 10,
+                                                 "best_epoch": 2, "train_seconds": 1.0}], 1.0)
+    two = _row("deepfm", "teacher", 0.77, 5.0)
+    assert one["test_auc_std"] is None and two["test_auc_std"] == 0.0  # two equal seeds: a real 0
+    md = to_markdown([two, one], "t", [])
+    assert "0.7800 ± n/a (1 seed)" in md and "0.3800 ± n/a (1 seed)" in md and "0.7700 ± 0.0000" in md
+    accuracy_latency([two, one], tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 0

@@ -199,6 +199,8 @@ def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
     listing = " ".join(capsys.readouterr().out.split())
     assert "xdeepfm" in listing and "text_cnn" in listing and "not for this data" in listing  # no text field
     assert "AutoInt+: AutoInt" in listing  # a module with two models describes each by its class
+    assert "a DNN side by side on the flat embedding." in listing  # whole sentences, not cut mid-word
+    assert "with `share_embedding: ITEM`" in listing  # why a model does not fit, in full
     assert main(["models", "--data", str(data_dir), "--set", "embedding_dim=8", "--set", "hidden_units=[64]"]) == 0
     listing = capsys.readouterr().out
     assert "unknown hyper-parameter" not in listing  # LR and FM take no MLP: not "not for this data"

@@ -296,7 +296,7 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
         try:  # a model this data cannot feed (a text encoder without a text field) says why
             n = f"{sum(p.numel() for p in build_model(name, fmap, **mine).parameters()):,}"
         except MtkdError as e:
-            n, doc = "-", f"not for this data: {str(e)[:100]}"
+            n, doc = "-", f"not for this data: {e}"
         t.add_row(name, n, doc)
     out.print(t)
 
@@ -307,11 +307,20 @@ def _model_line(name: str) -> str:
     from mtkd.models import MODELS
 
     cls = MODELS[name]
-    first = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+    first = _sentence(cls.__doc__ or "")
     shared = sum(c.__module__ == cls.__module__ for c in MODELS.values()) > 1
     if shared and first and not first.startswith("hidden:"):
-        return first[:80]
-    return (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0][:80]
+        return first
+    return _sentence(sys.modules[cls.__module__].__doc__ or "")
+
+
+def _sentence(doc: str, width: int = 110) -> str:
+    """The first sentence of a docstring's first paragraph (its lines joined), cut at a word with
+    an ellipsis when longer than `width`: a line of the docstring ends mid-sentence."""
+    para = " ".join(doc.strip().split("\n\n")[0].split())
+    end = para.find(". ")
+    text = para if end < 0 else para[:end + 1]
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
 
 
 def _finish_train(summary: dict) -> None:

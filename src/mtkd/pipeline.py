@@ -103,6 +103,9 @@ class Experiment:
         schema = load_schema(self.cfg.data.schema_path)
         logged = TASK_METRICS[schema.task] + (("gauc",) if schema.task == "binary" and schema.group else ())
         wrong = [m for m in self.cfg.metrics if m not in logged]
+        if wrong == ["gauc"] and schema.task == "binary":
+            raise ConfigError(f"{self.source}: metric gauc (AUC per user, averaged) needs a group column: set "
+                              f"`group: COLUMN` (e.g. the user id) in {self.cfg.data.schema_path}, or drop gauc")
         if wrong:
             raise ConfigError(f"{self.source}: metrics {wrong} are not logged for a {schema.task} task; choose from "
                               f"{', '.join(logged)}")
@@ -155,7 +158,10 @@ class Experiment:
 
         start_over = self._starts_over(cfg, data, out, force, rerun_changed, self.log)
         if not self._trains(out, start_over):
-            return json.loads((out / "summary.json").read_text()), False
+            summary = json.loads((out / "summary.json").read_text())
+            self.log(f"  reused: {out} finished earlier with these settings (best epoch "
+                     f"{summary.get('best_epoch')}); --force trains it again")
+            return summary, False
         return train_run(cfg, data, out, resume=not start_over, force=start_over, log=self.log,
                          progress=False), True
 

@@ -15,11 +15,17 @@ COLUMNS = ["model", "kind", "method", "seeds", "test_auc", "test_auc_std", "test
            "params", "ms_per_1000_rows", "onnx_ms_per_1000_rows", "best_epoch", "train_seconds"]
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
+def _mean_std(xs: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std; the std of one seed is None (unknown, not 0: one seed says nothing
+    about the spread)."""
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     if not xs:
         return float("nan"), float("nan")
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def _pm(mean: float, std: float | None) -> str:
+    return f"{mean:.4f} ± " + ("n/a (1 seed)" if std is None else f"{std:.4f}")
 
 
 def summarise(name: str, kind: str, method: str, runs: list[dict[str, Any]], latency_ms: float | None,
@@ -81,9 +87,8 @@ def _table(rows: list[dict[str, Any]], task: str) -> tuple[list[str], list[bool]
     cells = []
     for r in rows:
         cells.append([r["model"], r["kind"], r["method"],
-                      f"{r['test_auc']:.4f} ± {r['test_auc_std']:.4f}",
-                      f"{r['test_logloss']:.4f} ± {r['test_logloss_std']:.4f}",
-                      *(f"{r[f'test_{m}']:.4f} ± {r[f'test_{m}_std']:.4f}" for m in extra),
+                      _pm(r["test_auc"], r["test_auc_std"]), _pm(r["test_logloss"], r["test_logloss_std"]),
+                      *(_pm(r[f"test_{m}"], r[f"test_{m}_std"]) for m in extra),
                       num(r["params"], ","), num(r["ms_per_1000_rows"], ".2f"),
                       *([num(r.get("onnx_ms_per_1000_rows"), ".2f")] if onnx else []),
                       num(r["best_epoch"], ".1f"), num(r["train_seconds"], ".1f")])

@@ -51,7 +51,7 @@ def accuracy_latency(rows: list[dict[str, Any]], path: Path, task: str = "binary
             continue
         x = [r["ms_per_1000_rows"] for r in rs]
         y = [r["test_auc"] for r in rs]
-        ax.errorbar(x, y, yerr=[r["test_auc_std"] for r in rs], fmt=marker, color=color, capsize=3,
+        ax.errorbar(x, y, yerr=[r["test_auc_std"] or 0.0 for r in rs], fmt=marker, color=color, capsize=3,
                     label=kind + "s" if kind != "ensemble" else "teacher ensemble")
         points += [(xi, yi, r["model"]) for xi, yi, r in zip(x, y, rs)]
     ax.set_xscale("log")

@@ -35,7 +35,7 @@ def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, mode
         params["hidden_dims"] = hidden
         params["num_classes"] = p
     if d.weighting == "gate":
-        params.setdefault("num_classes", fmap.output_dim)
+        params["num_classes"] = fmap.output_dim
         if params.get("use_features") and hasattr(model, "embedding"):
             params["feature_dim"] = model.embedding.flat_dim
     return params

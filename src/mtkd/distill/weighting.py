@@ -274,7 +274,7 @@ class LREnsemble(Weighting):
 
 
 # constructor arguments the objective fills in from the data and the teachers, not the user
-_FILLED_IN = {"self", "num_teachers", "task", "teacher_scores", "hidden_dims", "feature_dim", "hidden_coded"}
+_FILLED_IN = {"self", "num_teachers", "task", "teacher_scores", "hidden_dims", "feature_dim", "hidden_coded", "num_classes"}
 
 
 def weighting_params(name: str) -> list[str]:
