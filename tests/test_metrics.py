@@ -150,6 +150,12 @@ def test_binary_logloss_finite_for_extreme_logits() -> None:
     assert math.isfinite(out["calibration"])
     # saturated sigmoids do not collapse the ranking: AUC uses the logits themselves
     assert M.binary_metrics([0, 1], [40.0, 50.0])["auc"] == 1.0
+    # an overflowed (infinite) logit: 0 on the right side, inf on the wrong one, never nan
+    assert M.binary_metrics([1, 0], [np.inf, -np.inf])["logloss"] == 0.0
+    assert M.binary_metrics([0, 1], [np.inf, 0.0])["logloss"] == np.inf
+    y = np.random.default_rng(0).random(50) > 0.5
+    x = np.random.default_rng(1).normal(size=50) * 4
+    assert M.binary_metrics(y, x)["logloss"] == pytest.approx(float(np.mean(np.logaddexp(0, x) - y * x)))
 
 
 def test_multiclass_metrics_and_dispatch() -> None:

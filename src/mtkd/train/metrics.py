@@ -228,6 +228,11 @@ def _softplus(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
 
 
+def _binary_logloss(y: np.ndarray, x: np.ndarray) -> float:
+    """softplus(-x) for positives, softplus(x) for negatives (`y` bool)."""
+    return float(np.mean(_softplus(np.where(y, -x, x))))
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function that never evaluates exp of a large positive number."""
     e = np.exp(-np.abs(x))
@@ -246,14 +251,15 @@ def binary_metrics(y_true: Any, logits: Any, groups: Any = None) -> dict[str, fl
     text tasks; cheap, so always logged).
 
     AUC ranks the logits themselves, so rows whose sigmoid saturates to the same float still
-    rank correctly; logloss is softplus(x) - y * x, exact and finite for any finite logit.
+    rank correctly; logloss is softplus(-x) for a positive and softplus(x) for a negative: exact
+    for any logit (an infinite one costs 0 on the right side, inf on the wrong one; never nan).
     """
     y, x = _binary_inputs(y_true, logits)
     pred = x > 0
     nan = float("nan")
     out = {
         "auc": auc(y, x),
-        "logloss": float(np.mean(_softplus(x) - y * x)) if y.size else nan,
+        "logloss": _binary_logloss(y, x) if y.size else nan,
         "calibration": calibration(y, _sigmoid(x)),
         "accuracy": float(np.mean(pred == (y > 0.5))) if y.size else nan,
         "f1": f1(y, pred) if y.size else nan,
