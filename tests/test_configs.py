@@ -48,3 +48,13 @@ def test_set_without_its_section_names_the_full_key() -> None:
     assert "weighting_params: unknown key here; it belongs to a section: distill.weighting_params" in msg
     assert "lr: unknown key here; it belongs to a section: optimizer.lr" in msg
     assert "lrr: unknown key (remove it or check its spelling)" in msg
+
+
+def test_paths_in_a_train_config_are_stored_resolved(tmp_path, monkeypatch) -> None:
+    """A run's saved config.yaml names the same init_from / word-vector files from any directory."""
+    from mtkd.config import load_train_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_train_config(None, ["init_from=runs/teacher", "word_vectors.text=glove.txt"])
+    assert cfg.init_from == str(tmp_path.resolve() / "runs" / "teacher")
+    assert cfg.word_vectors == {"text": str(tmp_path.resolve() / "glove.txt")}

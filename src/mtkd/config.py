@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mtkd.config_io import load_yaml, parse_model, yaml_load
 from mtkd.errors import ConfigError
@@ -138,6 +138,17 @@ class TrainConfig(_Strict):
         None, gt=0, le=1, description="train on this seeded fraction of the training rows (learning curves, "
                                       "a deliberately weak teacher)")
     distill: Optional[DistillConfig] = None
+
+    @field_validator("init_from")
+    @classmethod
+    def _absolute_run(cls, v: Optional[str]) -> Optional[str]:
+        """Stored resolved: the saved config means the same directory from any working directory."""
+        return None if v is None else str(Path(v).expanduser().resolve())
+
+    @field_validator("word_vectors")
+    @classmethod
+    def _absolute_files(cls, v: dict[str, str]) -> dict[str, str]:
+        return {k: str(Path(p).expanduser().resolve()) for k, p in v.items()}
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
