@@ -164,19 +164,32 @@ def best_teacher_by_valid(out: Path, names: list[str], seeds: list[int], task: s
     return max(vals, key=vals.get), vals
 
 
+def one_seed(r: dict[str, Any]) -> bool:
+    """A row from fewer than 2 seeds: its std is not an estimate of anything (the report says 0)."""
+    return int(r.get("seeds") or 0) < 2
+
+
 def table(rows: list[dict[str, Any]], title: str, task: str, labels: dict[str, str] | None = None) -> str:
     from mtkd.report import to_markdown
 
-    shown = [dict(r, model=(labels or {}).get(r["model"], r["model"])) for r in rows]
-    return to_markdown(shown, title, [], task).replace(f"# {title}\n\n\n", f"### {title}\n\n")
+    # A one-seed row's std prints as n/a, not 0.0000 (NaN through the report, then renamed).
+    shown = [dict(r, model=(labels or {}).get(r["model"], r["model"]),
+                  **({k: math.nan for k in r if k.startswith("test_") and k.endswith("_std")} if one_seed(r) else {}))
+             for r in rows]
+    return (to_markdown(shown, title, [], task).replace(f"# {title}\n\n\n", f"### {title}\n\n")
+            .replace("± nan", "± n/a"))
 
 
 def fmt(r: dict[str, Any]) -> str:
-    return f"{r['test_auc']:.4f} ± {r['test_auc_std']:.4f}"
+    return f"{r['test_auc']:.4f} ± " + ("n/a" if one_seed(r) else f"{r['test_auc_std']:.4f}")
 
 
 def verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """a should beat b (higher is better): HOLDS / DOES NOT HOLD / WITHIN NOISE (|diff| < pooled std)."""
+    """a should beat b (higher is better): HOLDS / DOES NOT HOLD / WITHIN NOISE (|diff| < pooled std);
+    n/a when either side has fewer than 2 seeds (no std, so no noise band to judge against)."""
+    if one_seed(a) or one_seed(b):
+        n = min(int(a.get("seeds") or 0), int(b.get("seeds") or 0))
+        return f"n/a ({n} seed{'' if n == 1 else 's'})"
     diff = a["test_auc"] - b["test_auc"]
     pooled = math.sqrt((a["test_auc_std"] ** 2 + b["test_auc_std"] ** 2) / 2)
     if abs(diff) < pooled or (pooled == 0 and diff == 0):
@@ -188,9 +201,10 @@ def claim(text: str, a: dict[str, Any] | None, b: dict[str, Any] | None, metric:
     if a is None or b is None:
         return f"- {text}: not finished"
     diff = a["test_auc"] - b["test_auc"]
-    pooled = math.sqrt((a["test_auc_std"] ** 2 + b["test_auc_std"] ** 2) / 2)
+    pooled = ("n/a" if one_seed(a) or one_seed(b)
+              else f"{math.sqrt((a['test_auc_std'] ** 2 + b['test_auc_std'] ** 2) / 2):.4f}")
     return (f"- {text}: {a['model']} {fmt(a)} vs {b['model']} {fmt(b)} (test {metric}; diff {diff:+.4f}, "
-            f"pooled std {pooled:.4f}) -> {verdict(a, b)}")
+            f"pooled std {pooled}) -> {verdict(a, b)}")
 
 
 def time_epochs(exp: Any, specs: dict[str, Any], seed: int, root: Path, repeats: int,
@@ -200,6 +214,8 @@ def time_epochs(exp: Any, specs: dict[str, Any], seed: int, root: Path, repeats:
     from mtkd.train.run import train_run
 
     best: dict[str, float] = {}
+    for name in specs:  # round_ratio pairs this call's rounds only (not an earlier dataset's)
+        ROUNDS[name] = []
     for r in range(repeats):
         for name, spec in specs.items():
             from mtkd.config import ModelSpec
@@ -213,7 +229,7 @@ def time_epochs(exp: Any, specs: dict[str, Any], seed: int, root: Path, repeats:
     return best
 
 
-ROUNDS: dict[str, list[float]] = {}  # every timed epoch of time_epochs, per spec, in round order
+ROUNDS: dict[str, list[float]] = {}  # every timed epoch of the last time_epochs call, per spec, in round order
 
 
 def round_ratio(a: str, b: str) -> float:

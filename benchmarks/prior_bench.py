@@ -45,7 +45,8 @@ def run_cell(data: Path, runs: Path, model: str, profile: str, seed: int, prior:
 
 
 def ms(xs: list[float]) -> str:
-    return f"{statistics.fmean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
+    """Mean ± std; with one seed the std is n/a (there is none), not 0."""
+    return f"{statistics.fmean(xs):.4f} ± " + (f"{statistics.stdev(xs):.4f}" if len(xs) > 1 else "n/a")
 
 
 def main() -> int:
@@ -83,10 +84,11 @@ def main() -> int:
                 on = [done[f"{ds}|{model}|{profile}|{s}|True"] for s in seeds]
                 off = [done[f"{ds}|{model}|{profile}|{s}|False"] for s in seeds]
                 a, b = [r["test_auc"] for r in on], [r["test_auc"] for r in off]
-                pooled = math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2) if len(a) > 1 else 0.0
+                pooled = (f"{math.sqrt((statistics.variance(a) + statistics.variance(b)) / 2):.4f}" if len(a) > 1
+                          else "n/a: 1 seed, no verdict")
                 print(f"| {model} | {profile} | {ms(a)} | {ms([r['test_logloss'] for r in on])} | {ms(b)} | "
                       f"{ms([r['test_logloss'] for r in off])} | {statistics.fmean(a) - statistics.fmean(b):+.4f} "
-                      f"({pooled:.4f}) | {statistics.fmean(r['best_epoch'] for r in on):.1f} / "
+                      f"({pooled}) | {statistics.fmean(r['best_epoch'] for r in on):.1f} / "
                       f"{statistics.fmean(r['best_epoch'] for r in off):.1f} |")
     return 0
 

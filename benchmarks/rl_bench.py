@@ -25,9 +25,10 @@ Students (DNN 128-64, alpha 0.5, temperature 1; binary: soft-label BCE, multi-cl
              deliberately weak teacher): poor_average, poor_gate, poor_policy_ce and
              poor_policy_ce_paper; the weak teacher's selection rate (policy) and mean weight (gate)
              per epoch.
-Cost: one epoch of each policy vs one epoch of kd_average (policy active from the first step, min of
---speed-repeats back-to-back runs; target <= 1.3x), and the median train.samples_per_s of the
-benchmark runs after the warm-up epoch.
+Cost: one epoch of each policy vs one epoch of kd_average (policy active from the first step),
+timed back to back in each of --speed-repeats rounds; the target (<= 1.3x) is judged on the median
+of the per-round ratios (the ratio of minima printed beside it), and the median
+train.samples_per_s of the benchmark runs after the warm-up epoch.
 """
 
 from __future__ import annotations

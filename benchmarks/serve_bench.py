@@ -15,6 +15,12 @@ scoring of the same rows (the same encoder and model, no HTTP).
 Printed per (model, engine, R, C): requests/s, rows/s, median and p99 latency, and the
 in-process median (JSON parse, encode, score: what is left once HTTP is gone). Clients and
 server share this machine's cores, so the figures are a floor for a server with its own.
+
+The in-process median is the least reliable column: it is the median of IN_PROCESS_REPEATS (50)
+back-to-back calls in this process, taken once per R before that R's load cells (so the same value
+repeats down the C rows), with the `mtkd serve` process up but not under load on the same cores;
+nothing isolates it from other work on the machine (one busy neighbour on 2 cores can double it).
+Read it as a rough share of the served p50, not as a baseline to subtract.
 """
 
 from __future__ import annotations
@@ -149,7 +155,10 @@ def load(service: Service, body: bytes, clients: int, seconds: float, warmup: fl
     return [x for xs in per_client for x in xs]
 
 
-def in_process_ms(scorer: Scorer, body: bytes, repeats: int = 50) -> float:
+IN_PROCESS_REPEATS = 50
+
+
+def in_process_ms(scorer: Scorer, body: bytes, repeats: int = IN_PROCESS_REPEATS) -> float:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -179,8 +188,11 @@ def main() -> None:
               ("autoint_plus (teacher)", paths["autoint_plus_onnx"])]
     print(f"serve_bench: {args.seconds:g} s per cell after {args.warmup:g} s warm-up; clients and server on "
           "this machine")
+    print(f"in-process p50: median of {IN_PROCESS_REPEATS} back-to-back calls in this process, once per rows/request "
+          "(repeated down the clients rows), the service up but idle on the same cores; unisolated, a rough "
+          "guide under CPU contention")
     print("| model | engine | workers | rows / request | clients | requests/s | rows/s | p50 ms | p99 ms | "
-          "in-process p50 ms |")
+          f"in-process p50 ms (n={IN_PROCESS_REPEATS}) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (label, model), workers in [(m, int(w)) for m in served for w in args.workers.split(",")]:
         service = Service(model, workers)
