@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -343,3 +345,29 @@ def test_compressed_and_non_utf8_files_are_named(tmp_path: Path) -> None:
     latin = tmp_path / "latin.csv"
     latin.write_bytes(b"\n".join(text))
     _data_error(latin, toy_schema(), "line 4", "column 'c1'", "not UTF-8", "iconv")
+
+
+def test_every_spelling_of_nan_is_a_missing_value(tmp_path: Path) -> None:
+    """`-nan` (C's printf), `NAN`, `+nan` and Parquet's NaN reach the encoder as missing, not as a
+    float NaN that makes a standardised column's mean NaN in every split."""
+    from mtkd.data.prepare import prepare
+
+    schema = {"label": "y", "features": [{"name": "c", "type": "categorical"},
+                                         {"name": "x", "type": "numeric", "transform": "standardize"}]}
+    spellings = ["-nan", "NAN", "Nan", "+nan", "nan", "1.5", "2.5", "3.5"]
+    path = tmp_path / "nan.csv"
+    path.write_text("y,c,x\n" + "".join(f"{i % 2},a,{v}\n" for i, v in enumerate(spellings * 20)))
+    parquet = tmp_path / "nan.parquet"
+    x = np.tile([np.nan, 1.5, 2.5, 3.5], 40)
+    pq.write_table(pa.table({"y": np.arange(160) % 2, "c": ["a"] * 160, "x": x}), parquet)
+    for raw, extra in ((path, {}), (parquet, {"format": "parquet"})):
+        sch = schema_from_dict({**schema, **extra})
+        (batch,) = list(open_reader(raw, sch).batches())
+        col = batch.column("x")
+        assert col.null_count == (100 if raw == path else 40) and not pc.any(pc.is_nan(pc.drop_null(col))).as_py()
+        out = tmp_path / f"ds_{raw.suffix[1:]}"
+        prepare(sch, out, raw)
+        enc = json.loads((out / "encoder.json").read_text())["features"]["x"]
+        assert np.isfinite(enc["mean"]) and np.isfinite(enc["std"])  # fill_na 0 stands in for the missing
+        for split in ("train", "valid", "test"):
+            assert np.isfinite(np.load(out / split / "num.npy")).all()

@@ -239,6 +239,9 @@ def test_non_finite_numbers_and_bad_outputs_are_refused(binary, tmp_path) -> Non
     for bad in ("inf", float("nan"), float("-inf")):
         with pytest.raises(MtkdError, match=f"column '{col}'"):
             scorer.rows_to_batch([{col: bad}])
+    missing = scorer.score_batch(scorer.rows_to_batch([{col: None}]))  # a NaN spelt in a string: missing, as in a file
+    for spelt in ("NAN", "-nan", "nan"):
+        assert scorer.score_batch(scorer.rows_to_batch([{col: spelt}])) == pytest.approx(missing)
     with open(raw) as fh:
         rows = [r for _, r in zip(range(3), csv.reader(fh))]
     rows[2][rows[0].index(col)] = "inf"

@@ -96,7 +96,7 @@ class RawReader:
         pending: list[pa.RecordBatch] = []
         rows = 0
         for b in self._blocks():
-            pending.append(b)
+            pending.append(_nan_as_missing(b))
             rows += b.num_rows
             if rows >= CHUNK_ROWS:
                 yield _combine(pending)
@@ -147,6 +147,17 @@ def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
         return batches[0]
     table = pa.Table.from_batches(batches).combine_chunks()
     return pa.RecordBatch.from_arrays([c.chunk(0) for c in table.columns], names=table.column_names)
+
+
+def _nan_as_missing(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """NaN in a float column is a missing value (gets fill_na), however it was spelt: Arrow
+    parses `-nan`, `NAN`, `+nan` (and Parquet stores NaN) as a float NaN that would wipe out a
+    standardised column's mean in every split."""
+    cols = list(batch.columns)
+    for i, col in enumerate(cols):
+        if pa.types.is_floating(col.type) and col.null_count < len(col) and pc.any(pc.is_nan(col)).as_py():
+            cols[i] = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
+    return pa.RecordBatch.from_arrays(cols, schema=batch.schema) if cols != list(batch.columns) else batch
 
 
 class DelimitedReader(RawReader):

@@ -291,6 +291,8 @@ def _number(v: Any) -> Any:
         x = float(v)
     except ValueError:
         return v
+    if math.isnan(x):  # "NAN", "-nan": missing, as every spelling of NaN is in a file
+        return None
     return x if math.isfinite(x) else v
 
 
