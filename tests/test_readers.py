@@ -371,3 +371,42 @@ def test_every_spelling_of_nan_is_a_missing_value(tmp_path: Path) -> None:
         assert np.isfinite(enc["mean"]) and np.isfinite(enc["std"])  # fill_na 0 stands in for the missing
         for split in ("train", "valid", "test"):
             assert np.isfinite(np.load(out / split / "num.npy")).all()
+
+
+def test_a_file_to_score_needs_only_the_models_inputs(tmp_path: Path) -> None:
+    """Traffic to score has no label, no group (an evaluation key) and no legacy score column (the
+    model the student replaces); a header-less file may leave out the label column. The scores
+    are those of the full file."""
+    from mtkd.config import load_train_config
+    from mtkd.data.prepare import prepare
+    from mtkd.serve.predict import predict_file
+    from mtkd.train.run import train_run
+
+    rng = np.random.default_rng(0)
+    n = 600
+    c, x = rng.choice(list("abcd"), n), rng.random(n)
+    y = (rng.random(n) < np.where(c == "a", 0.7, 0.2)).astype(int)
+    lines = [f"{y[i]},u{i % 20},{rng.random():.3f},{c[i]},{x[i]:.3f}" for i in range(n)]
+    full = tmp_path / "full.csv"
+    full.write_text("y,uid,legacy,c,x\n" + "\n".join(lines) + "\n")
+    schema = {"label": "y", "group": "uid", "scores": ["legacy"],
+              "features": [{"name": "c", "type": "categorical"}, {"name": "x", "type": "numeric"}]}
+    prepare(schema_from_dict(schema), tmp_path / "ds", full)
+    cfg = load_train_config(None, ["epochs=1", "batch_size=128", "device=cpu"], model="lr")
+    train_run(cfg, tmp_path / "ds", tmp_path / "run", log=lambda s: None, progress=False)
+    traffic = tmp_path / "traffic.csv"
+    traffic.write_text("c,x\n" + "\n".join(line.split(",", 3)[3] for line in lines) + "\n")
+    predict_file(tmp_path / "run", full, tmp_path / "a.csv")
+    predict_file(tmp_path / "run", traffic, tmp_path / "b.csv")
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+    headerless = schema_from_dict({**schema_from_dict(schema).model_dump(exclude_defaults=True),
+                                   "header": False, "columns": ["y", "uid", "legacy", "c", "x"]})
+    no_label = tmp_path / "no_label.csv"
+    no_label.write_text("\n".join(line.split(",", 1)[1] for line in lines[:5]) + "\n")
+    (batch,) = list(open_reader(no_label, headerless, need_label=False).batches())
+    assert batch.schema.names == ["c", "x"] and batch.num_rows == 5
+    with pytest.raises(DataError, match="all but the label 'y'"):
+        bad = tmp_path / "three.csv"
+        bad.write_text("a,b,c\n")
+        open_reader(bad, headerless, need_label=False)

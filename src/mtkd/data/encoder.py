@@ -277,9 +277,10 @@ class Encoder:
             out["num"] = num
         for name, spec in s.sequences():
             out[f"seq_{name}"] = self._sequence(batch.column(name), name, spec)
-        if s.group:
+        present = set(batch.schema.names)  # a batch to score carries the model's inputs only
+        if s.group and s.group in present:
             out["group"] = hash_strings(pc.fill_null(batch.column(s.group), "")).view(np.int64)
-        if s.scores:
+        if s.scores and present.issuperset(s.scores):
             sc = np.empty((n, len(s.scores)), dtype=np.float32)
             for j, name in enumerate(s.scores):
                 sc[:, j] = batch.column(name).to_numpy(zero_copy_only=False)

@@ -50,8 +50,10 @@ class RawReader:
         self.path = Path(path)
         self.schema = schema
         self.block_size = block_size
-        # scoring (`mtkd predict`) reads files without labels: the label column is then not required
-        self.columns = [c for c in schema.input_columns() if need_label or c != schema.label]
+        # scoring (`mtkd predict`) reads the model's inputs only: not the label, the group (an
+        # evaluation key) or the score columns (the legacy model the student replaces)
+        unread = {schema.label, schema.group, *schema.scores}
+        self.columns = [c for c in schema.input_columns() if need_label or c not in unread]
         # every column of the file, used or not (a CSV header's `id`): a served row may carry them
         self.file_columns: list[str] = list(self.columns)
         self.types = column_types(schema)
@@ -189,11 +191,13 @@ class DelimitedReader(RawReader):
             names = [f.strip() for f in fields]
             return names, names != fields
         names = list(self.schema.columns)  # no header, or a header renamed (`header: true` and `columns:`)
+        if self.scoring and len(fields) == len(names) - 1 and self.schema.label in names:
+            names.remove(self.schema.label)  # traffic to score: the training columns less the label
         if len(fields) != len(names):
-            raise DataError(
-                f"{self.path}: line 1 has {len(fields)} columns but the schema's `columns:` lists "
-                f"{len(names)}; list one name per column in file order (delimiter {self.delimiter!r})."
-            )
+            fix = (f"give the file the training files' {len(names)} columns in their order, or all but the label "
+                   f"{self.schema.label!r}" if self.scoring else "list one name per column in file order")
+            raise DataError(f"{self.path}: line 1 has {len(fields)} columns but the schema's `columns:` lists "
+                            f"{len(names)}; {fix} (delimiter {self.delimiter!r}).")
         return names, True
 
     def _options(self, types: dict[str, pa.DataType], include: list[str]):
