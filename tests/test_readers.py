@@ -410,3 +410,39 @@ def test_a_file_to_score_needs_only_the_models_inputs(tmp_path: Path) -> None:
         bad = tmp_path / "three.csv"
         bad.write_text("a,b,c\n")
         open_reader(bad, headerless, need_label=False)
+
+
+def test_files_that_are_not_plain_csv_are_named_with_their_fix(tmp_path: Path) -> None:
+    """Old-Mac CR line ends, a Parquet file or a zip (xlsx) given to a CSV schema, UTF-16 text and
+    a header naming a read column twice: each is one error naming the file and the fix (they were
+    a _csv.Error traceback, a header of binary garbage, or silently the first copy)."""
+    import zipfile
+
+    plain = write_delimited(tmp_path / "a.csv", ROWS)
+    cr = tmp_path / "cr.csv"
+    cr.write_bytes(plain.read_bytes().replace(b"\n", b"\r"))
+    _data_error(cr, toy_schema(), "old-Mac line ends", "tr '\\r' '\\n'")
+    parquet = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), parquet)
+    _data_error(parquet, toy_schema(), "is a Parquet file: set `format: parquet`")
+    with zipfile.ZipFile(tmp_path / "book.xlsx", "w") as z:
+        z.writestr("sheet.xml", "<x/>")
+    _data_error(tmp_path / "book.xlsx", toy_schema(), "is a zip archive (an .xlsx workbook is one)")
+    utf16 = tmp_path / "u16.csv"
+    utf16.write_bytes(plain.read_text().encode("utf-16"))
+    _data_error(utf16, toy_schema(), "is not a text file", "iconv -f UTF-16")
+    lines = plain.read_text().splitlines()
+    dup = tmp_path / "dup.csv"
+    dup.write_text("\n".join([lines[0] + ",x"] + [line + ",999" for line in lines[1:]]) + "\n")
+    _data_error(dup, toy_schema(), "line 1 names column(s) ['x'] more than once")
+
+
+def test_a_header_longer_than_a_mebibyte_is_read_whole(tmp_path: Path) -> None:
+    wide = [f"a_long_unused_column_name_{i}" for i in range(60_000)]  # ~1.8 MB of header
+    plain = write_delimited(tmp_path / "a.csv", ROWS).read_text().splitlines()
+    path = tmp_path / "wide.csv"
+    path.write_text("\n".join([",".join(wide) + "," + plain[0]] +
+                              [",".join(["0"] * len(wide)) + "," + line for line in plain[1:]]) + "\n")
+    reader = open_reader(path, toy_schema())
+    assert len(reader.file_columns) == len(wide) + len(plain[0].split(","))
+    assert sum(b.num_rows for b in reader.batches()) == len(plain) - 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,19 @@ def test_sharer_defaults_to_owner_max_len() -> None:
 def test_preset_hashes_are_stable(preset: str, digest: str) -> None:
     """Datasets prepared before a setting was added must keep matching their schema."""
     assert load_schema(PRESETS / preset).hash() == digest
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"group": "y"}, "column 'y' is both the label and a group column"),
+    ({"group": "c"}, "column 'c' is both the feature and a group column"),
+    ({"scores": ["x"]}, "column 'x' is both the feature and a score column"),
+    ({"scores": ["s", "s"]}, "score column 's' is listed twice"),
+    ({"delimiter": ";;"}, "delimiter ';;': must be one character"),
+    ({"delimiter": ""}, "delimiter '': must be one character"),
+    ({"header": False, "columns": ["y", "c", "c", "x"]}, "`columns:` names ['c'] more than once"),
+])
+def test_a_column_has_one_role_and_a_delimiter_one_character(extra, needle) -> None:
+    """Each of these reached Arrow or Python's csv module and ended in a KeyError / TypeError traceback."""
+    base = {"label": "y", "features": [{"name": "c", "type": "categorical"}, {"name": "x", "type": "numeric"}]}
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        schema_from_dict({**base, **extra})

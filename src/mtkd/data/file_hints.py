@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mtkd.errors import DataError
+
+_BINARY = ((b"PAR1", "a Parquet file: set `format: parquet` in the schema"),
+           (b"PK\x03\x04", "a zip archive (an .xlsx workbook is one): unzip it, or save the sheet as CSV"))
+
 COMPRESSED = ((b"\x1f\x8b", "gzip", ".gz"), (b"BZh", "bzip2", ".bz2"),
               (b"\xfd7zXZ", "xz", ".xz"), (b"\x28\xb5\x2f\xfd", "zstd", ".zst"))
 
@@ -19,6 +24,15 @@ def decompress_hint(path: Path, kind: str, suffix: str) -> str:
     return f"{kind} -dc {path} > {path.with_name(path.stem + '.plain' + path.suffix)}"
 
 
+def check_not_compressed(path: Path) -> None:
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    for sig, kind, suffix in COMPRESSED:
+        if magic.startswith(sig):
+            raise DataError(f"{path}: is {kind}-compressed; decompress it first "
+                            f"(`{decompress_hint(path, kind, suffix)}`) and give the decompressed file")
+
+
 def other_delimiter(columns: list[str], delimiter: str) -> str | None:
     """A header read as one column that another delimiter splits is a file in another format
     (a TSV given to a CSV model), not a schema with wrong names."""
@@ -31,3 +45,18 @@ def other_delimiter(columns: list[str], delimiter: str) -> str | None:
 def preview(names: list[str], k: int = 12) -> str:
     shown = ", ".join(names[:k])
     return shown + (f", ... ({len(names)} in all)" if len(names) > k else "")
+
+
+def check_text_line(path: Path, first: bytes) -> None:
+    """A delimited file's first line (up to its newline) is text with Unix or Windows line ends;
+    binary bytes or old-Mac CR-only line ends (Excel's "CSV (Macintosh)") are named with their fix
+    before a parser reports them as a header of garbage or a traceback."""
+    for sig, what in _BINARY:
+        if first.startswith(sig):
+            raise DataError(f"{path}: is {what}")
+    if b"\0" in first:
+        raise DataError(f"{path}: is not a text file (NUL bytes in line 1; UTF-16 text or binary data?); "
+                        f"give a UTF-8 CSV/TSV (UTF-16: `iconv -f UTF-16 -t UTF-8 {path} > {path}.utf8`)")
+    if b"\r" in first.rstrip(b"\r\n"):
+        raise DataError(f"{path}: has old-Mac line ends (CR without LF); convert them: "
+                        f"`tr '\\r' '\\n' < {path} > {path.with_name(path.stem + '.unix' + path.suffix)}`")

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from mtkd.data.file_hints import COMPRESSED, decompress_hint, other_delimiter, preview
+from mtkd.data.file_hints import check_not_compressed, check_text_line, other_delimiter, preview
 from mtkd.data.schema import Schema
 from mtkd.errors import DataError
 
@@ -63,12 +63,7 @@ class RawReader:
             raise DataError(f"{self.path}: is a directory, expected a data file")
         if self.path.stat().st_size == 0:
             raise DataError(f"{self.path}: file is empty (0 bytes); expected rows of data")
-        with open(self.path, "rb") as f:
-            magic = f.read(6)
-        for sig, kind, suffix in COMPRESSED:
-            if magic.startswith(sig):
-                raise DataError(f"{self.path}: is {kind}-compressed; decompress it first "
-                                f"(`{decompress_hint(self.path, kind, suffix)}`) and give the decompressed file")
+        check_not_compressed(self.path)
         self.scoring = not need_label
 
     def _check_columns(self, names: list[str], fix: str, hint: str | None = None) -> None:
@@ -177,9 +172,9 @@ class DelimitedReader(RawReader):
 
     def _first_line(self) -> str:
         with open(self.path, "rb") as f:
-            raw = f.readline(1 << 20)
-        text = raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
-        return text
+            raw = f.readline(256 << 20)  # a header of 90,000 long names passes 1 MiB
+        check_text_line(self.path, raw)
+        return raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
 
     def _file_columns(self) -> tuple[list[str], bool]:
         """The file's column names, and whether they differ from the header line as written."""
@@ -189,6 +184,9 @@ class DelimitedReader(RawReader):
         fields = next(csv.reader([first], delimiter=self.delimiter, quoting=self.csv_quoting))
         if self.schema.columns is None:
             names = [f.strip() for f in fields]
+            if twice := sorted({c for c in self.columns if names.count(c) > 1}):
+                raise DataError(f"{self.path}: line 1 names column(s) {twice} more than once; the schema reads "
+                                "them by name, so rename the copies (or drop them) in the header")
             return names, names != fields
         names = list(self.schema.columns)  # no header, or a header renamed (`header: true` and `columns:`)
         if self.scoring and len(fields) == len(names) - 1 and self.schema.label in names:

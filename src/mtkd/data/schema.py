@@ -136,6 +136,17 @@ class Schema(_Strict):
         used = names + [self.label] + ([self.group] if self.group else []) + list(self.scores)
         if self.label in names:
             raise ValueError(f"label column {self.label!r} is also listed as a feature")
+        roles = [("feature", n) for n in names] + [("label", self.label)] + \
+            ([("group", self.group)] if self.group else []) + [("score", n) for n in self.scores]
+        for i, (role, col) in enumerate(roles):
+            other = next((r for r, c in roles[:i] if c == col), None)
+            if other is not None:  # one column read twice would be one Arrow field named twice
+                raise ValueError(f"{role} column {col!r} is listed twice" if other == role else
+                                 f"column {col!r} is both the {other} and a {role} column; each column has "
+                                 "one role (drop it from one of them)")
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise ValueError(f"delimiter {self.delimiter!r}: must be one character (e.g. \",\", \"\\t\", \";\"); "
+                             "a file separated by several characters needs converting first")
         self._check_shared()
         if self.label_values is not None and (self.task != "binary" or len(set(self.label_values)) != 2):
             raise ValueError("label_values lists the two labels of a binary task: [negative, positive]")
@@ -147,6 +158,8 @@ class Schema(_Strict):
             if self.group or self.scores:
                 raise ValueError("format libfm has no group or score columns")
         if self.columns is not None:
+            if twice := sorted({c for c in self.columns if self.columns.count(c) > 1}):
+                raise ValueError(f"`columns:` names {twice} more than once; give each column of the file its own name")
             if self.format == "libfm":
                 missing = [n for n in used if n not in self.columns and n != self.label]
             else:
