@@ -17,7 +17,8 @@ from conftest import (PRESETS, TOY_COLUMNS, leftovers, toy_rows, toy_schema, toy
                       write_yaml)
 from mtkd.data.prepare import prepare
 from mtkd.data.store import Dataset
-from mtkd.errors import DataError
+from mtkd.data.schema import schema_from_dict
+from mtkd.errors import DataError, MtkdError
 
 N = 2000
 
@@ -532,3 +533,28 @@ def test_infinite_numeric_value_is_refused_with_its_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "line 3" in err and "'x'" in err and "finite" in err
     assert not (tmp_path / "ds").exists()
+
+
+def test_an_edit_of_the_same_size_between_the_sampled_blocks_prepares_again(tmp_path: Path) -> None:
+    """Labels flipped in place (`sed -i`) keep the size and the sampled first/middle/last MiB; the
+    modification time tells the prepare the file changed (it used to say "nothing to do")."""
+    rows = [f"{i % 2},c{i % 7},{i}" for i in range(400_000)]  # ~5 MB: the middle of the file is unsampled
+    raw = tmp_path / "big.csv"
+    raw.write_text("y,c,x\n" + "\n".join(rows) + "\n")
+    schema = schema_from_dict({"label": "y", "features": [{"name": "c", "type": "categorical"},
+                                                         {"name": "x", "type": "numeric"}]})
+    first = prepare(schema, tmp_path / "ds", raw)
+    data = bytearray(raw.read_bytes())
+    start = len(data) // 4
+    line = data.index(b"\n", start) + 1
+    data[line] = ord("1") if data[line] == ord("0") else ord("0")  # one label, same size, unsampled block
+    before = raw.stat().st_mtime_ns
+    raw.write_bytes(bytes(data))
+    os.utime(raw, ns=(before + 10**9, before + 10**9))  # a clock that ticks coarsely still moves
+    with pytest.raises(MtkdError, match="already holds a different dataset"):
+        prepare(schema, tmp_path / "ds", raw)
+    again = prepare(schema, tmp_path / "ds", raw, force=True)
+    assert again["checksum"] != first["checksum"]
+    logs: list[str] = []
+    prepare(schema, tmp_path / "ds", raw, log=logs.append)
+    assert any("nothing to do" in s for s in logs)  # unchanged since: up to date

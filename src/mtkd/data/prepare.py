@@ -35,10 +35,13 @@ UP_TO_DATE = "already prepared from the same files and schema; nothing to do"
 
 
 def file_fingerprint(path: Path) -> str:
-    """Size plus hashes of the first, middle and last MiB: cheap, and changes with any edit that
-    changes the size or touches those blocks (a full hash of a 10 GB log would dominate prepare)."""
-    size = path.stat().st_size
-    h = hashlib.blake2b(str(size).encode(), digest_size=16)
+    """Size, modification time and hashes of the first, middle and last MiB: cheap (a full hash
+    of a 10 GB log would dominate prepare), and it changes with any edit, including one of the
+    same size between those blocks (`sed -i` flipping labels), which moves the mtime. A copy
+    without `cp -p` prepares again once: the safe side."""
+    st = path.stat()
+    size = st.st_size
+    h = hashlib.blake2b(f"{size} {st.st_mtime_ns}".encode(), digest_size=16)
     with open(path, "rb") as f:
         for off in sorted({0, max(0, size // 2 - (1 << 19)), max(0, size - (1 << 20))}):
             f.seek(off)
