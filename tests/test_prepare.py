@@ -558,3 +558,13 @@ def test_an_edit_of_the_same_size_between_the_sampled_blocks_prepares_again(tmp_
     logs: list[str] = []
     prepare(schema, tmp_path / "ds", raw, log=logs.append)
     assert any("nothing to do" in s for s in logs)  # unchanged since: up to date
+
+
+def test_a_file_given_twice_is_warned_about(tmp_path: Path, toy_csv: Path) -> None:
+    logs: list[str] = []
+    prepare(toy_schema(), tmp_path / "ds", toy_csv, test=toy_csv, log=logs.append)
+    assert any(f"warning: {toy_csv} is given twice (as train/valid and as test)" in s for s in logs), logs
+    logs.clear()
+    other = write_delimited(tmp_path / "other.csv", toy_rows(200, seed=3))
+    prepare(toy_schema(), tmp_path / "ds2", toy_csv, test=other, log=logs.append)
+    assert not any("given twice" in s for s in logs)

@@ -56,6 +56,20 @@ def _fingerprint(schema: Schema, sources: list[Source]) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def _warn_reused_files(sources: list[Source], log: Callable[[str], None]) -> None:
+    """One file given twice (as train and test, or twice in --train) puts the same rows in two
+    splits or twice in one: the test score would measure memory, not generalisation."""
+    seen: dict[Path, str] = {}
+    for s in sources:
+        for p in s.paths:
+            where = "/".join(s.splits)
+            key = p.resolve()
+            if key in seen:
+                log(f"warning: {p} is given twice (as {seen[key]} and as {where}): its rows are in both; "
+                    "a test or validation score on rows the model trained on says nothing of new data")
+            seen.setdefault(key, where)
+
+
 def _check_labels(reader: RawReader, encoder_or_none: Encoder | None, batch: pa.RecordBatch,
                   start: int, schema: Schema) -> None:
     col = batch.column(schema.label)
@@ -109,6 +123,7 @@ def prepare(
                         "its --out directory as a whole, so name a new directory, e.g. --out data/NAME")
     trains = [Path(t) for t in (train if isinstance(train, (list, tuple)) else [train])]
     sources = plan_sources(schema, trains, _p(valid), _p(test), ratios, ordered, seed)
+    _warn_reused_files(sources, log)
     readers = [[open_reader(p, schema, block_size) for p in s.paths] for s in sources]
     fingerprint = _fingerprint(schema, sources)
     existing = _check_out_dir(out, fingerprint, force)
