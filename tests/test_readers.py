@@ -446,3 +446,12 @@ def test_a_header_longer_than_a_mebibyte_is_read_whole(tmp_path: Path) -> None:
     reader = open_reader(path, toy_schema())
     assert len(reader.file_columns) == len(wide) + len(plain[0].split(","))
     assert sum(b.num_rows for b in reader.batches()) == len(plain) - 1
+
+
+def test_a_header_of_numbers_is_named_as_a_missing_header(tmp_path: Path) -> None:
+    plain = write_delimited(tmp_path / "a.csv", ROWS).read_text().splitlines()
+    bare = tmp_path / "bare.csv"
+    bare.write_text("\n".join(plain[1:]) + "\n")
+    _data_error(bare, toy_schema(), "Line 1 looks like a data row", "set `header: false`")
+    with pytest.raises(DataError, match="give the file the training files' header line"):
+        open_reader(bare, toy_schema(), need_label=False)

@@ -198,6 +198,7 @@ def test_preset_hashes_are_stable(preset: str, digest: str) -> None:
     ({"delimiter": ";;"}, "delimiter ';;': must be one character"),
     ({"delimiter": ""}, "delimiter '': must be one character"),
     ({"header": False, "columns": ["y", "c", "c", "x"]}, "`columns:` names ['c'] more than once"),
+    ({"features": [{"name": "x", "type": "numeric", "fill_na": "abc"}]}, "fill_na 'abc': a numeric feature's"),
 ])
 def test_a_column_has_one_role_and_a_delimiter_one_character(extra, needle) -> None:
     """Each of these reached Arrow or Python's csv module and ended in a KeyError / TypeError traceback."""

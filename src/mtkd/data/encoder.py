@@ -40,7 +40,8 @@ def numeric_fill(spec: FeatureSpec, name: str) -> float:
     try:
         return float(spec.fill_na)
     except (TypeError, ValueError):
-        raise DataError(f"feature {name!r}: fill_na {spec.fill_na!r} is not a number") from None
+        raise DataError(f"feature {name!r}: fill_na {spec.fill_na!r} is not a number, but {name!r} is numeric; "
+                        "give a number in the schema (e.g. fill_na: 0)") from None
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:

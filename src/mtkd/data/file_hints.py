@@ -60,3 +60,19 @@ def check_text_line(path: Path, first: bytes) -> None:
     if b"\r" in first.rstrip(b"\r\n"):
         raise DataError(f"{path}: has old-Mac line ends (CR without LF); convert them: "
                         f"`tr '\\r' '\\n' < {path} > {path.with_name(path.stem + '.unix' + path.suffix)}`")
+
+
+def data_as_header(names: list[str], scoring: bool = False) -> str | None:
+    """A header of numbers and blanks is a data row: the file has no header line."""
+    def number(x: str) -> bool:
+        try:
+            float(x)
+            return True
+        except ValueError:
+            return not x.strip()
+    if names and sum(map(number, names)) * 2 >= len(names):
+        if scoring:
+            return "Line 1 looks like a data row, not a header: give the file the training files' header line."
+        return ("Line 1 looks like a data row, not a header: for a file without a header set `header: false` "
+                "and list the names in `columns:` in the schema.")
+    return None

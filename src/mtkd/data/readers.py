@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from mtkd.data.file_hints import check_not_compressed, check_text_line, other_delimiter, preview
+from mtkd.data.file_hints import check_not_compressed, check_text_line, data_as_header, other_delimiter, preview
 from mtkd.data.schema import Schema
 from mtkd.errors import DataError
 
@@ -168,7 +168,8 @@ class DelimitedReader(RawReader):
         # Arrow is given the names itself when the header is renamed or padded (`label, I1, C1`)
         self.file_columns, self._rename = self._file_columns()
         self._check_columns(self.file_columns, "Fix the column names in the schema (or `columns:` for files "
-                            "without a header).", other_delimiter(self.file_columns, self.delimiter))
+                            "without a header).", other_delimiter(self.file_columns, self.delimiter)
+                            or data_as_header(self.file_columns, self.scoring))
 
     def _first_line(self) -> str:
         with open(self.path, "rb") as f:
@@ -249,7 +250,8 @@ class DelimitedReader(RawReader):
                 what, fix = "a score column", "fix the value"
             else:
                 what = "a numeric column"
-                fix = "fix the value, or declare the column `type: categorical` in the schema"
+                fix = ("the model was trained on numbers in it: fix the value, or leave it empty (missing)"
+                       if self.scoring else "fix the value, or declare the column `type: categorical` in the schema")
             return DataError(f"{self.path}: {where}column {col!r}: {m.group(3)!r} is not a number, but {col!r} "
                              f"is {what}; {fix}.")
         m = re.search(r"In CSV column #(\d+): .*invalid UTF8", msg)

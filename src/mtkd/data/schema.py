@@ -65,6 +65,12 @@ class FeatureSpec(_Strict):
                              'character(s) between tokens, e.g. separator: " " for text or "|" for lists')
         if self.type != "sequence" and (self.lowercase or self.split_punctuation):
             raise ValueError("lowercase and split_punctuation apply to sequence (text) features only")
+        if self.type == "numeric" and isinstance(self.fill_na, str):
+            try:
+                float(self.fill_na)
+            except ValueError:
+                raise ValueError(f"fill_na {self.fill_na!r}: a numeric feature's missing values need a number "
+                                 "(e.g. fill_na: 0)") from None
         if self.share_embedding is not None and self.type == "numeric":
             raise ValueError("share_embedding applies to categorical and sequence features")
         if self.hash_buckets is not None:
