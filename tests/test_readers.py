@@ -139,6 +139,14 @@ def test_libfm_accepts_0_1_labels_and_no_final_newline(tmp_path: Path) -> None:
     assert got.column("label").to_pylist() == [0.0, 1.0]
 
 
+def test_libfm_index_with_value_0_is_absent(tmp_path: Path) -> None:
+    """`3:0` is x_3 = 0, a one-hot entry switched off: a missing value, not the id 3 (as `3:1` is)."""
+    path = tmp_path / "a.libfm"
+    path.write_text("1 3:0 17:1 40:0\n0 3:1 17:0.0 40:0\n")
+    got = read_all(path, schema_from_dict(LIBFM_SCHEMA)).to_pydict()
+    assert got["user"] == [None, "3"] and got["item"] == ["17", None] and got["price"] == [0.0, 0.0]
+
+
 def test_sequence_feature_read_and_encoded(tmp_path: Path) -> None:
     """Separator, max_len truncation and padding with 0."""
     rows = [["1", "0", "1", "a", "k", "t1;t2"], ["0", "1", "1", "a", "k", "t3;t2;t1;t2;t1"],

@@ -23,7 +23,8 @@ class LibFMReader(RawReader):
     """libFM / libSVM lines `label idx:val idx:val ...` with one token per field, in field order.
 
     Fields are named by the schema's `columns:`. A categorical field takes the index as its
-    value; a numeric field takes the value. Labels -1/+1 (or 0/1) become 0/1.
+    value (`idx:0`, a one-hot entry switched off, is a missing value); a numeric field takes the
+    value. Labels -1/+1 (or 0/1) become 0/1.
     """
 
     def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
@@ -103,7 +104,9 @@ class LibFMReader(RawReader):
                         f"{tokens[j][i].as_py()!r} is not idx:value (an index, one colon, a number); "
                         "fix the token."
                     )
-                out[name] = pc.list_element(pc.split_pattern(tokens[j], ":", max_splits=1), 0)
+                pair = pc.split_pattern(tokens[j], ":", max_splits=1)
+                off = pc.equal(pc.cast(pc.list_element(pair, 1), pa.float64()), 0.0)  # idx:0 is x_i = 0: absent
+                out[name] = pc.if_else(off, pa.scalar(None, pa.string()), pc.list_element(pair, 0))
         return pa.RecordBatch.from_arrays([out[c] for c in self.columns], names=self.columns)
 
     def count_rows(self) -> int:
