@@ -373,7 +373,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "wrong_width": (S + [T, str(width)], ["width.csv", "line 42", "expected 6 columns", "got 5"]),
         "not_a_number": (S + [T, str(number)], ["number.csv", "line 152", "'x'", "'seven'", "not a number"]),
         "not_a_number_in_valid": (S + [T, str(good), "--valid", str(number)], ["number.csv", "line 152", "'x'"]),
-        "label_not_01": (S + [T, str(label)], ["label.csv", "line 101", "'label'", "0 or 1"]),
+        "label_not_01": (S + [T, str(label)], ["label.csv", "line 101", "'label' (label): 2;", "0 or 1"]),
         "label_not_01_in_test": (S + [T, str(good), "--test", str(label)], ["label.csv", "line 101", "0 or 1"]),
         "label_missing": (S + [T, str(missing_label)], ["nolabel.csv", "line 11", "'label'", "empty"]),
         "label_word": (S + [T, str(word_label)], ["wordlabel.csv", "line 21", "'label'", "'yes'"]),
