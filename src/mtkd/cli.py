@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -200,48 +201,14 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
     from mtkd.serve.server import make_server
 
     if workers > 1:
-        return _serve_workers(model, host, port, max_batch_rows, workers)
+        from mtkd.serve.workers import serve_workers
+
+        if serve_workers(model, host, port, max_batch_rows, workers, log=err.print):
+            raise typer.Exit(1)
+        return None
     server = make_server(Scorer.open(model), host, port, max_batch_rows)
     err.print(f"serving {model} on http://{host}:{server.server_address[1]} (POST /predict, GET /health); Ctrl-C stops")
     server.run()
-
-
-def _serve_workers(model: Path, host: str, port: int, max_batch_rows: int, workers: int) -> None:
-    """`--workers N`: N spawned processes on one port (SO_REUSEPORT); if one dies, all stop."""
-    import multiprocessing
-    import os
-    from multiprocessing.connection import wait
-
-    from mtkd.serve.scorer import Scorer
-    from mtkd.serve.server import check_port_free, serve_worker, stop_on_sigterm
-
-    if port == 0:
-        raise typer.BadParameter("--workers needs a fixed --port (each worker binds the same one)")
-    check_port_free(host, port)
-    Scorer.open(model)  # a model that cannot load fails here, once, with its message
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=serve_worker, args=(str(model), host, port, max_batch_rows, threads))
-             for _ in range(workers)]
-    stop_on_sigterm()  # a SIGTERM'd parent stops its workers (below) instead of orphaning them
-    for p in procs:
-        p.start()
-    err.print(f"serving {model} on http://{host}:{port} with {workers} worker processes "
-              f"({threads} thread(s) each); Ctrl-C stops")
-    code = 0
-    try:
-        ended = wait([p.sentinel for p in procs])
-        code = next(p.exitcode for p in procs if p.sentinel in ended) or 0
-        err.print(f"a worker exited (code {code}); stopping the others")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join(timeout=30)
-    if code:
-        raise typer.Exit(1)
 
 
 @app.command("bench")
@@ -282,6 +249,7 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
                           numeric=tuple(f"I{i}" for i in range(1, 14)))
         where = "a Criteo-shaped map (26 categorical x 10,000 ids, 13 numeric)"
     from mtkd.models import model_params
+    from mtkd.models.registry import describe
 
     params = apply_overrides({}, sets)
     taken = set().union(*(model_params(m) for m in MODELS))
@@ -291,7 +259,7 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     for c in ("model", "parameters", "kind"):
         t.add_column(c, justify="right" if c == "parameters" else "left")
     for name in sorted(MODELS):
-        doc = _model_line(name)
+        doc = describe(name)
         mine = {k: v for k, v in params.items() if k in model_params(name)}  # LR has no MLP to size
         try:  # a model this data cannot feed (a text encoder without a text field) says why
             n = f"{sum(p.numel() for p in build_model(name, fmap, **mine).parameters()):,}"
@@ -299,28 +267,6 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
             n, doc = "-", f"not for this data: {e}"
         t.add_row(name, n, doc)
     out.print(t)
-
-
-def _model_line(name: str) -> str:
-    """A model's one-line description: its module's first docstring line, or its class's where the
-    module registers several models (the two text encoders) and the class says what it is."""
-    from mtkd.models import MODELS
-
-    cls = MODELS[name]
-    first = _sentence(cls.__doc__ or "")
-    shared = sum(c.__module__ == cls.__module__ for c in MODELS.values()) > 1
-    if shared and first and not first.startswith("hidden:"):
-        return first
-    return _sentence(sys.modules[cls.__module__].__doc__ or "")
-
-
-def _sentence(doc: str, width: int = 110) -> str:
-    """The first sentence of a docstring's first paragraph (its lines joined), cut at a word with
-    an ellipsis when longer than `width`: a line of the docstring ends mid-sentence."""
-    para = " ".join(doc.strip().split("\n\n")[0].split())
-    end = para.find(". ")
-    text = para if end < 0 else para[:end + 1]
-    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
 
 
 def _finish_train(summary: dict) -> None:
@@ -360,21 +306,48 @@ def main(argv: Optional[list[str]] = None) -> int:
     import torch
 
     torch.set_flush_denormal(True)  # before any thread pool starts: see train.trainer.configure_torch
+    terminated, previous = _sigterm_as_interrupt()
+    try:
+        return _main(argv, terminated)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt() -> tuple[list[bool], Any]:
+    """SIGTERM (kill, timeout, systemd, Kubernetes) unwinds like Ctrl-C, so the same cleanup runs
+    (a prepare's .partial directory, predict's .tmp file); its default ends the process on the
+    spot and leaves them. Main thread only; `serve` installs its own stop."""
+    import threading
+
+    flag: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        return flag, None
+
+    def stop(signum: int, frame: Any) -> None:
+        flag.append(True)
+        raise KeyboardInterrupt
+
+    return flag, signal.signal(signal.SIGTERM, stop)
+
+
+def _main(argv: Optional[list[str]], terminated: list[bool]) -> int:
     try:
         # outside standalone mode typer returns what click's Exit carried instead of raising it:
         # Ctrl-C arrives here as 130 and `typer.Exit(n)` as n
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int) and not isinstance(code, bool) and code:
             if code == 130:
-                err.print("interrupted")
+                err.print("terminated" if terminated else "interrupted")
+                return 143 if terminated else 130
             return code
     except MtkdError as exc:
         err.print("error:", style="bold red", end=" ")
         err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        err.print("interrupted")
-        return 130
+        err.print("terminated" if terminated else "interrupted")
+        return 143 if terminated else 130
     except SystemExit as exc:  # typer/click exits
         return int(exc.code or 0)
     except Exception as exc:  # click usage errors come through here in non-standalone mode

@@ -7,6 +7,7 @@ single source of truth for which names are valid and what their defaults are.
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from mtkd.config_io import typed_params
@@ -87,3 +88,23 @@ def build_model(name: str, feature_map: "FeatureMap", **params: Any) -> "CTRMode
             f"valid: {', '.join(sorted(valid))}"
         )
     return cls(feature_map, **typed_params(cls, params, f"model {name!r}: params"))
+
+
+def describe(name: str) -> str:
+    """A model's one-line description (`mtkd models`): its module docstring's first sentence, or
+    its class's where the module registers several models (the two text encoders)."""
+    cls = _get_class(name)
+    first = _sentence(cls.__doc__ or "")
+    shared = sum(c.__module__ == cls.__module__ for c in MODELS.values()) > 1
+    if shared and first and not first.startswith("hidden:"):
+        return first
+    return _sentence(sys.modules[cls.__module__].__doc__ or "")
+
+
+def _sentence(doc: str, width: int = 110) -> str:
+    """The first sentence of a docstring's first paragraph (its lines joined), cut at a word with
+    an ellipsis when longer than `width`: a line of the docstring ends mid-sentence."""
+    para = " ".join(doc.strip().split("\n\n")[0].split())
+    end = para.find(". ")
+    text = para if end < 0 else para[:end + 1]
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0].rstrip(",;:") + " ..."

@@ -28,9 +28,7 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
     """Score every row of `input_path` with a run or an export; returns rows, seconds and rows/s."""
     scorer = Scorer.open(model)
     reader = open_reader(input_path, scorer.schema, need_label=False)
-    out_path = Path(out_path)
-    if out_path.is_dir():
-        raise MtkdError(f"--out {out_path}: is a directory; name the CSV file to write, e.g. {out_path}/scores.csv")
+    out_path = _target(Path(out_path), Path(input_path))
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -67,3 +65,19 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
     seconds = time.perf_counter() - t0
     return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rows / max(seconds, 1e-9),
             "engine": scorer.engine, "out": str(out_path)}
+
+
+def _target(out_path: Path, input_path: Path) -> Path:
+    """The regular file the scores replace: never the input (its rows would be lost), a symlink's
+    target rather than the link, and never a directory, FIFO or device (the atomic rename would
+    put a plain file in place of /dev/stdout or a pipe)."""
+    if out_path.exists() and input_path.exists() and os.path.samefile(out_path, input_path):
+        raise MtkdError(f"--out {out_path}: is the --input file; the scores would replace the rows they score, "
+                        "so name another file, e.g. --out scores.csv")
+    target = out_path.resolve() if out_path.is_symlink() else out_path
+    if target.is_dir():
+        raise MtkdError(f"--out {out_path}: is a directory; name the CSV file to write, e.g. {out_path}/scores.csv")
+    if target.exists() and not target.is_file():
+        raise MtkdError(f"--out {out_path}: is not a regular file (a pipe or device); the scores are written to a "
+                        "temporary file and renamed into place, so name a file")
+    return target

@@ -1,0 +1,79 @@
+"""Where `mtkd predict` writes: never over its input, through a symlink, never onto a pipe; and
+a SIGTERM'd prepare or predict cleans up as Ctrl-C does (real subprocesses, real signals)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mtkd.config import load_train_config
+from mtkd.data.prepare import prepare
+from mtkd.data.schema import schema_from_dict
+from mtkd.errors import MtkdError
+from mtkd.serve.predict import predict_file
+from mtkd.train.run import train_run
+
+SCHEMA = {"label": "y", "features": [{"name": "c", "type": "categorical"}, {"name": "x", "type": "numeric"}]}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("predict_out")
+    raw = root / "a.csv"
+    raw.write_text("y,c,x\n" + "".join(f"{i % 2},{'abc'[i % 3]},{i % 7}\n" for i in range(300)))
+    prepare(schema_from_dict(SCHEMA), root / "ds", raw)
+    cfg = load_train_config(None, ["epochs=1", "batch_size=64", "device=cpu"], model="lr")
+    train_run(cfg, root / "ds", root / "run", log=lambda s: None, progress=False)
+    return raw, root / "run"
+
+
+def test_out_is_never_the_input_a_pipe_or_a_replaced_link(world, tmp_path) -> None:
+    raw, run = world
+    victim = tmp_path / "victim.csv"
+    victim.write_bytes(raw.read_bytes())
+    with pytest.raises(MtkdError, match="is the --input file"):
+        predict_file(run, victim, victim)
+    alias = tmp_path / "alias.csv"
+    alias.symlink_to(victim)
+    with pytest.raises(MtkdError, match="is the --input file"):
+        predict_file(run, victim, alias)
+    assert victim.read_bytes() == raw.read_bytes()
+
+    target = tmp_path / "scores.csv"
+    target.write_text("old\n")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    predict_file(run, raw, link)
+    assert link.is_symlink() and target.read_text().startswith('"row","probability"')
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(MtkdError, match="is not a regular file"):
+        predict_file(run, raw, fifo)
+    assert fifo.is_fifo()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path) -> None:
+    """`kill` / `timeout` / systemd send SIGTERM: the prepare's .partial directory is removed and
+    the exit code is 143 (it was killed on the spot, leaving tens of MB behind)."""
+    raw = tmp_path / "big.csv"
+    subprocess.run([sys.executable, "-m", "mtkd", "data", "synth", "--rows", "400000", "--out", str(raw)],
+                   check=True, capture_output=True)
+    schema = Path(__file__).resolve().parents[1] / "configs" / "datasets" / "synthetic.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "mtkd", "data", "prepare", "--schema", str(schema),
+                             "--train", str(raw), "--out", str(tmp_path / "ds")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".ds.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "prepare finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated" in err, err
+    assert not list(tmp_path.glob(".ds.partial-*")) and not (tmp_path / "ds").exists()
