@@ -249,7 +249,14 @@ def test_verify_detects_corruption(tmp_path: Path, toy_csv: Path, run_cli) -> No
     prepare(toy_schema(), out, toy_csv)
     assert Dataset(out).verify() == []
     rc, text, _ = run_cli("data", "info", out, "--verify")
-    assert rc == 0 and "verified: all 12 array files match their checksums" in " ".join(text.split())
+    assert rc == 0 and "verified: all 12 array files and encoder.json match their checksums" in " ".join(text.split())
+    enc = out / "encoder.json"
+    good = enc.read_text()
+    enc.write_text(good.replace('"mean":', '"mean":1', 1))  # a changed statistic, the arrays untouched
+    assert Dataset(out).verify() == ["encoder.json"]
+    rc, _, err = run_cli("data", "info", out, "--verify")
+    assert rc == 2 and "encoder.json" in err
+    enc.write_text(good)
     path = out / "valid" / "cat.npy"
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF

@@ -96,7 +96,7 @@ def data_info(path: Path = typer.Argument(..., help="Dataset directory."),
     for name in ds.split_names:
         ds.split(name)
     if verify and (bad := ds.verify()):
-        raise DataError(f"{path}: {len(bad)} array file(s) do not match their checksum: {', '.join(bad)}; "
+        raise DataError(f"{path}: {len(bad)} file(s) do not match their checksum: {', '.join(bad)}; "
                         "the dataset is damaged: prepare it again (`mtkd data prepare ... --force`)")
     if as_json:
         out.print_json(json.dumps(manifest))
@@ -104,7 +104,7 @@ def data_info(path: Path = typer.Argument(..., help="Dataset directory."),
         _print_manifest(manifest, path)
         if verify:
             files = sum(len(s["arrays"]) for s in manifest["splits"].values())
-            out.print(f"verified: all {files} array files match their checksums")
+            out.print(f"verified: all {files} array files and encoder.json match their checksums")
 
 
 def _print_manifest(m: dict, path: Path) -> None:

@@ -149,7 +149,8 @@ class Dataset:
         return None
 
     def verify(self) -> list[str]:
-        """Recompute every array checksum; returns the files that do not match."""
+        """Recompute every array checksum and the dataset's (which covers encoder.json); returns
+        the files that do not match."""
         bad = []
         for name, info in self.manifest["splits"].items():
             for meta in info["arrays"].values():
@@ -164,6 +165,12 @@ class Dataset:
                     h.update(memoryview(np.ascontiguousarray(arr[i : i + step])).cast("B"))
                 if h.hexdigest()[:32] != meta["checksum"]:
                     bad.append(f"{name}/{meta['file']}")
+        try:  # the dataset checksum covers encoder.json: a swapped vocabulary would score other ids
+            encoder_text = (self.root / "encoder.json").read_text()
+        except (OSError, UnicodeDecodeError):
+            encoder_text = None
+        if encoder_text is None or dataset_checksum(self.manifest["splits"], encoder_text) != self.checksum:
+            bad.append("encoder.json")
         return bad
 
 
