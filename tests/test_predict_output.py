@@ -77,3 +77,28 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated" in err, err
     assert not list(tmp_path.glob(".ds.partial-*")) and not (tmp_path / "ds").exists()
+
+
+def test_predict_and_export_take_a_moved_dataset(world, tmp_path, capsys) -> None:
+    """The hint for a moved dataset names --data, and predict and export take it."""
+    import shutil
+
+    from mtkd.cli import main
+
+    raw, run = world
+    moved_run = tmp_path / "run"
+    shutil.copytree(run, moved_run)
+    shutil.copytree(run.parent / "ds", tmp_path / "ds_moved")
+    import yaml
+
+    saved = yaml.safe_load((moved_run / "config.yaml").read_text())
+    (moved_run / "config.yaml").write_text(yaml.safe_dump({**saved, "data": str(tmp_path / "gone")}))
+    assert main(["predict", str(moved_run), "--input", str(raw), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "give its new place with --data DIR (mtkd evaluate, predict or export)" in \
+        " ".join(capsys.readouterr().err.split())
+    data = ["--data", str(tmp_path / "ds_moved")]
+    assert main(["predict", str(moved_run), "--input", str(raw), "--out", str(tmp_path / "p.csv"), *data]) == 0
+    predict_file(run, raw, tmp_path / "q.csv")
+    assert (tmp_path / "p.csv").read_text() == (tmp_path / "q.csv").read_text()
+    assert main(["export", str(moved_run), "--out", str(tmp_path / "e"), *data]) == 0
+    assert (tmp_path / "e" / "model.onnx").exists()

@@ -165,11 +165,12 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
 def export_cmd(run: Path = typer.Argument(..., help="Run directory (its best weights are exported)."),
                out_dir: Optional[Path] = typer.Option(None, "--out", help="Export directory (default RUN/export)."),
                formats: str = typer.Option("onnx", "--format", help="onnx, torchscript or both: onnx,torchscript."),
-               tol: float = typer.Option(1e-4, "--tol", help="Largest difference from PyTorch allowed.")) -> None:
+               tol: float = typer.Option(1e-4, "--tol", help="Largest difference from PyTorch allowed."),
+               data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved.")) -> None:
     """Export a run to ONNX and/or TorchScript with its encoder and schema; each checked against PyTorch."""
     from mtkd.serve.export import export_run
 
-    meta = export_run(run, out_dir, tol, tuple(f.strip() for f in formats.split(",") if f.strip()))
+    meta = export_run(run, out_dir, tol, tuple(f.strip() for f in formats.split(",") if f.strip()), data)
     dest = out_dir or run / "export"
     for fmt, d in meta["formats"].items():
         out.print(f"{dest}: {meta['model']} -> {d['file']} ({fmt}, {d['bytes']:,} bytes), parity on "
@@ -179,11 +180,12 @@ def export_cmd(run: Path = typer.Argument(..., help="Run directory (its best wei
 @app.command("predict")
 def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX, else TorchScript)."),
                 input_path: Path = typer.Option(..., "--input", help="Raw file with the training files' columns."),
-                out_path: Path = typer.Option(..., "--out", help="Output CSV: row, probability (or p_<class>).")) -> None:
+                out_path: Path = typer.Option(..., "--out", help="Output CSV: row, probability (or p_<class>)."),
+                data: Optional[Path] = typer.Option(None, "--data", help="A run's dataset, if it moved.")) -> None:
     """Score a raw file, encoding it with the encoder the model was trained with."""
     from mtkd.serve.predict import predict_file
 
-    r = predict_file(model, input_path, out_path)
+    r = predict_file(model, input_path, out_path, data)
     out.print(f"{r['out']}: {r['rows']:,} rows scored with {r['engine']} in {r['seconds']:.2f} s "
               f"({r['rows_per_s']:,.0f} rows/s)")
 

@@ -56,7 +56,7 @@ def _check_out(run: Path, out: Path) -> None:
 
 
 def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4,
-               formats: tuple[str, ...] = ("onnx",)) -> dict[str, Any]:
+               formats: tuple[str, ...] = ("onnx",), data: str | Path | None = None) -> dict[str, Any]:
     """Export `run`'s best weights to `out` (default RUN/export) in each of `formats`; returns
     what export.json holds. Every format must match PyTorch on validation rows within `tol`."""
     run = Path(run)
@@ -65,7 +65,7 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise MtkdError(f"export format(s) {unknown or '(none)'}: choose from {', '.join(FORMATS)}")
-    torch_scorer = Scorer.open(run)
+    torch_scorer = Scorer.open(run, data=data)
     if torch_scorer.engine != "torch":
         raise MtkdError(f"{run}: is already an export; point `mtkd export` at a run directory")
     dataset = torch_scorer.dataset

@@ -24,9 +24,11 @@ from mtkd.errors import MtkdError
 from mtkd.serve.scorer import Scorer
 
 
-def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """Score every row of `input_path` with a run or an export; returns rows, seconds and rows/s."""
-    scorer = Scorer.open(model)
+def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path,
+                 data: str | Path | None = None) -> dict[str, Any]:
+    """Score every row of `input_path` with a run or an export (`data`: a run's moved dataset);
+    returns rows, seconds and rows/s."""
+    scorer = Scorer.open(model, data=data)
     reader = open_reader(input_path, scorer.schema, need_label=False)
     out_path = _target(Path(out_path), Path(input_path))
     try:

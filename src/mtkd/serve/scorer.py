@@ -99,12 +99,13 @@ class Scorer:
         self.ignored = {schema.label, *(source_columns or [])} - set(self.features)
 
     @classmethod
-    def open(cls, path: str | Path, engine: str | None = None) -> "Scorer":
-        """`engine` picks one format of an export directory (default: ONNX when it is there)."""
+    def open(cls, path: str | Path, engine: str | None = None, data: str | Path | None = None) -> "Scorer":
+        """`engine` picks one format of an export directory (default: ONNX when it is there);
+        `data` is a run's dataset where it moved (an export carries its encoder)."""
         path = Path(path)
         found = cls.engines(path)
         if not found and (path / "config.yaml").exists():
-            return cls._from_run(path)
+            return cls._from_run(path, Path(data) if data is not None else None)
         if not found:
             if not path.is_dir():
                 raise MtkdError(f"{path}: no such directory; pass a run directory (`mtkd train --out`) or an "
@@ -133,10 +134,10 @@ class Scorer:
         return [e for e, f in ENGINE_FILES.items() if (Path(path) / f).exists()]
 
     @classmethod
-    def _from_run(cls, run: Path) -> "Scorer":
+    def _from_run(cls, run: Path, data: Path | None = None) -> "Scorer":
         from mtkd.train.run import load_run
 
-        cfg, dataset, model = load_run(run, "cpu")
+        cfg, dataset, model = load_run(run, "cpu", data)
         schema = load_schema(dataset.root / "schema.yaml")
         encoder = Encoder.load(dataset.root / "encoder.json", schema)
         names = input_names(schema)

@@ -225,7 +225,8 @@ def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tu
     configure_torch()
     if data is None and not (Path(saved["data"]) / "manifest.json").exists():
         raise MtkdError(f"{run_dir}: its dataset {saved['data']} is not there any more (moved or deleted); give "
-                        "its new place with `mtkd evaluate --data DIR`, or prepare it again at that path")
+                        "its new place with --data DIR (mtkd evaluate, predict or export), or prepare it again "
+                        "at that path")
     dataset = Dataset(data or saved["data"])
     if dataset.checksum != saved.get("dataset_checksum"):
         raise MtkdError(f"{run_dir}: was trained on dataset {saved.get('dataset_checksum')}, but "
