@@ -102,3 +102,12 @@ def test_predict_and_export_take_a_moved_dataset(world, tmp_path, capsys) -> Non
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "q.csv").read_text()
     assert main(["export", str(moved_run), "--out", str(tmp_path / "e"), *data]) == 0
     assert (tmp_path / "e" / "model.onnx").exists()
+
+
+def test_a_file_with_no_rows_gets_an_empty_scores_file(world, tmp_path) -> None:
+    """A day without traffic: the scores file is its header alone (it was a "no data rows" error)."""
+    raw, run = world
+    for text, name in (("y,c,x\n", "empty.csv"), ("c,x", "bare.csv")):
+        (tmp_path / name).write_text(text)
+        r = predict_file(run, tmp_path / name, tmp_path / f"{name}.out")
+        assert r["rows"] == 0 and (tmp_path / f"{name}.out").read_text() == '"row","probability"\n'

@@ -225,8 +225,10 @@ class DelimitedReader(RawReader):
                 rows += batch.num_rows
                 yield batch
         except pa.ArrowInvalid as exc:
+            if self.scoring and "Empty CSV file" in str(exc):
+                return  # a header alone: nothing to score is an empty answer, not an error
             raise self._explain(str(exc)) from None
-        if rows == 0:
+        if rows == 0 and not self.scoring:
             raise DataError(f"{self.path}: no data rows (only a header?); expected at least one row")
 
     def _explain(self, msg: str) -> DataError:
@@ -347,7 +349,7 @@ class ParquetReader(RawReader):
         names = self.file.schema_arrow.names
         self.file_columns = list(names)
         self._check_columns(list(names), "Fix the column names in the schema.")
-        if self.file.metadata.num_rows == 0:
+        if self.file.metadata.num_rows == 0 and not self.scoring:
             raise DataError(f"{self.path}: file has no rows")
 
     def line_of(self, row: int) -> int:

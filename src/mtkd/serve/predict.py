@@ -63,6 +63,9 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
         raise
     if writer is not None:
         writer.close()
+    else:  # no rows (a header alone): the header of the scores, so a day without traffic reads as one
+        header = ["row", "probability"] if scorer.binary else ["row", *(f"p_{c}" for c in scorer.classes)]
+        tmp.write_text(",".join(f'"{h}"' for h in header) + "\n")
     os.replace(tmp, out_path)
     seconds = time.perf_counter() - t0
     return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rows / max(seconds, 1e-9),
