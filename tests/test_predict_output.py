@@ -111,3 +111,17 @@ def test_a_file_with_no_rows_gets_an_empty_scores_file(world, tmp_path) -> None:
         (tmp_path / name).write_text(text)
         r = predict_file(run, tmp_path / name, tmp_path / f"{name}.out")
         assert r["rows"] == 0 and (tmp_path / f"{name}.out").read_text() == '"row","probability"\n'
+
+
+def test_out_parquet_is_parquet(world, tmp_path) -> None:
+    """`--out scores.parquet` wrote CSV text under a .parquet name."""
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    raw, run = world
+    predict_file(run, raw, tmp_path / "s.csv")
+    predict_file(run, raw, tmp_path / "s.parquet")
+    assert pq.read_table(tmp_path / "s.parquet").equals(pcsv.read_csv(tmp_path / "s.csv"))
+    (tmp_path / "empty.csv").write_text("c,x\n")
+    predict_file(run, tmp_path / "empty.csv", tmp_path / "e.parquet")
+    assert pq.read_table(tmp_path / "e.parquet").column_names == ["row", "probability"]

@@ -180,7 +180,7 @@ def export_cmd(run: Path = typer.Argument(..., help="Run directory (its best wei
 @app.command("predict")
 def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX, else TorchScript)."),
                 input_path: Path = typer.Option(..., "--input", help="Raw file with the training files' columns."),
-                out_path: Path = typer.Option(..., "--out", help="Output CSV: row, probability (or p_<class>)."),
+                out_path: Path = typer.Option(..., "--out", help="Output CSV (or .parquet): row, probability (or p_<class>)."),
                 data: Optional[Path] = typer.Option(None, "--data", help="A run's dataset, if it moved.")) -> None:
     """Score a raw file, encoding it with the encoder the model was trained with."""
     from mtkd.serve.predict import predict_file

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from mtkd.data.prepare import check_finite
 from mtkd.data.readers import open_reader
@@ -37,6 +38,7 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
         raise MtkdError(f"--out {out_path}: cannot create its directory ({e.strerror}); choose a writable path") \
             from None
     tmp = out_path.with_name(f".{out_path.name}.tmp")
+    parquet = out_path.suffix.lower() == ".parquet"  # else CSV, whatever the name
     writer, rows, t0 = None, 0, time.perf_counter()
     try:
         for batch in reader.batches():
@@ -51,7 +53,8 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
             table = pa.table(cols)
             if writer is None:
                 try:
-                    writer = pcsv.CSVWriter(str(tmp), table.schema)
+                    writer = (pq.ParquetWriter(str(tmp), table.schema) if parquet else
+                              pcsv.CSVWriter(str(tmp), table.schema))
                 except OSError as e:
                     raise MtkdError(f"--out {out_path}: cannot be written ({e}); choose a writable path") from None
             writer.write_table(table)
@@ -65,7 +68,11 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
         writer.close()
     else:  # no rows (a header alone): the header of the scores, so a day without traffic reads as one
         header = ["row", "probability"] if scorer.binary else ["row", *(f"p_{c}" for c in scorer.classes)]
-        tmp.write_text(",".join(f'"{h}"' for h in header) + "\n")
+        if parquet:
+            pq.write_table(pa.table({h: pa.array([], pa.int64() if h == "row" else pa.float64()) for h in header}),
+                           str(tmp))
+        else:
+            tmp.write_text(",".join(f'"{h}"' for h in header) + "\n")
     os.replace(tmp, out_path)
     seconds = time.perf_counter() - t0
     return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rows / max(seconds, 1e-9),
