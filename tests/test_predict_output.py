@@ -125,3 +125,52 @@ def test_out_parquet_is_parquet(world, tmp_path) -> None:
     (tmp_path / "empty.csv").write_text("c,x\n")
     predict_file(run, tmp_path / "empty.csv", tmp_path / "e.parquet")
     assert pq.read_table(tmp_path / "e.parquet").column_names == ["row", "probability"]
+
+
+def test_out_dash_streams_the_csv_to_stdout(world, tmp_path) -> None:
+    """`--out -` (there was no way to pipe the scores: /dev/stdout was replaced by the rename):
+    the CSV goes to standard output, the summary to stderr, also for a file without rows."""
+    raw, run = world
+    predict_file(run, raw, tmp_path / "file.csv")
+    mtkd = [sys.executable, "-m", "mtkd", "predict", str(run), "--input"]
+    r = subprocess.run([*mtkd, str(raw), "--out", "-"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == (tmp_path / "file.csv").read_text(), r.stderr
+    assert "300 rows scored" in r.stderr and not list(tmp_path.glob(".*"))
+    (tmp_path / "empty.csv").write_text("y,c,x\n")
+    r = subprocess.run([*mtkd, str(tmp_path / "empty.csv"), "--out", "-"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == '"row","probability"\n', r.stderr
+
+
+def test_a_link_to_a_pipe_is_refused_with_the_way_to_stream(world, tmp_path) -> None:
+    """A symlink to a FIFO (as /dev/stdout is a link to a descriptor): refused, link and FIFO
+    left as they were, and the message says `--out -` streams instead."""
+    raw, run = world
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "to_pipe.csv"
+    link.symlink_to(fifo)
+    for out in (fifo, link):
+        with pytest.raises(MtkdError, match="not a regular file.*`--out -` writes the CSV to standard output"):
+            predict_file(run, raw, out)
+    assert link.is_symlink() and os.readlink(link) == str(fifo) and fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "to_pipe.csv"]
+
+
+@pytest.mark.parametrize("garbage", ["not json", "[1, 2]", '{"features": [1]}', '{"features": {"c": 3}}'])
+def test_data_info_names_a_garbage_encoder(world, tmp_path, garbage, capsys) -> None:
+    """`mtkd data info` (no --verify) printed a TypeError traceback for an encoder.json that is
+    JSON but not an encoder, and said nothing for one that is not JSON: now a one-line error."""
+    import shutil
+
+    from mtkd.cli import main
+
+    ds = tmp_path / "ds"
+    shutil.copytree(world[1].parent / "ds", ds)
+    assert main(["data", "info", str(ds)]) == 0
+    (ds / "encoder.json").write_text(garbage)
+    capsys.readouterr()
+    assert main(["data", "info", str(ds)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "encoder.json: cannot be read" in err and "prepare it again" in err
+    assert main(["data", "info", str(ds), "--verify"]) == 2
+    assert "encoder.json" in capsys.readouterr().err

@@ -180,13 +180,13 @@ def export_cmd(run: Path = typer.Argument(..., help="Run directory (its best wei
 @app.command("predict")
 def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX, else TorchScript)."),
                 input_path: Path = typer.Option(..., "--input", help="Raw file with the training files' columns."),
-                out_path: Path = typer.Option(..., "--out", help="Output CSV (or .parquet): row, probability (or p_<class>)."),
+                out_path: Path = typer.Option(..., "--out", help="Output CSV (or .parquet; - for stdout): row, probability (or p_<class>)."),
                 data: Optional[Path] = typer.Option(None, "--data", help="A run's dataset, if it moved.")) -> None:
     """Score a raw file, encoding it with the encoder the model was trained with."""
     from mtkd.serve.predict import predict_file
 
     r = predict_file(model, input_path, out_path, data)
-    out.print(f"{r['out']}: {r['rows']:,} rows scored with {r['engine']} in {r['seconds']:.2f} s "
+    (err if r["out"] == "-" else out).print(f"{r['out']}: {r['rows']:,} rows scored with {r['engine']} in {r['seconds']:.2f} s "
               f"({r['rows_per_s']:,.0f} rows/s)")
 
 
@@ -209,8 +209,8 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
             raise typer.Exit(1)
         return None
     server = make_server(Scorer.open(model), host, port, max_batch_rows)
-    err.print(f"serving {model} on http://{host}:{server.server_address[1]} (POST /predict, GET /health); Ctrl-C stops")
-    server.run()
+    server.run(lambda: err.print(f"serving {model} on http://{host}:{server.server_address[1]} "
+                                 "(POST /predict, GET /health); Ctrl-C stops"))
 
 
 @app.command("bench")

@@ -95,19 +95,20 @@ def data_info(path: Path = typer.Argument(..., help="Dataset directory."),
     ds = Dataset(path)
     for name in ds.split_names:
         ds.split(name)
+    hashed = _hashed(path)  # an encoder.json that is not one says so here, as a damaged array does
     if verify and (bad := ds.verify()):
         raise DataError(f"{path}: {len(bad)} file(s) do not match their checksum: {', '.join(bad)}; "
                         "the dataset is damaged: prepare it again (`mtkd data prepare ... --force`)")
     if as_json:
         out.print_json(json.dumps(manifest))
     else:
-        _print_manifest(manifest, path)
+        _print_manifest(manifest, path, hashed)
         if verify:
             files = sum(len(s["arrays"]) for s in manifest["splits"].values())
             out.print(f"verified: all {files} array files and encoder.json match their checksums")
 
 
-def _print_manifest(m: dict, path: Path) -> None:
+def _print_manifest(m: dict, path: Path, hashed: dict[str, int] | None = None) -> None:
     out.print(f"[bold]{m.get('name')}[/bold] ({m.get('task')}) at {path}  checksum {m.get('checksum')}")
     t = Table(title="splits")
     for c in ("split", "rows", "label rate" if m.get("task") == "binary" else "classes"):
@@ -120,7 +121,7 @@ def _print_manifest(m: dict, path: Path) -> None:
     f = Table(title="features")
     for c in ("feature", "type", "size"):
         f.add_column(c)
-    hashed = _hashed(path)
+    hashed = _hashed(path) if hashed is None else hashed
     for c in fm["categorical"]:
         f.add_row(c["name"], "categorical", f"{_ids(c, hashed)}{_shares(c)}")
     for n in fm["numeric"]:
@@ -133,12 +134,20 @@ def _print_manifest(m: dict, path: Path) -> None:
 
 
 def _hashed(path: Path) -> dict[str, int]:
-    """Buckets of each feature hashed with `hash_buckets` (from the dataset's encoder.json)."""
+    """Buckets of each feature hashed with `hash_buckets` (from the dataset's encoder.json); a
+    missing file or one that is not an encoder (not JSON, no `features` table) is an error."""
+    enc = path / "encoder.json"
     try:
-        features = json.loads((path / "encoder.json").read_text())["features"]
-    except (OSError, ValueError, KeyError):
-        return {}
-    return {n: e["hash_buckets"] for n, e in features.items() if "hash_buckets" in e}
+        features = json.loads(enc.read_text())["features"]
+        hashed = {n: e["hash_buckets"] for n, e in features.items() if "hash_buckets" in e}
+        if any(type(b) is not int for b in hashed.values()):
+            raise TypeError("hash_buckets is not a whole number")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = (exc.strerror if isinstance(exc, OSError) else f"not JSON: {exc}" if isinstance(exc, ValueError)
+               else "not an encoder: no `features` table of feature entries")
+        raise DataError(f"{enc}: cannot be read ({why}); the dataset is damaged: prepare it again "
+                        "(`mtkd data prepare ... --force`)") from None
+    return hashed
 
 
 def _ids(field: dict, hashed: dict[str, int]) -> str:

@@ -3,13 +3,15 @@
 The input has the columns of the files the model was trained on (same schema: format, header,
 column names), with or without the label column (its values are not read). It is read in blocks and scored block by block,
 so a file larger than memory streams through. Output: `row` (0-based data row of the input) and
-`probability` (binary), or one `p_<class>` column per class (multi-class). Written to a
-temporary file and renamed, so an interrupted run leaves no half-written output.
+`probability` (binary), or one `p_<class>` column per class (multi-class); Parquet for
+`NAME.parquet`. Written to a temporary file and renamed, so an interrupted run leaves no
+half-written output; `-` streams the CSV to standard output instead.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
     returns rows, seconds and rows/s."""
     scorer = Scorer.open(model, data=data)
     reader = open_reader(input_path, scorer.schema, need_label=False)
+    if str(out_path) == "-":
+        return _to_stdout(scorer, reader)
     out_path = _target(Path(out_path), Path(input_path))
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,16 +45,7 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
     parquet = out_path.suffix.lower() == ".parquet"  # else CSV, whatever the name
     writer, rows, t0 = None, 0, time.perf_counter()
     try:
-        for batch in reader.batches():
-            check_finite(reader, batch, rows, scorer.schema)  # inf would score as NaN
-            p = scorer.score_batch(batch)
-            cols: dict[str, Any] = {"row": pa.array(np.arange(rows, rows + len(p), dtype=np.int64))}
-            if p.ndim == 1:
-                cols["probability"] = pa.array(p.astype(np.float64))
-            else:
-                for j, c in enumerate(scorer.classes or range(p.shape[1])):
-                    cols[f"p_{c}"] = pa.array(p[:, j].astype(np.float64))
-            table = pa.table(cols)
+        for table in _scores(scorer, reader):
             if writer is None:
                 try:
                     writer = (pq.ParquetWriter(str(tmp), table.schema) if parquet else
@@ -58,7 +53,7 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
                 except OSError as e:
                     raise MtkdError(f"--out {out_path}: cannot be written ({e}); choose a writable path") from None
             writer.write_table(table)
-            rows += len(p)
+            rows += table.num_rows
     except BaseException:
         if writer is not None:
             writer.close()
@@ -67,7 +62,7 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
     if writer is not None:
         writer.close()
     else:  # no rows (a header alone): the header of the scores, so a day without traffic reads as one
-        header = ["row", "probability"] if scorer.binary else ["row", *(f"p_{c}" for c in scorer.classes)]
+        header = _header(scorer)
         if parquet:
             pq.write_table(pa.table({h: pa.array([], pa.int64() if h == "row" else pa.float64()) for h in header}),
                            str(tmp))
@@ -79,6 +74,50 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
             "engine": scorer.engine, "out": str(out_path)}
 
 
+def _scores(scorer: Scorer, reader: Any):
+    """One table of scores (`row`, then `probability` or `p_<class>`) per block of the input."""
+    rows = 0
+    for batch in reader.batches():
+        check_finite(reader, batch, rows, scorer.schema)  # inf would score as NaN
+        p = scorer.score_batch(batch)
+        cols: dict[str, Any] = {"row": pa.array(np.arange(rows, rows + len(p), dtype=np.int64))}
+        if p.ndim == 1:
+            cols["probability"] = pa.array(p.astype(np.float64))
+        else:
+            for j, c in enumerate(scorer.classes or range(p.shape[1])):
+                cols[f"p_{c}"] = pa.array(p[:, j].astype(np.float64))
+        rows += len(p)
+        yield pa.table(cols)
+
+
+def _header(scorer: Scorer) -> list[str]:
+    return ["row", "probability"] if scorer.binary else ["row", *(f"p_{c}" for c in scorer.classes)]
+
+
+def _to_stdout(scorer: Scorer, reader: Any) -> dict[str, Any]:
+    """`--out -`: the CSV streamed to standard output (a pipe, a device, `> file`); not atomic,
+    as nothing in a stream can be taken back."""
+    sink, writer, rows, t0 = sys.stdout.buffer, None, 0, time.perf_counter()
+    sys.stdout.flush()
+    try:
+        for table in _scores(scorer, reader):
+            writer = writer or pcsv.CSVWriter(sink, table.schema)
+            writer.write_table(table)
+            rows += table.num_rows
+        if writer is None:  # no rows: the header alone
+            sink.write((",".join(f'"{h}"' for h in _header(scorer)) + "\n").encode())
+        else:
+            writer.close()
+        sink.flush()
+    except BrokenPipeError:  # `| head`: the reader left; stdout goes nowhere from here (no error at exit)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise MtkdError("--out -: the standard output was closed by its reader (`| head`?) before every row "
+                        "was written") from None
+    seconds = time.perf_counter() - t0
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rows / max(seconds, 1e-9),
+            "engine": scorer.engine, "out": "-"}
+
+
 def _target(out_path: Path, input_path: Path) -> Path:
     """The regular file the scores replace: never the input (its rows would be lost), a symlink's
     target rather than the link, and never a directory, FIFO or device (the atomic rename would
@@ -86,10 +125,14 @@ def _target(out_path: Path, input_path: Path) -> Path:
     if out_path.exists() and input_path.exists() and os.path.samefile(out_path, input_path):
         raise MtkdError(f"--out {out_path}: is the --input file; the scores would replace the rows they score, "
                         "so name another file, e.g. --out scores.csv")
+    stream = "; `--out -` writes the CSV to standard output (`--out - > PIPE`, `--out - | gzip > F.gz`)"
+    if out_path.is_symlink() and str(out_path.absolute()).startswith(("/dev/", "/proc/")):  # /dev/stdout, /dev/fd/N
+        raise MtkdError(f"--out {out_path}: is a link to a file descriptor or device, which the scores would "
+                        f"replace{stream}")
     target = out_path.resolve() if out_path.is_symlink() else out_path
     if target.is_dir():
         raise MtkdError(f"--out {out_path}: is a directory; name the CSV file to write, e.g. {out_path}/scores.csv")
     if target.exists() and not target.is_file():
         raise MtkdError(f"--out {out_path}: is not a regular file (a pipe or device); the scores are written to a "
-                        "temporary file and renamed into place, so name a file")
+                        f"temporary file and renamed into place, which would replace it{stream}")
     return target

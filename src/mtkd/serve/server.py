@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -70,11 +71,14 @@ class ScoringServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
 
-    def run(self) -> None:
+    def run(self, ready: Callable[[], None] | None = None) -> None:
         """Serve until Ctrl-C or SIGTERM (a process manager's stop, or the `--workers` parent),
-        then close: in-flight answers are finished, the port is released."""
+        then close: in-flight answers are finished, the port is released. `ready` (the "serving
+        on" line) runs once the stop is in place, so a SIGTERM just after it stops cleanly too."""
         stop_on_sigterm()
         try:
+            if ready is not None:
+                ready()
             self.serve_forever()
         except KeyboardInterrupt:
             pass
