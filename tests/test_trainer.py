@@ -426,3 +426,18 @@ def test_resume_needs_neither_the_init_from_run_nor_leaves_partial_writes(data_d
     again = train_run(warm, data_dir, tmp_path / "w", resume=True, **QUIET)
     assert again["test"] == first["test"]
     assert not list((tmp_path / "w").glob(".*.tmp"))
+
+
+def test_resume_after_a_kill_during_the_summary_write_says_training_had_finished(data_dir, tmp_path):
+    """All epochs done, summary.json not yet written: the resume finishes the run (it said
+    "resumed at epoch 3" of a 2-epoch run) and gives the uninterrupted summary."""
+    cfg = load_train_config(None, ["epochs=2", "batch_size=512", "device=cpu"],
+                            model="lr")
+    out = tmp_path / "run"
+    first = train_run(cfg, data_dir, out, log=lambda s: None, progress=False)
+    (out / "summary.json").unlink()
+    logs: list[str] = []
+    again = train_run(cfg, data_dir, out, resume=True, log=logs.append, progress=False)
+    assert any("training had finished (step" in s and "finishing the run" in s for s in logs), logs
+    assert not any("at epoch 3" in s for s in logs)
+    assert again["test"] == first["test"] and again["best_epoch"] == first["best_epoch"]

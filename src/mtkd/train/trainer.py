@@ -175,7 +175,10 @@ class Trainer:
         if ck.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in ck["cuda_rng"]])
         self._truncate_metrics(self.state.logged)
-        self.log(f"resumed from {path} at epoch {self.state.epoch + 1} (step {self.state.step})")
+        st = self.state
+        self.log(f"resumed from {path}: training had finished (step {st.step}); finishing the run"
+                 if st.done or st.epoch >= self.cfg.epochs else
+                 f"resumed from {path} at epoch {st.epoch + 1} (step {st.step})")
         return True
 
     def _truncate_metrics(self, lines: int) -> None:
