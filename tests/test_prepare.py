@@ -540,6 +540,10 @@ def test_infinite_numeric_value_is_refused_with_its_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "line 3" in err and "'x'" in err and "finite" in err
     assert not (tmp_path / "ds").exists()
+    csv.write_text("label,x,c\n0,1.5,a\n1,1e400,b\n0,2,a\n")  # past float64: named as such, not as "inf"
+    rc = main(["data", "prepare", "--schema", str(schema), "--train", str(csv), "--split", "0.4,0.3,0.3",
+               "--out", str(tmp_path / "ds")])
+    assert rc == 2 and "past float64's 1.8e308" in " ".join(capsys.readouterr().err.split())
 
 
 def test_an_edit_of_the_same_size_between_the_sampled_blocks_prepares_again(tmp_path: Path) -> None:

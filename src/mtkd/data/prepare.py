@@ -174,8 +174,9 @@ def check_finite(reader: RawReader, batch: pa.RecordBatch, start: int, schema: S
         bad = np.flatnonzero(np.isinf(x))
         if bad.size:
             i = int(bad[0])
-            raise DataError(f"{reader.path}: line {reader.line_of(start + i)}, column {name!r}: {float(x[i])} is not a "
-                            "finite number; fix the value or leave the field empty (missing values get fill_na)")
+            raise DataError(f"{reader.path}: line {reader.line_of(start + i)}, column {name!r}: the value is infinite "
+                            "(inf, or a number past float64's 1.8e308 such as 1e400), not a finite number; fix the value "
+                            "or leave the field empty (missing values get fill_na)")
 
 
 def _p(x: str | Path | None) -> Path | None:
