@@ -15,6 +15,7 @@ import pytest
 import mtkd.data.readers as R
 from conftest import TOY_COLUMNS, toy_rows, toy_schema, toy_schema_dict, write_delimited
 from mtkd.data.encoder import EncoderFitter
+from mtkd.data.lines import nonempty_lines
 from mtkd.data.readers import open_reader
 from mtkd.data.schema import schema_from_dict
 from mtkd.errors import DataError
@@ -262,7 +263,7 @@ def test_line_numbers_count_blank_lines(tmp_path: Path) -> None:
     reader = open_reader(path, toy_schema())
     assert reader.count_rows() == 3 and [reader.line_of(i) for i in range(3)] == [2, 4, 6]
     lines = [i + 1 for i, line in enumerate(text.split("\n")[:-1]) if line.strip()]
-    got = np.concatenate(list(R._nonempty_lines(path, block_size=3)))  # blocks split lines and CRLFs
+    got = np.concatenate(list(nonempty_lines(path, block_size=3)))  # blocks split lines and CRLFs
     np.testing.assert_array_equal(got, lines)
 
 

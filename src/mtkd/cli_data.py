@@ -61,25 +61,26 @@ def data_prepare(
     """Encode raw files into a dataset directory (arrays per split, encoder.json, manifest.json)."""
     import time
 
-    from mtkd.data.prepare import UP_TO_DATE, prepare
+    from mtkd.data.prepare import prepare
     from mtkd.data.schema import load_schema
+    from mtkd.data.store import MANIFEST
 
     sch = load_schema(schema)
-    said: list[str] = []
-
-    def log(s: str) -> None:
-        said.append(s)
-        err.print(f"[dim]{s}[/dim]")
-
+    before = _mtime(out_dir / MANIFEST)  # unchanged after: the dataset was current, nothing was read
     t0 = time.perf_counter()
-    manifest = prepare(sch, out_dir, train, valid, test, _ratios(split), ordered, seed, force, log=log)
+    manifest = prepare(sch, out_dir, train, valid, test, _ratios(split), ordered, seed, force,
+                       log=lambda s: err.print(f"[dim]{s}[/dim]"))
     dt = time.perf_counter() - t0
     rows = sum(s["rows"] for s in manifest["splits"].values())
     _print_manifest(manifest, out_dir)
-    if any(s.endswith(UP_TO_DATE) for s in said):
-        out.print(f"{rows:,} rows, {UP_TO_DATE} -> {out_dir}")
+    if before is not None and before == _mtime(out_dir / MANIFEST):
+        out.print(f"{rows:,} rows, already prepared: nothing to do -> {out_dir}")
     else:
         out.print(f"{rows:,} rows in {dt:.1f}s ({rows / max(dt, 1e-9):,.0f} rows/s) -> {out_dir}")
+
+
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
 
 
 @data_app.command("info")

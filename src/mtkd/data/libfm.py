@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from mtkd.data.readers import DEFAULT_BLOCK, RawReader, count_lines, first_non_number
+from mtkd.data.lines import count_lines
+from mtkd.data.readers import DEFAULT_BLOCK, RawReader, first_non_number
 from mtkd.data.schema import Schema
 from mtkd.errors import DataError
 

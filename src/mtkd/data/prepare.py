@@ -31,8 +31,6 @@ from mtkd.data.store import ENCODER, MANIFEST, SCHEMA, SPLITS, STORE_VERSION, Ar
 from mtkd.data.atomic import atomic_write_text
 from mtkd.errors import DataError, MtkdError
 
-UP_TO_DATE = "already prepared from the same files and schema; nothing to do"
-
 
 def file_fingerprint(path: Path) -> str:
     """Size, modification time and hashes of the first, middle and last MiB: cheap (a full hash
@@ -129,7 +127,7 @@ def prepare(
     fingerprint = _fingerprint(schema, sources)
     existing = _check_out_dir(out, fingerprint, force)
     if existing is not None:
-        log(f"{out}: {UP_TO_DATE}")
+        log(f"{out}: already prepared from the same files and schema; nothing to do")
         return existing
     for stale in out.parent.glob(f".{out.name}.partial-*"):
         if not _pid_alive(stale.name.rsplit("-", 1)[-1]):  # never a prepare still running

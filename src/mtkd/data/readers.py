@@ -21,6 +21,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from mtkd.data.file_hints import check_not_compressed, check_text_line, data_as_header, other_delimiter, preview
+from mtkd.data.lines import count_lines, nonempty_lines
 from mtkd.data.schema import Schema
 from mtkd.errors import DataError
 
@@ -28,6 +29,8 @@ NULL_VALUES = ["", "NA", "NaN", "nan", "NULL", "null", "None", "N/A"]
 _FLOAT_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|Inf|INF|infinity|Infinity)\s*$"
 DEFAULT_BLOCK = 2 << 20  # bytes parsed per Arrow block: small blocks stay in cache and parse fastest
 CHUNK_ROWS = 65536  # rows handed to the encoder at once: large enough to amortise per-call costs
+
+
 def column_types(schema: Schema) -> dict[str, pa.DataType]:
     """Arrow type each input column is read as."""
     types: dict[str, pa.DataType] = {}
@@ -82,7 +85,7 @@ class RawReader:
         Counts non-empty lines, because the parser skips empty ones.
         """
         k = row + self.header_lines
-        for numbers in _nonempty_lines(self.path):
+        for numbers in nonempty_lines(self.path):
             if k < numbers.size:
                 return int(numbers[k])
             k -= numbers.size
@@ -108,37 +111,6 @@ class RawReader:
         raise NotImplementedError
 
 
-def _nonempty_lines(path: Path, block_size: int = 16 << 20) -> Iterator[np.ndarray]:
-    """1-based numbers of the file's non-empty lines, block by block.
-
-    The parser skips empty lines, so data rows are the non-empty lines: ordered splits count
-    them, and error messages map a row to its line through them even when a file has blank lines.
-    """
-    line, offset, last_nl, prev = 1, 0, -1, 10
-    with open(path, "rb") as f:
-        while block := f.read(block_size):
-            b = np.frombuffer(block, dtype=np.uint8)
-            pos = np.flatnonzero(b == 10)
-            starts = np.concatenate(([last_nl + 1 - offset], pos[:-1] + 1))[: pos.size]
-            before = np.where(pos > 0, b[np.maximum(pos - 1, 0)], prev)
-            length = pos - starts
-            empty = (length == 0) | ((length == 1) & (before == 13))  # "\n" or "\r\n" alone
-            yield line + np.flatnonzero(~empty)
-            line += pos.size
-            if pos.size:
-                last_nl = offset + int(pos[-1])
-            offset += b.size
-            prev = int(b[-1])
-    rest = offset - last_nl - 1  # bytes after the last newline: an unterminated last line
-    if rest > 1 or (rest == 1 and prev != 13):
-        yield np.array([line])
-
-
-def count_lines(path: Path) -> int:
-    """Number of non-empty lines, read in blocks (for ordered splits)."""
-    return sum(int(numbers.size) for numbers in _nonempty_lines(path))
-
-
 def _combine(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     if len(batches) == 1:
         return batches[0]
@@ -150,11 +122,13 @@ def _nan_as_missing(batch: pa.RecordBatch) -> pa.RecordBatch:
     """NaN in a float column is a missing value (gets fill_na), however it was spelt: Arrow
     parses `-nan`, `NAN`, `+nan` (and Parquet stores NaN) as a float NaN that would wipe out a
     standardised column's mean in every split."""
-    cols = list(batch.columns)
+    cols, changed = list(batch.columns), False
     for i, col in enumerate(cols):
-        if pa.types.is_floating(col.type) and col.null_count < len(col) and pc.any(pc.is_nan(col)).as_py():
-            cols[i] = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
-    return pa.RecordBatch.from_arrays(cols, schema=batch.schema) if cols != list(batch.columns) else batch
+        if pa.types.is_floating(col.type) and col.null_count < len(col):
+            nan = pc.is_nan(col)
+            if pc.any(nan).as_py():
+                cols[i], changed = pc.if_else(nan, pa.scalar(None, col.type), col), True
+    return pa.RecordBatch.from_arrays(cols, schema=batch.schema) if changed else batch
 
 
 class DelimitedReader(RawReader):
@@ -167,9 +141,8 @@ class DelimitedReader(RawReader):
         self.csv_quoting = csv.QUOTE_MINIMAL if schema.quoting else csv.QUOTE_NONE  # for Python's csv module
         # Arrow is given the names itself when the header is renamed or padded (`label, I1, C1`)
         self.file_columns, self._rename = self._file_columns()
-        self._check_columns(self.file_columns, "Fix the column names in the schema (or `columns:` for files "
-                            "without a header).", other_delimiter(self.file_columns, self.delimiter)
-                            or data_as_header(self.file_columns, self.scoring))
+        hint = other_delimiter(self.file_columns, self.delimiter) or data_as_header(self.file_columns, self.scoring)
+        self._check_columns(self.file_columns, "Fix the column names in the schema (or `columns:` for files without a header).", hint)
 
     def _first_line(self) -> str:
         with open(self.path, "rb") as f:

@@ -59,23 +59,14 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
             writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    if writer is not None:
-        writer.close()
-    else:  # no rows (a header alone): the header of the scores, so a day without traffic reads as one
-        header = _header(scorer)
-        if parquet:
-            pq.write_table(pa.table({h: pa.array([], pa.int64() if h == "row" else pa.float64()) for h in header}),
-                           str(tmp))
-        else:
-            tmp.write_text(",".join(f'"{h}"' for h in header) + "\n")
+    writer.close()
     os.replace(tmp, out_path)
-    seconds = time.perf_counter() - t0
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rows / max(seconds, 1e-9),
-            "engine": scorer.engine, "out": str(out_path)}
+    return _result(scorer, rows, t0, str(out_path))
 
 
 def _scores(scorer: Scorer, reader: Any):
-    """One table of scores (`row`, then `probability` or `p_<class>`) per block of the input."""
+    """One table of scores (`row`, then `probability` or `p_<class>`) per block of the input; a
+    file of no rows gives one empty table, so a day without traffic is a file with its header."""
     rows = 0
     for batch in reader.batches():
         check_finite(reader, batch, rows, scorer.schema)  # inf would score as NaN
@@ -88,10 +79,15 @@ def _scores(scorer: Scorer, reader: Any):
                 cols[f"p_{c}"] = pa.array(p[:, j].astype(np.float64))
         rows += len(p)
         yield pa.table(cols)
+    if rows == 0:
+        names = ["probability"] if scorer.binary else [f"p_{c}" for c in scorer.classes]
+        yield pa.table({"row": pa.array([], pa.int64()), **{n: pa.array([], pa.float64()) for n in names}})
 
 
-def _header(scorer: Scorer) -> list[str]:
-    return ["row", "probability"] if scorer.binary else ["row", *(f"p_{c}" for c in scorer.classes)]
+def _result(scorer: Scorer, rows: int, t0: float, out: str) -> dict[str, Any]:
+    seconds = time.perf_counter() - t0
+    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rows / max(seconds, 1e-9),
+            "engine": scorer.engine, "out": out}
 
 
 def _to_stdout(scorer: Scorer, reader: Any) -> dict[str, Any]:
@@ -104,18 +100,13 @@ def _to_stdout(scorer: Scorer, reader: Any) -> dict[str, Any]:
             writer = writer or pcsv.CSVWriter(sink, table.schema)
             writer.write_table(table)
             rows += table.num_rows
-        if writer is None:  # no rows: the header alone
-            sink.write((",".join(f'"{h}"' for h in _header(scorer)) + "\n").encode())
-        else:
-            writer.close()
+        writer.close()
         sink.flush()
     except BrokenPipeError:  # `| head`: the reader left; stdout goes nowhere from here (no error at exit)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise MtkdError("--out -: the standard output was closed by its reader (`| head`?) before every row "
                         "was written") from None
-    seconds = time.perf_counter() - t0
-    return {"rows": rows, "seconds": round(seconds, 3), "rows_per_s": rows / max(seconds, 1e-9),
-            "engine": scorer.engine, "out": "-"}
+    return _result(scorer, rows, t0, "-")
 
 
 def _target(out_path: Path, input_path: Path) -> Path:
