@@ -3,11 +3,13 @@ a SIGTERM'd prepare or predict cleans up as Ctrl-C does (real subprocesses, real
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -80,7 +82,7 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path) -> None:
 
 
 def test_predict_and_export_take_a_moved_dataset(world, tmp_path, capsys) -> None:
-    """The hint for a moved dataset names --data, and predict and export take it."""
+    """The hint for a moved dataset names --data, and predict, export and serve take it."""
     import shutil
 
     from mtkd.cli import main
@@ -94,7 +96,7 @@ def test_predict_and_export_take_a_moved_dataset(world, tmp_path, capsys) -> Non
     saved = yaml.safe_load((moved_run / "config.yaml").read_text())
     (moved_run / "config.yaml").write_text(yaml.safe_dump({**saved, "data": str(tmp_path / "gone")}))
     assert main(["predict", str(moved_run), "--input", str(raw), "--out", str(tmp_path / "p.csv")]) == 2
-    assert "give its new place with --data DIR (mtkd evaluate, predict or export)" in \
+    assert "give its new place with --data DIR (mtkd evaluate, predict, export or serve)" in \
         " ".join(capsys.readouterr().err.split())
     data = ["--data", str(tmp_path / "ds_moved")]
     assert main(["predict", str(moved_run), "--input", str(raw), "--out", str(tmp_path / "p.csv"), *data]) == 0
@@ -102,6 +104,26 @@ def test_predict_and_export_take_a_moved_dataset(world, tmp_path, capsys) -> Non
     assert (tmp_path / "p.csv").read_text() == (tmp_path / "q.csv").read_text()
     assert main(["export", str(moved_run), "--out", str(tmp_path / "e"), *data]) == 0
     assert (tmp_path / "e" / "model.onnx").exists()
+    # serve, in its own process over loopback: refused without --data, the same scores with it
+    serve = [sys.executable, "-m", "mtkd", "serve", str(moved_run), "--port", "0"]
+    gone = subprocess.run(serve, capture_output=True, text=True, timeout=120)
+    assert gone.returncode == 2 and "--data DIR" in gone.stderr, gone.stderr
+    proc = subprocess.Popen([*serve, *data], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        assert "serving" in line, line + proc.stderr.read()
+        url = line.split(" on ", 1)[1].split()[0] + "/predict"
+        body = json.dumps({"rows": [{"c": "b", "x": 3}, {"c": "zz"}]}).encode()
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            served = json.loads(resp.read())["probabilities"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    (tmp_path / "two.csv").write_text("c,x\nb,3\nzz,\n")
+    predict_file(run, tmp_path / "two.csv", tmp_path / "two.out")
+    expected = [float(r.split(",")[1]) for r in (tmp_path / "two.out").read_text().splitlines()[1:]]
+    assert served == pytest.approx(expected, abs=1e-6)
 
 
 def test_a_file_with_no_rows_gets_an_empty_scores_file(world, tmp_path) -> None:

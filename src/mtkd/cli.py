@@ -197,6 +197,7 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
               max_batch_rows: int = typer.Option(8192, "--max-batch-rows",
                                                  help="Most rows of concurrent requests scored in one model call."),
               workers: int = typer.Option(1, "--workers", help="Processes sharing the port, each with its own model."),
+              data: Optional[Path] = typer.Option(None, "--data", help="A run's dataset, if it moved."),
               ) -> None:
     """HTTP scoring: POST /predict {"rows": [{column: value}, ...]}, GET /health, GET /metrics."""
     from mtkd.serve.scorer import Scorer
@@ -205,10 +206,10 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
     if workers > 1:
         from mtkd.serve.workers import serve_workers
 
-        if serve_workers(model, host, port, max_batch_rows, workers, log=err.print):
+        if serve_workers(model, host, port, max_batch_rows, workers, log=err.print, data=data):
             raise typer.Exit(1)
         return None
-    server = make_server(Scorer.open(model), host, port, max_batch_rows)
+    server = make_server(Scorer.open(model, data=data), host, port, max_batch_rows)
     server.run(lambda: err.print(f"serving {model} on http://{host}:{server.server_address[1]} "
                                  "(POST /predict, GET /health); Ctrl-C stops"))
 

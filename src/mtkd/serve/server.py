@@ -141,7 +141,8 @@ def _die_with_parent() -> bool:
     return os.getppid() != 1
 
 
-def serve_worker(model: str, host: str, port: int, max_batch_rows: int, threads: int) -> None:
+def serve_worker(model: str, host: str, port: int, max_batch_rows: int, threads: int,
+                 data: str | None = None) -> None:
     """One of `mtkd serve --workers N`: its own model and batcher on the shared port (the kernel
     spreads new connections over the workers), so JSON parsing and encoding, which hold the GIL,
     run on N cores."""
@@ -150,7 +151,7 @@ def serve_worker(model: str, host: str, port: int, max_batch_rows: int, threads:
     if not _die_with_parent():
         return
     try:
-        server = make_server(Scorer.open(model), host, port, max_batch_rows, reuse_port=True)
+        server = make_server(Scorer.open(model, data=data), host, port, max_batch_rows, reuse_port=True)
     except MtkdError as e:  # one line, not a worker's traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -225,7 +225,7 @@ def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tu
     configure_torch()
     if data is None and not (Path(saved["data"]) / "manifest.json").exists():
         raise MtkdError(f"{run_dir}: its dataset {saved['data']} is not there any more (moved or deleted); give "
-                        "its new place with --data DIR (mtkd evaluate, predict or export), or prepare it again "
+                        "its new place with --data DIR (mtkd evaluate, predict, export or serve), or prepare it again "
                         "at that path")
     dataset = Dataset(data or saved["data"])
     if dataset.checksum != saved.get("dataset_checksum"):
