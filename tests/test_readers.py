@@ -299,10 +299,28 @@ def test_parquet_errors(tmp_path: Path) -> None:
     text = tmp_path / "text.parquet"
     x = ["1.5"] * 30 + [None, "q", "2"]
     pq.write_table(pa.table({"y": [0] * 33, "c": ["a"] * 33, "x": x}), text, row_group_size=10)
-    _data_error(text, schema, "row 32", "column 'x'", "'q'")
+    _data_error(text, schema, "row 31 (counting from 0", "column 'x'", "'q'")
     lacks = tmp_path / "lacks.parquet"
     pq.write_table(pa.table({"y": [0], "c": ["a"]}), lacks)
     _data_error(lacks, schema, "['x']", "lacks")
+
+
+def test_parquet_rows_are_named_as_rows_counted_from_0(tmp_path: Path) -> None:
+    """Prepare's label and infinity checks said "line 6" of a Parquet file (which has no lines)
+    for the row pandas calls 5; they now name the row as the numeric-cast error does."""
+    from mtkd.data.prepare import prepare
+
+    schema = schema_from_dict({"format": "parquet", "label": "y",
+                               "features": [{"name": "c", "type": "categorical"}, {"name": "x", "type": "numeric"}]})
+    for y, x, needles in (([0, 1, 0, 1, 0, 2, 1], [1.0] * 7, ("column 'y' (label): 2", "labels must be 0 or 1")),
+                          ([0, 1] * 3 + [0], [1.0] * 5 + [float("inf"), 1.0], ("column 'x'", "infinite"))):
+        path = tmp_path / "t.parquet"
+        pq.write_table(pa.table({"y": y, "c": list("abcdefg"), "x": x}), path)
+        with pytest.raises(DataError) as exc:
+            prepare(schema, tmp_path / "ds", path)
+        msg = str(exc.value)
+        assert "row 5 (counting from 0" in msg and "line" not in msg, msg
+        assert all(n in msg for n in needles), msg
 
 
 def test_header_names_with_spaces_after_the_commas(tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def _check_labels(reader: RawReader, encoder_or_none: Encoder | None, batch: pa.
     if bad.size:
         i = int(bad[0])
         value = col[i].as_py()
-        line = reader.line_of(start + i)
+        line = reader.where(start + i)
         if schema.task == "binary" and schema.label_values:
             hint = f"labels must be one of label_values {schema.label_values}; fix the row or drop it"
         elif schema.task == "binary":
@@ -97,7 +97,7 @@ def _check_labels(reader: RawReader, encoder_or_none: Encoder | None, batch: pa.
             hint = "every row needs a label"
         shown = ("an empty value" if what == "missing" or value is None else
                  f"{value:g}" if isinstance(value, float) else repr(value))  # the file's 2, not 2.0
-        raise DataError(f"{reader.path}: line {line}, column {schema.label!r} (label): {shown}; {hint}. "
+        raise DataError(f"{reader.path}: {line}, column {schema.label!r} (label): {shown}; {hint}. "
                         f"({bad.size} such row(s) in this block)")
 
 
@@ -172,7 +172,7 @@ def check_finite(reader: RawReader, batch: pa.RecordBatch, start: int, schema: S
         bad = np.flatnonzero(np.isinf(x))
         if bad.size:
             i = int(bad[0])
-            raise DataError(f"{reader.path}: line {reader.line_of(start + i)}, column {name!r}: the value is infinite "
+            raise DataError(f"{reader.path}: {reader.where(start + i)}, column {name!r}: the value is infinite "
                             "(inf, or a number past float64's 1.8e308 such as 1e400), not a finite number; fix the value "
                             "or leave the field empty (missing values get fill_na)")
 

@@ -79,6 +79,10 @@ class RawReader:
             raise DataError(f"{self.path}: the schema names column(s) {missing} that the file lacks; "
                             f"the file has {len(names)} columns: {preview(names)}. {fix}")
 
+    def where(self, row: int) -> str:
+        """Data row `row` (0-based) as an error message names it: the file's line for text."""
+        return f"line {self.line_of(row)}"
+
     def line_of(self, row: int) -> int:
         """1-based line number in the file of data row `row` (0-based); used for error messages.
 
@@ -326,7 +330,10 @@ class ParquetReader(RawReader):
             raise DataError(f"{self.path}: file has no rows")
 
     def line_of(self, row: int) -> int:
-        return row + 1  # "line" = 1-based row number for Parquet
+        return row + 1  # Parquet has no lines: `where` names rows instead
+
+    def where(self, row: int) -> str:
+        return f"row {row} (counting from 0, as pyarrow and pandas do)"  # predict's `row` column counts so too
 
     def _blocks(self) -> Iterator[pa.RecordBatch]:
         rows = 0
@@ -341,7 +348,7 @@ class ParquetReader(RawReader):
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                         where = ""
                         if pa.types.is_string(arr.type) and pa.types.is_floating(want):
-                            where = f"row {self.line_of(rows + first_non_number(arr, null_ok=True))}, "
+                            where = f"{self.where(rows + first_non_number(arr, null_ok=True))}, "
                         raise DataError(
                             f"{self.path}: {where}column {name!r} of type {arr.type} cannot be read as {want} "
                             f"({exc}). Fix the column or its type in the schema."
