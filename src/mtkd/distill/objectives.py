@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ class _KD(Objective):
         self.gate_features = gate_features
         self.hidden_encoded = False
         self._eval: dict[str, Any] = {}
+        self._before: Tensor | None = None  # the last step's inputs to the policy's reward
+        self._step_tl: Tensor | None = None
 
     def _context(self, model: CTRModel, batch: Batch, student_logits: Tensor | None, tl: Tensor) -> WeightContext:
         feats = None
@@ -60,9 +63,16 @@ class _KD(Objective):
         return (w * per).sum(1)
 
     def student_loss(self, model: CTRModel, batch: Batch, out: ModelOutput, tl: Tensor,
-                     aux_ctx: WeightContext | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """`aux_ctx`: rows to train a trainable weighting on instead of this batch (held-out rows)."""
-        reg = model.reg_loss()  # first: the gate's feature pass under no_grad resets the gathered rows
+                     aux_ctx: Callable[[], WeightContext | None] | None = None
+                     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """`aux_ctx`: makes the rows to train a trainable weighting on instead of this batch
+        (held-out rows). Called after `reg_loss`, as is every other no-grad forward here: each
+        resets the sparse tables' gathered rows, which the regulariser reads."""
+        reg = model.reg_loss()
+        aux_ctx_ = aux_ctx() if aux_ctx is not None else None
+        before = getattr(self.weighting, "before_update", None)
+        self._before = before(model, batch, out.logits) if before is not None and model.training else None
+        self._step_tl = tl.detach()
         ctx = self._context(model, batch, out.logits.detach(), tl)
         w = self.weighting(ctx)
         kd_rows = self.kd_term(out.logits, tl, w.detach())
@@ -71,8 +81,8 @@ class _KD(Objective):
         kd = kd_rows.mean()
         ce = task_loss(self.task, out.logits, batch.label)
         loss = self.alpha * ce + (1 - self.alpha) * kd + reg
-        aux = self.weighting.aux_loss(ctx, w) if aux_ctx is None else \
-            self.weighting.aux_loss(aux_ctx, self.weighting(aux_ctx))
+        aux = self.weighting.aux_loss(ctx, w) if aux_ctx_ is None else \
+            self.weighting.aux_loss(aux_ctx_, self.weighting(aux_ctx_))
         logs = {"ce_loss": ce.detach(), "kd_loss": kd.detach()}
         if aux is not None:
             loss = loss + aux
@@ -113,6 +123,44 @@ class _KD(Objective):
             res["kd_loss_avg"] = kd_avg / n
         res.update({f"w.{name}": w[i] / n for i, name in enumerate(self.names)})
         return res
+
+    # -- hooks for the reinforced-selection policy ---------------------------------------
+    def on_epoch_start(self, epoch: int) -> None:
+        if hasattr(self.weighting, "epoch"):
+            self.weighting.epoch = epoch
+
+    def bind(self, trainer: Any) -> None:
+        self._trainer = trainer
+
+    def _valid_probe(self) -> Any:
+        """A fixed slice of up to 4,096 validation rows and a function scoring the student on it."""
+        from mtkd.data.loader import BatchLoader
+        from mtkd.train.metrics import compute_metrics
+
+        if not hasattr(self, "_probe"):
+            tr = self._trainer
+            batch = next(iter(BatchLoader(tr.dataset, "valid", 4096, shuffle=True, seed=12345)))
+            self._probe = batch.to(tr.device)
+        key = "auc" if self.task == "binary" else "accuracy"
+
+        def score() -> float:
+            model = self._trainer.model
+            was = model.training
+            model.eval()
+            with torch.no_grad():
+                z = model(self._probe).logits
+            model.train(was)
+            return float(compute_metrics(self.task, self._probe.label.cpu().numpy(), z.float().cpu().numpy())[key])
+
+        return score
+
+    def after_step(self, model: CTRModel, batch: Batch, out: ModelOutput, step: int) -> dict[str, Tensor] | None:
+        hook = getattr(self.weighting, "after_student_step", None)
+        if hook is None:
+            return None
+        probe = self._valid_probe() if getattr(self.weighting, "reward_kind", "") == "valid" else None
+        logs = hook(model, batch, self._step_tl, step, probe, before=self._before)
+        return {(f"sel.{self.names[int(k[4:])]}" if k.startswith("sel.") else k): v for k, v in logs.items()}
 
 
 class Distillation(_KD):
@@ -201,7 +249,8 @@ class Distillation(_KD):
 
     def loss(self, model: CTRModel, batch: Batch, out: ModelOutput) -> tuple[Tensor, dict[str, Tensor]]:
         assert batch.teacher_logits is not None, "the loader must join the cached teacher logits"
-        loss, logs, w = self.student_loss(model, batch, out, batch.teacher_logits, self._held_out_context(model))
+        loss, logs, w = self.student_loss(model, batch, out, batch.teacher_logits,
+                                          lambda: self._held_out_context(model))
         if self.hint > 0 and batch.teacher_hidden is not None:
             have = [i for i, th in enumerate(batch.teacher_hidden) if th is not None]  # score teachers: none
             per = torch.stack([self.hints[i](out.hidden, batch.teacher_hidden[i]) for i in have], 1)
@@ -214,47 +263,11 @@ class Distillation(_KD):
         if batch.teacher_logits is not None:
             self._eval_kd(split, model, batch, out, batch.teacher_logits)
 
-    # -- hooks for the reinforced-selection policy ---------------------------------------
     def on_epoch_start(self, epoch: int) -> None:
-        if hasattr(self.weighting, "epoch"):
-            self.weighting.epoch = epoch
+        super().on_epoch_start(epoch)
         if getattr(self.weighting, "fit_on", "train") == "valid":
             self._held_out_epoch = 1000 * epoch  # a fresh, repeatable order of valid rows per epoch
             self._held_out = self._held_out_iter(self._held_out_epoch)
-
-    def bind(self, trainer: Any) -> None:
-        self._trainer = trainer
-
-    def _valid_probe(self) -> Any:
-        """A fixed slice of up to 4,096 validation rows and a function scoring the student on it."""
-        from mtkd.data.loader import BatchLoader
-        from mtkd.train.metrics import compute_metrics
-
-        if not hasattr(self, "_probe"):
-            tr = self._trainer
-            batch = next(iter(BatchLoader(tr.dataset, "valid", 4096, shuffle=True, seed=12345)))
-            self._probe = batch.to(tr.device)
-        key = "auc" if self.task == "binary" else "accuracy"
-
-        def score() -> float:
-            model = self._trainer.model
-            was = model.training
-            model.eval()
-            with torch.no_grad():
-                z = model(self._probe).logits
-            model.train(was)
-            return float(compute_metrics(self.task, self._probe.label.cpu().numpy(), z.float().cpu().numpy())[key])
-
-        return score
-
-    def after_step(self, model: CTRModel, batch: Batch, out: ModelOutput, step: int) -> dict[str, Tensor] | None:
-        hook = getattr(self.weighting, "after_student_step", None)
-        if hook is None:
-            return None
-        probe = self._valid_probe() if getattr(self.weighting, "reward_kind", "") == "valid" else None
-        logs = hook(model, batch, batch.teacher_logits, step, probe, before=out.logits.detach())
-        return {(f"sel.{self.names[int(k[4:])]}" if k.startswith("sel.") else k): v for k, v in logs.items()}
-
 
 class CoTraining(_KD):
     """Teachers and student trained together from scratch in one run."""

@@ -243,9 +243,13 @@ class Best(Weighting):
 
 @register_weighting("random")
 class RandomSingle(Weighting):
-    """Rand-Single: one teacher drawn uniformly per instance (from torch's seeded RNG)."""
+    """Rand-Single: one teacher drawn uniformly per instance (from torch's seeded RNG); evaluation
+    uses the draw's expectation, the uniform weights, so `valid.kd_loss` (which early stopping may
+    watch) and the reported `w.*` do not move with the draw on identical weights."""
 
     def forward(self, ctx: WeightContext) -> Tensor:
+        if not self.training:
+            return _uniform(ctx, self.num_teachers)
         b = ctx.teacher_logits.shape[0]
         pick = torch.randint(self.num_teachers, (b,), device=ctx.teacher_logits.device)
         return F.one_hot(pick, self.num_teachers).float()
