@@ -78,7 +78,8 @@ def score_cmd(
     from mtkd.distill.teachers import TeacherSpec, score_teachers
 
     ds = Dataset(data)
-    specs = [TeacherSpec(r["name"], run=r.get("run"), score=r.get("score")) for r in _teacher_refs(teachers)]
+    specs = [TeacherSpec(r["name"], run=r.get("run"), score=r.get("score"), kind=r.get("kind", "probability"))
+             for r in _teacher_refs(teachers)]
     if hidden_code < 0 or (hidden_code and not hidden):
         raise typer.BadParameter("--hidden-code K needs --hidden and K >= 1")
     dirs = score_teachers(ds, specs, with_hidden=hidden, device=device, hidden_code=hidden_code,

@@ -41,3 +41,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
+
+
+def pid_alive(pid: str) -> bool:
+    """Whether the process that named a `.partial-PID` directory still runs (never this one's:
+    a rerun in the same process may clear its own leftover)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != os.getpid()
+
+
+def sweep_partials(parent: Path, name: str) -> None:
+    """Remove `.NAME.partial-PID` directories left by killed processes (SIGKILL, OOM, power): on
+    full Criteo each is gigabytes, and nothing else ever reads them."""
+    import shutil
+
+    for stale in parent.glob(f".{name}.partial-*"):
+        if not pid_alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
+

@@ -23,12 +23,12 @@ import pyarrow as pa
 import yaml
 
 import mtkd
+from mtkd.data.atomic import atomic_write_text, sweep_partials
 from mtkd.data.encoder import Encoder, EncoderFitter, binary_labels, dictionary_encode
 from mtkd.data.readers import DEFAULT_BLOCK, RawReader, open_reader
 from mtkd.data.schema import Schema
 from mtkd.data.splits import Source, plan_sources
 from mtkd.data.store import ENCODER, MANIFEST, SCHEMA, SPLITS, STORE_VERSION, ArrayWriter, dataset_checksum
-from mtkd.data.atomic import atomic_write_text
 from mtkd.errors import DataError, MtkdError
 
 
@@ -129,9 +129,7 @@ def prepare(
     if existing is not None:
         log(f"{out}: already prepared from the same files and schema; nothing to do")
         return existing
-    for stale in out.parent.glob(f".{out.name}.partial-*"):
-        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):  # never a prepare still running
-            shutil.rmtree(stale, ignore_errors=True)
+    sweep_partials(out.parent, out.name)  # never a prepare still running
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     tmp.mkdir(parents=True)
     try:
@@ -151,16 +149,6 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
-
-
-def _pid_alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return int(pid) != os.getpid() or False
 
 
 def check_finite(reader: RawReader, batch: pa.RecordBatch, start: int, schema: Schema) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from mtkd.data.atomic import atomic_write_text
+from mtkd.data.atomic import atomic_write_text, sweep_partials
 from mtkd.data.loader import BatchLoader
 from mtkd.data.store import Dataset
 from mtkd.distill.hidden import fit_code
@@ -153,7 +153,17 @@ def _score_column_logits(dataset: Dataset, split: str, spec: TeacherSpec) -> np.
     if spec.score not in cols:
         raise ConfigError(f"teacher {spec.name!r}: score column {spec.score!r} is not in the dataset "
                           f"(its schema declares scores: {cols}); add it under `scores:` and prepare again")
+    if dataset.feature_map.task != "binary":
+        raise ConfigError(f"teacher {spec.name!r}: a score column is one probability or logit per row, which "
+                          f"fits a binary task; this dataset is {dataset.feature_map.task} "
+                          f"({dataset.feature_map.num_classes} classes): train the teacher as a run and pass "
+                          "its run directory")
     s = np.asarray(dataset.split(split).arrays["scores"][:, cols.index(spec.score)], dtype=np.float64)
+    missing = int(np.isnan(s).sum())
+    if missing:
+        raise MtkdError(f"teacher {spec.name!r}: column {spec.score!r} is missing in {missing:,} of the "
+                        f"{s.size:,} rows of the {split} split (KD needs a teacher output for every row); fill "
+                        "them in the raw files, or drop those rows, and prepare again")
     if spec.kind == "logit":
         return s.astype(np.float32)
     if np.nanmin(s) < 0 or np.nanmax(s) > 1:
@@ -191,6 +201,7 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
             continue
         dirs.append(out)
         tmp = root / f".{out.name}.partial-{os.getpid()}"
+        sweep_partials(root, out.name)  # killed scorings' leftovers: never one still running
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:

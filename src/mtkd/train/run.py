@@ -202,7 +202,8 @@ def _build_trainer(cfg: TrainConfig, dataset: Dataset, out: Path, log: Callable[
         from mtkd.data.merged import MergedDataset
 
         dataset = MergedDataset(dataset, cfg.distill.valid_holdout, seed=cfg.seed)
-        objective.teachers.view = dataset  # type: ignore[attr-defined]
+        if hasattr(objective, "teachers"):  # cached outputs join by row; co-trained teachers read batches
+            objective.teachers.view = dataset  # type: ignore[attr-defined]
     elif cfg.train_fraction is not None and cfg.train_fraction < 1:
         from mtkd.data.merged import SubsetDataset
 
