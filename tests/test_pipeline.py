@@ -324,3 +324,36 @@ def test_run_refuses_torchrun(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["run", str(_experiment(tmp_path, STUDENTS))]) != 0
     assert "under torchrun start `mtkd train` per model" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_repeated_seeds_are_refused(tmp_path):
+    """seeds [1, 1] trained one run and counted it twice: a report with ± 0.0000."""
+    from mtkd.errors import ConfigError
+
+    path = _experiment(tmp_path, [{"name": "dnn"}])
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "seeds": [1, 1]}))
+    with pytest.raises(ConfigError, match=r"repeat a seed"):
+        load_experiment(path)
+
+
+def test_run_force_prepares_a_touched_file_again(tmp_path):
+    """A raw file touched (or copied without cp -p) is another dataset to prepare; `mtkd run`
+    said 'pass --force' but never passed --force on to prepare, so only deleting OUT/data helped."""
+    import os
+
+    from mtkd.data.synthetic import write_synthetic
+    from mtkd.errors import MtkdError
+
+    raw = tmp_path / "raw.csv"
+    write_synthetic(raw, 2000, seed=3)
+    path = _experiment(tmp_path, [{"name": "dnn"}])
+    data = yaml.safe_load(path.read_text())
+    data.update(seeds=[1], teachers=[], data={"schema": data["data"]["schema"], "train": [str(raw)]})
+    path.write_text(yaml.safe_dump(data))
+    Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    st = raw.stat()
+    os.utime(raw, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(MtkdError, match="already holds a different dataset"):
+        Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    rows = Experiment(load_experiment(path), str(path), log=lambda s: None).run(force=True)
+    assert [r["model"] for r in rows] == ["dnn"]

@@ -291,6 +291,9 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"export names {unknown} are not teachers or students of this experiment: {names}")
         if not self.seeds:
             raise ValueError("seeds is empty")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds} repeat a seed: each seed is one run, so a repeat would count "
+                             "it twice in the report's mean ± std; list each seed once")
         from mtkd.train.metrics import METRIC_MODES
 
         known = set(METRIC_MODES) | {"calibration"}  # every quantity a run's summary can hold

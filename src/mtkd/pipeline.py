@@ -39,7 +39,7 @@ class Experiment:
         self.data_dir = Path(cfg.data.dir) if cfg.data.dir else self.out / "data"
 
     # ------------------------------------------------------------------ steps
-    def prepare(self) -> Dataset:
+    def prepare(self, force: bool = False) -> Dataset:
         from mtkd.data.prepare import prepare
         from mtkd.data.schema import load_schema
         from mtkd.data.synthetic import write_synthetic
@@ -63,7 +63,7 @@ class Experiment:
             train: list[Any] = [csv]
         else:
             train = list(d.train)
-        prepare(schema, self.data_dir, train, d.valid, d.test, d.split, d.ordered, force=False, log=self.log)
+        prepare(schema, self.data_dir, train, d.valid, d.test, d.split, d.ordered, force=force, log=self.log)
         return Dataset(self.data_dir)
 
     def run_dir(self, kind: str, name: str, seed: int) -> Path:
@@ -233,7 +233,7 @@ class Experiment:
         self._check_shared_params()
         self.metrics = self._report_metrics()
         self.out.mkdir(parents=True, exist_ok=True)
-        ds = self.prepare()
+        ds = self.prepare(force)  # `mtkd run --force` redoes the data too (prepare's own hint names it)
         task = ds.feature_map.task
         plan: list[tuple[str, ModelSpec, Callable[[ModelSpec, int], TrainConfig]]] = \
             [("teachers", t, self.teacher_config) for t in self.cfg.teachers] + \
