@@ -73,16 +73,15 @@ class DistillConfig(_Strict):
             if self.mode == "offline" and t.model is not None:
                 raise ValueError(f"teacher {t.name!r}: `model` teachers are trained in mode: cotrain; "
                                  "offline distillation takes `run` or `score`")
-            if self.valid_holdout is not None and (self.weighting in ("confidence", "best", "policy") or (
-                    self.weighting == "fixed" and "weights" not in self.weighting_params)):
-                what = ("sets its weights from the teachers' AUC on the whole valid split" if self.weighting == "fixed"
-                        else "reads the labels (its state holds each teacher's cross-entropy)"
-                        if self.weighting == "policy" else "needs labels")
-                raise ValueError(f"valid_holdout stops on a slice whose labels no KD target may read; weighting "
-                                 f"{self.weighting!r} {what} (use average, fixed with weights, learned, gate or "
-                                 "single)")
             if self.mode == "cotrain" and t.model is None:
                 raise ValueError(f"teacher {t.name!r}: mode cotrain trains teachers from scratch; give `model`")
+        if self.valid_holdout is not None and (self.weighting in ("confidence", "best", "policy") or (
+                self.weighting == "fixed" and "weights" not in self.weighting_params)):
+            what = ("sets its weights from the teachers' AUC on the whole valid split" if self.weighting == "fixed"
+                    else "reads the labels (its state holds each teacher's cross-entropy)"
+                    if self.weighting == "policy" else "needs labels")
+            raise ValueError(f"valid_holdout stops on a slice whose labels no KD target may read; weighting "
+                             f"{self.weighting!r} {what} (use average, fixed with weights, learned, gate or single)")
         if self.hint > 0 and self.mode == "cotrain":
             raise ValueError("hint regression is for offline distillation (it matches the cached hidden vectors "
                              "of run teachers); co-training has none: drop distill.hint")

@@ -6,6 +6,7 @@ A crash leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -44,8 +45,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def pid_alive(pid: str) -> bool:
-    """Whether the process that named a `.partial-PID` directory still runs (never this one's:
-    a rerun in the same process may clear its own leftover)."""
+    """Whether the process that named a `.partial-PID` directory still runs. This process counts
+    as not running: a rerun in the same process clears its own leftover too."""
     try:
         os.kill(int(pid), 0)
     except (ValueError, ProcessLookupError):
@@ -58,9 +59,6 @@ def pid_alive(pid: str) -> bool:
 def sweep_partials(parent: Path, name: str) -> None:
     """Remove `.NAME.partial-PID` directories left by killed processes (SIGKILL, OOM, power): on
     full Criteo each is gigabytes, and nothing else ever reads them."""
-    import shutil
-
     for stale in parent.glob(f".{name}.partial-*"):
         if not pid_alive(stale.name.rsplit("-", 1)[-1]):
             shutil.rmtree(stale, ignore_errors=True)
-

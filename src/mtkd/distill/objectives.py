@@ -69,7 +69,7 @@ class _KD(Objective):
         (held-out rows). Called after `reg_loss`, as is every other no-grad forward here: each
         resets the sparse tables' gathered rows, which the regulariser reads."""
         reg = model.reg_loss()
-        aux_ctx_ = aux_ctx() if aux_ctx is not None else None
+        held_out = aux_ctx() if aux_ctx is not None else None
         before = getattr(self.weighting, "before_update", None)
         self._before = before(model, batch, out.logits) if before is not None and model.training else None
         self._step_tl = tl.detach()
@@ -81,8 +81,8 @@ class _KD(Objective):
         kd = kd_rows.mean()
         ce = task_loss(self.task, out.logits, batch.label)
         loss = self.alpha * ce + (1 - self.alpha) * kd + reg
-        aux = self.weighting.aux_loss(ctx, w) if aux_ctx_ is None else \
-            self.weighting.aux_loss(aux_ctx_, self.weighting(aux_ctx_))
+        aux = self.weighting.aux_loss(ctx, w) if held_out is None else \
+            self.weighting.aux_loss(held_out, self.weighting(held_out))
         logs = {"ce_loss": ce.detach(), "kd_loss": kd.detach()}
         if aux is not None:
             loss = loss + aux

@@ -166,7 +166,7 @@ def _score_column_logits(dataset: Dataset, split: str, spec: TeacherSpec) -> np.
                         "them in the raw files, or drop those rows, and prepare again")
     if spec.kind == "logit":
         return s.astype(np.float32)
-    if np.nanmin(s) < 0 or np.nanmax(s) > 1:
+    if s.min() < 0 or s.max() > 1:
         raise MtkdError(f"teacher {spec.name!r}: column {spec.score!r} has values outside [0, 1]; "
                         "set kind: logit if it holds logits")
     p = np.clip(s, 1e-7, 1 - 1e-7)
@@ -201,8 +201,7 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
             continue
         dirs.append(out)
         tmp = root / f".{out.name}.partial-{os.getpid()}"
-        sweep_partials(root, out.name)  # killed scorings' leftovers: never one still running
-        shutil.rmtree(tmp, ignore_errors=True)
+        sweep_partials(root, out.name)  # killed scorings' leftovers and this process's own; never a live one
         tmp.mkdir(parents=True)
         try:
             meta: dict[str, Any] = {"name": spec.name, "run": spec.run, "score": spec.score, "kind": spec.kind,
