@@ -65,6 +65,26 @@ def test_two_ranks_train_one_model(data: Path, tmp_path: Path, sparse: bool) -> 
         assert summary[split]["logloss"] == pytest.approx(alone["logloss"], abs=1e-6)
 
 
+def test_two_ranks_at_half_the_batch_optimise_as_one_process(data: Path, tmp_path: Path) -> None:
+    """The README's promise: 2 ranks at batch_size / 2 take one process's steps (each step reads
+    the rows of its batch, the gradients averaged), so the run ends with its weights, up to the
+    float order of the sums. Shards of contiguous blocks gave AUC 0.7628 against 0.7667."""
+    base = [s for s in SETS if not s.startswith("batch_size")]
+    one = tmp_path / "one"
+    train_run(load_train_config(None, [*base, "batch_size=256"], model="dnn"), data, one, progress=False,
+              log=lambda s: None)
+    two = tmp_path / "two"
+    r = torchrun(["train", "--data", str(data), "--model", "dnn", "--out", str(two), "--quiet",
+                  *[x for s in [*base, "batch_size=128"] for x in ("--set", s)]])
+    assert r.returncode == 0, r.stderr[-20000:]
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (one, two))
+    for split in ("valid", "test"):
+        assert b[split]["auc"] == pytest.approx(a[split]["auc"], abs=1e-5), split
+        assert b[split]["logloss"] == pytest.approx(a[split]["logloss"], abs=1e-5), split
+    wa, wb = (load_checkpoint(d / "best.pt")["model"] for d in (one, two))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+
+
 def evaluate_in_one_process(run: Path, split: str = "valid") -> dict[str, float]:
     """The run's best weights (model and objective) evaluated by a plain, single-process Trainer."""
     from mtkd.distill.build import build_objective

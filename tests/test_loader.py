@@ -213,6 +213,21 @@ def test_uneven_split_gives_every_rank_the_same_steps(dataset: Dataset) -> None:
     assert rows.size == n + (-n % world) and np.array_equal(np.unique(rows), np.arange(n))
 
 
+def test_ranks_at_a_fraction_of_the_batch_read_one_process_s_batches(dataset: Dataset) -> None:
+    """Step k of W ranks at batch_size / W reads, together, the rows of one process's step k at
+    batch_size (the README's promise). Contiguous blocks gave each rank its own stretch of the
+    order: the same epoch, other batches, another optimisation."""
+    world, bs = 2, 64
+    n = dataset.split("train").rows - dataset.split("train").rows % world
+    alone = [b.index.numpy() for b in BatchLoader(dataset, "train", batch_size=bs, seed=5)]
+    ranks = [[b.index.numpy() for b in BatchLoader(dataset, "train", batch_size=bs // world, seed=5, rank=r,
+                                                   world_size=world)] for r in range(world)]
+    assert all(len(r) == len(alone) for r in ranks)
+    full = n // bs  # the last, partial batch of an odd split also holds a padding row
+    for k in range(full):
+        assert np.array_equal(np.sort(np.concatenate([r[k] for r in ranks])), np.sort(alone[k]))
+
+
 def test_more_ranks_than_rows_still_take_the_same_steps(dataset: Dataset) -> None:
     """A split smaller than the world (a tiny valid split, many ranks): the padding repeats the
     order as often as needed, so no rank is left with an empty shard and fewer steps."""

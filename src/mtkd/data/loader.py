@@ -104,12 +104,15 @@ class BatchLoader:
             order = np.random.default_rng([self.seed, epoch]).permutation(n)
         else:
             order = np.arange(n)
-        if self.world_size > 1:
-            # equal shards, so every rank takes the same number of steps (each step averages
-            # gradients over all ranks): the first few rows of the order pad the last shards.
-            # Evaluation reads disjoint shards instead (pad_shards=False): every row once.
-            pad = -n % self.world_size if self.pad_shards else 0
+        if self.world_size > 1 and self.pad_shards:
+            # Training: equal shards, so every rank takes the same number of steps (each step
+            # averages gradients over all ranks); the first few rows of the order pad the last
+            # ones. Dealt out in turn, not in blocks: step k of the ranks at batch_size / world
+            # reads together the rows of one process's step k, so the optimisation is that one's.
+            pad = -n % self.world_size
             order = np.resize(order, n + pad) if pad and n else order  # repeats the order when pad > n
+            order = order[self.rank :: self.world_size]
+        elif self.world_size > 1:  # evaluation: disjoint blocks, every row once, gathered in order
             order = np.array_split(order, self.world_size)[self.rank]
         return order
 
