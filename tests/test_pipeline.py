@@ -267,15 +267,27 @@ def test_typos_in_an_experiment_are_refused_before_any_training(tmp_path, capsys
                             "student kd: invalid train config"),
                            (lambda d: d["students"][0].update(distill={"weighting": "gate",
                                                                        "weighting_params": {"entropyy": 0.1}}),
-                            "takes no parameter(s) 'entropyy'")]:
+                            "takes no parameter(s) 'entropyy'"),
+                           # a model's own params, the last student's, a co-trained teacher's: each was found
+                           # only at its model's turn, after the teachers had trained, naming neither
+                           (lambda d: d["teachers"][1].update(params={"cross_layer": 2}),
+                            "teacher dcn: unknown hyper-parameter(s) 'cross_layer' for model 'dcn'"),
+                           (lambda d: d["students"].append({"name": "wide", "params": {"dropout": "lots"}}),
+                            "student wide: model 'dnn': params.dropout = 'lots'"),
+                           (lambda d: d["students"].append({"name": "co", "distill": {
+                               "mode": "cotrain", "teachers": ["deepfm"]}}) or
+                            d["teachers"][0].update(params={"hidden_unit": [8]}),
+                            "teacher deepfm: unknown hyper-parameter(s) 'hidden_unit'"),
+                           (lambda d: d["students"].append({"name": "x", "model": "dnm"}),
+                            "student x: unknown model 'dnm'")]:
         path = _experiment(tmp_path, [{"name": "kd", "distill": {"weighting": "average"}}])
         data = yaml.safe_load(path.read_text())
         change(data)
         path.write_text(yaml.safe_dump(data))
         assert main(["run", str(path)]) == 2
-        err = capsys.readouterr().err
+        err = " ".join(capsys.readouterr().err.split())
         assert needle in err and str(path) in err, err
-        assert not list(tmp_path.glob("exp/*/*/seed*"))
+        assert not (tmp_path / "exp" / "data").exists()  # refused before the data is prepared
 
 
 def test_export_of_an_unknown_model_is_refused(tmp_path, capsys):
@@ -336,9 +348,11 @@ def test_repeated_seeds_are_refused(tmp_path):
         load_experiment(path)
 
 
-def test_run_force_prepares_a_touched_file_again(tmp_path):
-    """A raw file touched (or copied without cp -p) is another dataset to prepare; `mtkd run`
-    said 'pass --force' but never passed --force on to prepare, so only deleting OUT/data helped."""
+def test_run_prepares_changed_raw_files_again(tmp_path):
+    """A raw file touched (or copied without cp -p) is prepared again, without --force (which
+    `mtkd run` never passed on: only deleting OUT/data helped); the same data comes out, so every
+    run and the teacher's cached outputs are reused. An edited file gives other data: the runs
+    are refused as changed, and `--rerun-changed` trains them again."""
     import os
 
     from mtkd.data.synthetic import write_synthetic
@@ -346,14 +360,26 @@ def test_run_force_prepares_a_touched_file_again(tmp_path):
 
     raw = tmp_path / "raw.csv"
     write_synthetic(raw, 2000, seed=3)
-    path = _experiment(tmp_path, [{"name": "dnn"}])
+    path = _experiment(tmp_path, [{"name": "dnn"}, {"name": "kd", "distill": {"weighting": "average"}}])
     data = yaml.safe_load(path.read_text())
-    data.update(seeds=[1], teachers=[], data={"schema": data["data"]["schema"], "train": [str(raw)]})
+    data.update(seeds=[1], teachers=data["teachers"][:1], data={"schema": data["data"]["schema"],
+                                                                 "train": [str(raw)]})
     path.write_text(yaml.safe_dump(data))
     Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    caches = sorted(p.name for p in (tmp_path / "exp" / "data").glob("teachers/*"))
+    assert caches
     st = raw.stat()
     os.utime(raw, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    with pytest.raises(MtkdError, match="already holds a different dataset"):
+    lines: list[str] = []
+    rows = Experiment(load_experiment(path), str(path), log=lines.append).run()
+    assert [r["model"] for r in rows] == ["deepfm", "dnn", "kd"]
+    assert any("preparing it again" in x for x in lines) and sum("reused:" in x for x in lines) == 3, lines
+    assert sorted(p.name for p in (tmp_path / "exp" / "data").glob("teachers/*")) == caches
+    raw.write_text(raw.read_text().replace("\n1,", "\n0,", 50))  # labels edited: other data
+    with pytest.raises(MtkdError, match=r"settings changed since it ran \(different configuration: dataset\)"):
         Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    lines.clear()
+    Experiment(load_experiment(path), str(path), log=lines.append).run(rerun_changed=True)
+    assert not any("reused:" in x for x in lines), lines
     rows = Experiment(load_experiment(path), str(path), log=lambda s: None).run(force=True)
-    assert [r["model"] for r in rows] == ["dnn"]
+    assert [r["model"] for r in rows] == ["deepfm", "dnn", "kd"]

@@ -63,7 +63,8 @@ class Experiment:
             train: list[Any] = [csv]
         else:
             train = list(d.train)
-        prepare(schema, self.data_dir, train, d.valid, d.test, d.split, d.ordered, force=force, log=self.log)
+        prepare(schema, self.data_dir, train, d.valid, d.test, d.split, d.ordered, force=force, log=self.log,
+                replace_changed=True)
         return Dataset(self.data_dir)
 
     def run_dir(self, kind: str, name: str, seed: int) -> Path:
@@ -81,19 +82,42 @@ class Experiment:
         return d
 
     def _check_shared_params(self) -> None:
-        """A shared hyper-parameter that no model of the experiment takes is a typo
-        (`embeding_dim`): refused, since `_defaults_for` would drop it without a word."""
-        from mtkd.models import model_params
+        """An unknown model name, and a shared hyper-parameter that no model of the experiment
+        takes (`embeding_dim`, which `_defaults_for` would drop without a word): refused, naming
+        the model and the file."""
+        from mtkd.models import MODELS, model_params
 
+        named = [(f"teacher {t.name}", t.model) for t in self.cfg.teachers if t.model] + \
+                [(f"student {s.name}", s.model or self.cfg.student.model or "dnn") for s in self.cfg.students]
+        for where, m in named:
+            if m not in MODELS:
+                raise ConfigError(f"{self.source}: {where}: unknown model {m!r}; known models: "
+                                  f"{', '.join(sorted(MODELS))}")
         shared = self.cfg.defaults.get("params") or {}
-        models = {t.model for t in self.cfg.teachers if t.model} | \
-                 {s.model or self.cfg.student.model or "dnn" for s in self.cfg.students}
+        models = {m for _, m in named}
         taken = set().union(*(model_params(m) for m in models)) if models else set()
         unused = sorted(k for k in shared if k not in taken)
         if unused:
             raise ConfigError(f"{self.source}: defaults.params {', '.join(map(repr, unused))} is taken by none of "
                               f"the experiment's models ({', '.join(sorted(models))}); they take: "
                               f"{', '.join(sorted(taken))}")
+
+    def _check_models(self, configs: dict[tuple[str, str, int], TrainConfig]) -> None:
+        """Every model name and hyper-parameter of the experiment (co-trained teachers included)
+        checked before anything trains: a typo in the last student's params was found only at its
+        turn, after the teachers had trained, and without the file or the model's name."""
+        from mtkd.models import check_params
+
+        for (kind, name, _seed), cfg in configs.items():
+            models = [(f"{kind[:-1]} {name}", cfg.model, cfg.params)]
+            if cfg.distill is not None and cfg.distill.mode == "cotrain":
+                models += [(f"student {name}: co-trained teacher {t.name}", t.model, t.params)
+                           for t in cfg.distill.teachers if t.model]
+            for where, model, params in models:
+                try:
+                    check_params(model, params)
+                except ConfigError as exc:
+                    raise ConfigError(f"{self.source}: {where}: {exc}") from None
 
     def _report_metrics(self) -> tuple[str, ...]:
         """`metrics` for the report's extra columns: each must be one the task logs (`f1` of a
@@ -232,13 +256,14 @@ class Experiment:
 
         self._check_shared_params()
         self.metrics = self._report_metrics()
-        self.out.mkdir(parents=True, exist_ok=True)
-        ds = self.prepare(force)  # `mtkd run --force` redoes the data too (prepare's own hint names it)
-        task = ds.feature_map.task
         plan: list[tuple[str, ModelSpec, Callable[[ModelSpec, int], TrainConfig]]] = \
             [("teachers", t, self.teacher_config) for t in self.cfg.teachers] + \
             [("students", s, self.student_config) for s in self.cfg.students]
         configs = {(kind, m.name, seed): make(m, seed) for kind, m, make in plan for seed in self.cfg.seeds}
+        self._check_models(configs)
+        self.out.mkdir(parents=True, exist_ok=True)
+        ds = self.prepare(force)  # changed raw files are prepared again; --force prepares in any case
+        task = ds.feature_map.task
         rows: list[dict[str, Any]] = []
         sample = first_rows(ds, "test", min(self.cfg.inference_rows, ds.split("test").rows))
         self.latency_rows = len(sample)

@@ -113,8 +113,11 @@ def prepare(
     force: bool = False,
     block_size: int = DEFAULT_BLOCK,
     log: Callable[[str], None] = lambda s: None,
+    replace_changed: bool = False,
 ) -> dict[str, Any]:
-    """Encode raw files into `out`. Returns the manifest (also when `out` is already up to date)."""
+    """Encode raw files into `out`. Returns the manifest (also when `out` is already up to date).
+    `replace_changed`: a dataset in `out` prepared from other files is prepared again without
+    --force (an experiment owns its OUT/data; its runs' dataset checksums decide what is reused)."""
     out = Path(out)
     here = Path.cwd().resolve()
     if out.resolve() == here or out.resolve() in here.parents:
@@ -125,7 +128,7 @@ def prepare(
     _warn_reused_files(sources, log)
     readers = [[open_reader(p, schema, block_size) for p in s.paths] for s in sources]
     fingerprint = _fingerprint(schema, sources)
-    existing = _check_out_dir(out, fingerprint, force)
+    existing = _check_out_dir(out, fingerprint, force, replace_changed, log)
     if existing is not None:
         log(f"{out}: already prepared from the same files and schema; nothing to do")
         return existing
@@ -144,6 +147,8 @@ def prepare(
         manifest["timing"] = {"fit_seconds": round(t_fit, 3),
                               "total_seconds": round(time.perf_counter() - t0, 3)}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+        if replace_changed and not force:
+            _carry_derived(out, tmp, manifest["checksum"], log)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -169,7 +174,8 @@ def _p(x: str | Path | None) -> Path | None:
     return None if x is None else Path(x)
 
 
-def _check_out_dir(out: Path, fingerprint: str, force: bool) -> dict[str, Any] | None:
+def _check_out_dir(out: Path, fingerprint: str, force: bool, replace_changed: bool = False,
+                   log: Callable[[str], None] = lambda s: None) -> dict[str, Any] | None:
     if not out.exists():
         return None
     if not out.is_dir():
@@ -182,7 +188,10 @@ def _check_out_dir(out: Path, fingerprint: str, force: bool) -> dict[str, Any] |
             manifest = {}
         if manifest.get("fingerprint") == fingerprint and not force:
             return manifest
-        if not force:
+        if replace_changed and manifest and not force:
+            log(f"{out}: its raw files or schema changed since it was prepared (or were touched or copied): "
+                "preparing it again; runs are reused where the prepared data comes out the same")
+        elif not force:
             raise MtkdError(
                 f"{out}: already holds a different dataset ({manifest.get('name', '?')}, prepared from other "
                 "files, schema or split); choose another --out, or pass --force to replace it"
@@ -191,6 +200,23 @@ def _check_out_dir(out: Path, fingerprint: str, force: bool) -> dict[str, Any] |
         raise MtkdError(f"{out}: directory is not empty and is not an mtkd dataset; choose another --out "
                         "or pass --force to replace it")
     return None
+
+
+def _carry_derived(out: Path, tmp: Path, checksum: str, log: Callable[[str], None]) -> None:
+    """Prepared again with the same result (a touched or copied raw file): what was derived
+    from the old data (cached teacher outputs, keyed by the checksum) moves into the new one,
+    rather than teachers being scored again."""
+    try:
+        old = json.loads((out / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    if old.get("checksum") != checksum:
+        return
+    kept = [e for e in out.iterdir() if not (tmp / e.name).exists()]
+    for e in kept:
+        os.replace(e, tmp / e.name)
+    log(f"{out}: the prepared data came out the same (checksum {checksum[:12]})"
+        + (f"; kept {', '.join(e.name for e in kept)}" if kept else ""))
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

@@ -26,6 +26,6 @@ from mtkd.models import (  # noqa: F401  (imported to register)
     xdeepfm,
 )
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.registry import MODELS, build_model, model_params, register_model
+from mtkd.models.registry import MODELS, build_model, check_params, model_params, register_model
 
-__all__ = ["CTRModel", "MODELS", "ModelOutput", "build_model", "model_params", "register_model"]
+__all__ = ["CTRModel", "MODELS", "ModelOutput", "build_model", "check_params", "model_params", "register_model"]

@@ -77,8 +77,9 @@ def model_params(name: str) -> dict[str, Any]:
     return out
 
 
-def build_model(name: str, feature_map: "FeatureMap", **params: Any) -> "CTRModel":
-    """Build a registered model; an unknown name or hyper-parameter is a ConfigError."""
+def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` typed for model `name`; an unknown name or hyper-parameter, or a value of the
+    wrong type, is a ConfigError. Needs no dataset, so a whole experiment is checked up front."""
     cls = _get_class(name)
     valid = _signature_params(cls)
     unknown = sorted(set(params) - set(valid))
@@ -87,7 +88,12 @@ def build_model(name: str, feature_map: "FeatureMap", **params: Any) -> "CTRMode
             f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for model {name!r}; "
             f"valid: {', '.join(sorted(valid))}"
         )
-    return cls(feature_map, **typed_params(cls, params, f"model {name!r}: params"))
+    return typed_params(cls, params, f"model {name!r}: params")
+
+
+def build_model(name: str, feature_map: "FeatureMap", **params: Any) -> "CTRModel":
+    """Build a registered model; an unknown name or hyper-parameter is a ConfigError."""
+    return _get_class(name)(feature_map, **check_params(name, params))
 
 
 def describe(name: str) -> str:
