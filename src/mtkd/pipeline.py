@@ -20,7 +20,7 @@ from mtkd.data.atomic import atomic_write_text
 from mtkd.data.batch import Batch
 from mtkd.data.store import Dataset
 from mtkd.errors import ConfigError, MtkdError
-from mtkd.train.metrics import TASK_METRICS
+from mtkd.experiment_checks import check_models, check_params_of, report_metrics
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -80,61 +80,6 @@ class Experiment:
             valid = set(model_params(model))
             d["params"] = {k: v for k, v in d["params"].items() if k in valid}
         return d
-
-    def _check_shared_params(self) -> None:
-        """An unknown model name, and a shared hyper-parameter that no model of the experiment
-        takes (`embeding_dim`, which `_defaults_for` would drop without a word): refused, naming
-        the model and the file."""
-        from mtkd.models import MODELS, model_params
-
-        named = [(f"teacher {t.name}", t.model) for t in self.cfg.teachers if t.model] + \
-                [(f"student {s.name}", s.model or self.cfg.student.model or "dnn") for s in self.cfg.students]
-        for where, m in named:
-            if m not in MODELS:
-                raise ConfigError(f"{self.source}: {where}: unknown model {m!r}; known models: "
-                                  f"{', '.join(sorted(MODELS))}")
-        shared = self.cfg.defaults.get("params") or {}
-        models = {m for _, m in named}
-        taken = set().union(*(model_params(m) for m in models)) if models else set()
-        unused = sorted(k for k in shared if k not in taken)
-        if unused:
-            raise ConfigError(f"{self.source}: defaults.params {', '.join(map(repr, unused))} is taken by none of "
-                              f"the experiment's models ({', '.join(sorted(models))}); they take: "
-                              f"{', '.join(sorted(taken))}")
-
-    def _check_models(self, configs: dict[tuple[str, str, int], TrainConfig]) -> None:
-        """Every model name and hyper-parameter of the experiment (co-trained teachers included)
-        checked before anything trains: a typo in the last student's params was found only at its
-        turn, after the teachers had trained, and without the file or the model's name."""
-        from mtkd.models import check_params
-
-        for (kind, name, _seed), cfg in configs.items():
-            models = [(f"{kind[:-1]} {name}", cfg.model, cfg.params)]
-            if cfg.distill is not None and cfg.distill.mode == "cotrain":
-                models += [(f"student {name}: co-trained teacher {t.name}", t.model, t.params)
-                           for t in cfg.distill.teachers if t.model]
-            for where, model, params in models:
-                try:
-                    check_params(model, params)
-                except ConfigError as exc:
-                    raise ConfigError(f"{self.source}: {where}: {exc}") from None
-
-    def _report_metrics(self) -> tuple[str, ...]:
-        """`metrics` for the report's extra columns: each must be one the task logs (`f1` of a
-        multi-class task was a column of nan), and one already in the table is not repeated."""
-        from mtkd.data.schema import load_schema
-
-        schema = load_schema(self.cfg.data.schema_path)
-        logged = TASK_METRICS[schema.task] + (("gauc",) if schema.task == "binary" and schema.group else ())
-        wrong = [m for m in self.cfg.metrics if m not in logged]
-        if wrong == ["gauc"] and schema.task == "binary":
-            raise ConfigError(f"{self.source}: metric gauc (AUC per user, averaged) needs a group column: set "
-                              f"`group: COLUMN` (e.g. the user id) in {self.cfg.data.schema_path}, or drop gauc")
-        if wrong:
-            raise ConfigError(f"{self.source}: metrics {wrong} are not logged for a {schema.task} task; choose from "
-                              f"{', '.join(logged)}")
-        shown = ("auc", "logloss") if schema.task == "binary" else ("accuracy", "logloss")
-        return tuple(dict.fromkeys(m for m in self.cfg.metrics if m not in shown))
 
     def teacher_config(self, t: ModelSpec, seed: int) -> TrainConfig:
         d = _merge(self._defaults_for(t.model or ""), {"model": t.model, "params": t.params})
@@ -254,13 +199,13 @@ class Experiment:
             raise MtkdError("`mtkd run` is one process; under torchrun start `mtkd train` per model "
                             "(`torchrun ... -m mtkd train --config ...`), or run the experiment without torchrun")
 
-        self._check_shared_params()
-        self.metrics = self._report_metrics()
+        check_models(self.cfg, self.source)
+        self.metrics = report_metrics(self.cfg, self.source)
         plan: list[tuple[str, ModelSpec, Callable[[ModelSpec, int], TrainConfig]]] = \
             [("teachers", t, self.teacher_config) for t in self.cfg.teachers] + \
             [("students", s, self.student_config) for s in self.cfg.students]
         configs = {(kind, m.name, seed): make(m, seed) for kind, m, make in plan for seed in self.cfg.seeds}
-        self._check_models(configs)
+        check_params_of(configs, self.source)
         self.out.mkdir(parents=True, exist_ok=True)
         ds = self.prepare(force)  # changed raw files are prepared again; --force prepares in any case
         task = ds.feature_map.task

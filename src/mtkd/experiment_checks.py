@@ -1,0 +1,66 @@
+"""Checks of a whole experiment before anything is prepared or trained: a typo in the last
+model's settings was found only at its turn, after the teachers had trained."""
+
+from __future__ import annotations
+
+from mtkd.config import ExperimentConfig, TrainConfig
+from mtkd.errors import ConfigError
+from mtkd.train.metrics import TASK_METRICS
+
+
+def check_models(cfg: ExperimentConfig, source: str) -> None:
+    """An unknown model name, and a shared hyper-parameter that no model of the experiment
+    takes (`embeding_dim`, which `Experiment._defaults_for` would drop without a word): refused, naming
+    the model and the file."""
+    from mtkd.models import MODELS, model_params
+
+    named = [(f"teacher {t.name}", t.model) for t in cfg.teachers if t.model] + \
+            [(f"student {s.name}", s.model or cfg.student.model or "dnn") for s in cfg.students]
+    for where, m in named:
+        if m not in MODELS:
+            raise ConfigError(f"{source}: {where}: unknown model {m!r}; known models: "
+                              f"{', '.join(sorted(MODELS))}")
+    shared = cfg.defaults.get("params") or {}
+    models = {m for _, m in named}
+    taken = set().union(*(model_params(m) for m in models)) if models else set()
+    unused = sorted(k for k in shared if k not in taken)
+    if unused:
+        raise ConfigError(f"{source}: defaults.params {', '.join(map(repr, unused))} is taken by none of "
+                          f"the experiment's models ({', '.join(sorted(models))}); they take: "
+                          f"{', '.join(sorted(taken))}")
+
+
+def check_params_of(configs: dict[tuple[str, str, int], TrainConfig], source: str) -> None:
+    """Every model's hyper-parameters (co-trained teachers' included), named and typed: a typo
+    was found only at its model's turn, and without the file or the model's name."""
+    from mtkd.models import check_params
+
+    for (kind, name, _seed), cfg in configs.items():
+        models = [(f"{kind[:-1]} {name}", cfg.model, cfg.params)]
+        if cfg.distill is not None and cfg.distill.mode == "cotrain":
+            models += [(f"student {name}: co-trained teacher {t.name}", t.model, t.params)
+                       for t in cfg.distill.teachers if t.model]
+        for where, model, params in models:
+            try:
+                check_params(model, params)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {where}: {exc}") from None
+
+
+def report_metrics(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
+    """`metrics` for the report's extra columns: each must be one the task logs (`f1` of a
+    multi-class task was a column of nan), and one already in the table is not repeated."""
+    from mtkd.data.schema import load_schema
+
+    schema = load_schema(cfg.data.schema_path)
+    logged = TASK_METRICS[schema.task] + (("gauc",) if schema.task == "binary" and schema.group else ())
+    wrong = [m for m in cfg.metrics if m not in logged]
+    if wrong == ["gauc"] and schema.task == "binary":
+        raise ConfigError(f"{source}: metric gauc (AUC per user, averaged) needs a group column: set "
+                          f"`group: COLUMN` (e.g. the user id) in {cfg.data.schema_path}, or drop gauc")
+    if wrong:
+        raise ConfigError(f"{source}: metrics {wrong} are not logged for a {schema.task} task; choose from "
+                          f"{', '.join(logged)}")
+    shown = ("auc", "logloss") if schema.task == "binary" else ("accuracy", "logloss")
+    return tuple(dict.fromkeys(m for m in cfg.metrics if m not in shown))
+
