@@ -139,6 +139,9 @@ def test_two_ranks_with_the_policy(data: Path, tmp_path: Path) -> None:
     r = torchrun(["train", "--data", str(data), "--model", "dnn", "--out", str(out), "--quiet", *sets(extra)])
     assert r.returncode == 0, r.stderr[-20000:]
     assert json.loads((out / "summary.json").read_text())["valid"]["auc"] > 0.6
+    for split in ("train", "valid", "test"):  # rank 0 encoded the policy's state; rank 1 read its file
+        assert r.stderr.count(f"policy state of {split}: encoded") + r.stdout.count(f"policy state of {split}: "
+                                                                                    "encoded") == 1, split
     logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert "train.reward" in logged and "train.sel.fm" in logged  # epoch 2: the policy selected and learned
 

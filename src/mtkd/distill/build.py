@@ -99,7 +99,8 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
         # a fixed sample, not the run's seed: the same basis for every seed, so the encoded
         # state is computed once per teacher set and cached (Distillation._encoded_state)
         weighting.fit_projection(teacher_set.hidden("train"), seed=0)
-    return Distillation(task, teacher_set, weighting, hint=d.hint, student_hidden_dim=model.hidden_dim, **common)
+    return Distillation(task, teacher_set, weighting, hint=d.hint, student_hidden_dim=model.hidden_dim, log=log,
+                        **common)
 
 
 def _no_scores(d: DistillConfig) -> list[float]:

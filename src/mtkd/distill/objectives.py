@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mtkd.data.batch import Batch
-from mtkd.dist import all_gather_rows, all_sum
+from mtkd.dist import all_gather_rows, all_sum, barrier, world_from_env
 from mtkd.distill.losses import HintRegression, default_kd_loss, kd_loss
 from mtkd.distill.weighting import WeightContext, Weighting, mixture
 from mtkd.models.base import CTRModel, ModelOutput
@@ -169,9 +170,10 @@ class Distillation(_KD):
     name = "distillation"
 
     def __init__(self, task: str, teachers: Any, weighting: Weighting, hint: float = 0.0,
-                 student_hidden_dim: int = 0, **kw: Any):
+                 student_hidden_dim: int = 0, log: Callable[[str], None] = lambda s: None, **kw: Any):
         super().__init__(task, list(teachers.names), weighting, **kw)
         self.teachers = teachers
+        self.log = log
         self.hint = hint
         self.hints = nn.ModuleList(HintRegression(student_hidden_dim, max(d, 1)) for d in teachers.hidden_dims()) \
             if hint > 0 else nn.ModuleList()
@@ -196,30 +198,40 @@ class Distillation(_KD):
         first teacher's outputs (the projection is fitted on a fixed sample, so every seed and
         every later run with these teachers reads the same file). Written to a temporary name and
         renamed: a killed run never leaves half a file. Splits of a MergedDataset are gathered
-        per run, so they are encoded in memory."""
+        per run, so they are encoded in memory. Under torchrun rank 0 encodes and the others read
+        its file (each rank reaches here for the same splits in the same order: the loaders)."""
         if self.teachers.view is not None:
             return self.weighting.encode_split(hidden)
         # keyed by every teacher's cache (their names hold their keys) and the policy's encoding
         key = hashlib.sha256(" ".join([self.weighting.state_key(), *(d.name for d in self.teachers.dirs)])
                              .encode()).hexdigest()[:16]
         path = self.teachers.dirs[0] / f"policy_state-{key}-{split}.npy"
-        if not path.exists():
-            n = next(h.shape[0] for h in hidden if h is not None)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                shape=(n, self.weighting.num_teachers, self.weighting.width))
-                self.weighting.encode_split(hidden, out=out)
-                out.flush()
-                del out
-                os.replace(tmp, path)
-            except OSError:  # a read-only or full cache: encode in memory, as before the cache
-                tmp.unlink(missing_ok=True)
-                return self.weighting.encode_split(hidden)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+        rank, world = world_from_env()
+        if rank == 0 and not path.exists() and self._write_state(path, hidden):
+            self.log(f"policy state of {split}: encoded into {path}")
+        barrier(world)
+        if not path.exists():  # not writable, or a node without the shared filesystem: in memory
+            return self.weighting.encode_split(hidden)
         return np.load(path, mmap_mode="r")
+
+    def _write_state(self, path: Path, hidden: list[Any]) -> bool:
+        """Whether the encoded split could be written to `path`."""
+        n = next(h.shape[0] for h in hidden if h is not None)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                            shape=(n, self.weighting.num_teachers, self.weighting.width))
+            self.weighting.encode_split(hidden, out=out)
+            out.flush()
+            del out
+            os.replace(tmp, path)
+            return True
+        except OSError:  # a read-only or full cache: the caller encodes in memory, as before the cache
+            tmp.unlink(missing_ok=True)
+            return False
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _held_out_context(self, model: CTRModel) -> WeightContext | None:
         """A batch of validation rows for a weighting fitted there (`fit_on: valid`): on training
