@@ -85,6 +85,16 @@ def test_two_ranks_at_half_the_batch_optimise_as_one_process(data: Path, tmp_pat
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
 
 
+def test_a_user_error_under_torchrun_is_one_whole_line_per_rank(tmp_path: Path) -> None:
+    """Each rank reports the error on one line naming its rank: two prints per rank interleaved
+    into "error: error: DIR: ... / DIR: ..."."""
+    r = torchrun(["train", "--data", str(tmp_path / "nothing"), "--model", "dnn", "--out", str(tmp_path / "r")])
+    assert r.returncode != 0
+    for rank in (0, 1):
+        line = f"error: rank {rank}: {tmp_path / 'nothing'}: not a prepared dataset"
+        assert any(x.startswith(line) for x in r.stderr.splitlines()), r.stderr[-3000:]
+
+
 def evaluate_in_one_process(run: Path, split: str = "valid") -> dict[str, float]:
     """The run's best weights (model and objective) evaluated by a plain, single-process Trainer."""
     from mtkd.distill.build import build_objective

@@ -346,8 +346,13 @@ def _main(argv: Optional[list[str]], terminated: list[bool]) -> int:
                 return 143 if terminated else 130
             return code
     except MtkdError as exc:
-        err.print("error:", style="bold red", end=" ")
-        err.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        from rich.text import Text
+
+        # one write: under torchrun every rank reports, and two prints per rank interleaved
+        # ("error: error: ..."); each rank's line says which rank it is
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = f"rank {os.environ.get('RANK', '?')}: " if world > 1 else ""
+        err.print(Text.assemble(("error:", "bold red"), f" {rank}{exc}"), highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("terminated" if terminated else "interrupted")
