@@ -220,7 +220,7 @@ class DelimitedReader(RawReader):
         m = re.search(r"In CSV column #(\d+): .*conversion error to (\w+): invalid value '(.*)'", msg)
         if m:
             col = self.file_columns[int(m.group(1))]
-            line = self._find_bad_number(col)
+            line, raw = self._find_bad_number(col)
             where = f"line {line}, " if line else ""
             if col == self.schema.label:
                 what = "the label"
@@ -231,7 +231,8 @@ class DelimitedReader(RawReader):
                 what = "a numeric column"
                 fix = ("the model was trained on numbers in it: fix the value, or leave it empty (missing)"
                        if self.scoring else "fix the value, or declare the column `type: categorical` in the schema")
-            return DataError(f"{self.path}: {where}column {col!r}: {m.group(3)!r} is not a number, but {col!r} "
+            value = m.group(3) if raw is None else raw  # Arrow's message trims it: " " read as ''
+            return DataError(f"{self.path}: {where}column {col!r}: {value!r} is not a number, but {col!r} "
                              f"is {what}; {fix}.")
         m = re.search(r"In CSV column #(\d+): .*invalid UTF8", msg)
         if m:
@@ -291,7 +292,9 @@ class DelimitedReader(RawReader):
                     return i
         return 0
 
-    def _find_bad_number(self, col: str) -> int:
+    def _find_bad_number(self, col: str) -> tuple[int, str | None]:
+        """(line, value as the file has it) of the first value of `col` that is no number; (0, None)
+        when none is found."""
         types = dict(self.types)
         types[col] = pa.binary()  # bytes: a value that is not UTF-8 is a bad number too
         read, parse, conv = self._options(types, [col])
@@ -300,9 +303,10 @@ class DelimitedReader(RawReader):
             ok = pc.fill_null(pc.match_substring_regex(batch.column(0), _FLOAT_RE), True)
             bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
             if bad.size:
-                return self.line_of(rows + int(bad[0]))
+                raw = batch.column(0)[int(bad[0])].as_py()
+                return self.line_of(rows + int(bad[0])), raw.decode("utf-8", "replace")
             rows += batch.num_rows
-        return 0
+        return 0, None
 
     def count_rows(self) -> int:
         if not self._multiline:
