@@ -485,3 +485,13 @@ def test_a_header_of_numbers_is_named_as_a_missing_header(tmp_path: Path) -> Non
     _data_error(bare, toy_schema(), "Line 1 looks like a data row", "set `header: false`")
     with pytest.raises(DataError, match="give the file the training files' header line"):
         open_reader(bare, toy_schema(), need_label=False)
+
+
+def test_a_column_that_differs_only_invisibly_is_named_escaped(tmp_path: Path) -> None:
+    """'café' typed as one character in the schema and as e + a combining accent in the file
+    printed identically in "the schema names ['café'] that the file lacks; the file has café"."""
+    schema = schema_from_dict({"label": "y", "features": [{"name": "caf\u00e9", "type": "categorical"}]})
+    path = write_delimited(tmp_path / "u.csv", [["1", "a"], ["0", "b"]], header=["y", "cafe\u0301"])
+    _data_error(path, schema, "The file's 'cafe\\u0301' is the schema's 'caf\\xe9' but for Unicode normalisation")
+    path = write_delimited(tmp_path / "c.csv", [["1", "a"], ["0", "b"]], header=["y", "Caf\u00e9"])
+    _data_error(path, schema, "The file's 'Caf\\xe9' is the schema's 'caf\\xe9' but for case")

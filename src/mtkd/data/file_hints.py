@@ -3,6 +3,7 @@ compressed bytes, another delimiter. Readers and the word-vector loader share th
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 from mtkd.errors import DataError
@@ -40,6 +41,23 @@ def other_delimiter(columns: list[str], delimiter: str) -> str | None:
     yaml_text = d and d.encode("unicode_escape").decode()  # "\t": a tab as YAML reads it
     return d and (f"The file looks separated by {d!r}, the schema reads {delimiter!r}: give a file in the schema's "
                   f'format (for training data, set `delimiter: "{yaml_text}"` or the format in the schema).')
+
+
+def look_alike(missing: list[str], names: list[str]) -> str:
+    """A missing column that a file column matches but for case, surrounding spaces or Unicode
+    normalisation (an accent typed as one character or as a letter plus a combining mark): the
+    two print the same, so both are shown escaped, with what differs."""
+    def key(x: str) -> str:
+        return unicodedata.normalize("NFKC", x).strip().casefold()
+
+    for m in missing:
+        for n in names:
+            if n != m and key(n) == key(m):
+                nfc = unicodedata.normalize("NFC", n) == unicodedata.normalize("NFC", m)
+                why = ("Unicode normalisation (the same letters, composed differently)" if nfc else
+                       "surrounding spaces" if n.strip() == m.strip() else "case or the form of its characters")
+                return f" The file's {ascii(n)} is the schema's {ascii(m)} but for {why}: rename one to the other."
+    return ""
 
 
 def preview(names: list[str], k: int = 12) -> str:

@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from mtkd.data.file_hints import check_not_compressed, check_text_line, data_as_header, other_delimiter, preview
+from mtkd.data.file_hints import (check_not_compressed, check_text_line, data_as_header, look_alike, other_delimiter,
+                                  preview)
 from mtkd.data.lines import count_lines, nonempty_lines
 from mtkd.data.schema import Schema
 from mtkd.errors import DataError
@@ -77,7 +78,7 @@ class RawReader:
             fix = hint or ("Give the file the columns the model was trained on (rename or add them; the "
                            "label may be left out)." if self.scoring else fix)
             raise DataError(f"{self.path}: the schema names column(s) {missing} that the file lacks; "
-                            f"the file has {len(names)} columns: {preview(names)}. {fix}")
+                            f"the file has {len(names)} columns: {preview(names)}. {fix}{look_alike(missing, names)}")
 
     def where(self, row: int) -> str:
         """Data row `row` (0-based) as an error message names it: the file's line for text."""
