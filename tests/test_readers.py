@@ -495,3 +495,21 @@ def test_a_column_that_differs_only_invisibly_is_named_escaped(tmp_path: Path) -
     _data_error(path, schema, "The file's 'cafe\\u0301' is the schema's 'caf\\xe9' but for Unicode normalisation")
     path = write_delimited(tmp_path / "c.csv", [["1", "a"], ["0", "b"]], header=["y", "Caf\u00e9"])
     _data_error(path, schema, "The file's 'Caf\\xe9' is the schema's 'caf\\xe9' but for case")
+
+
+def test_a_libfm_file_to_score_may_leave_out_its_label(tmp_path: Path) -> None:
+    """`mtkd predict` reads a file "with or without the label": a libFM line of field tokens only
+    (or with a `?` label) was refused as "expected a label and 3 tokens, got 2"."""
+    schema = schema_from_dict(LIBFM_SCHEMA)
+    path = tmp_path / "score.libfm"
+    path.write_text("1 3:1 17:1 40:2.5\n3:1 18:1 40:0.5\n? 4:1 17:0 40:1\n")
+    (batch,) = list(open_reader(path, schema, need_label=False).batches())
+    assert batch.column("user").to_pylist() == ["3", "3", "4"]
+    assert batch.column("item").to_pylist() == ["17", "18", None]
+    assert batch.column("price").to_pylist() == [2.5, 0.5, 1.0]
+    assert "label" not in batch.schema.names
+    path.write_text("1 3:1 17:1 40:2.5\n3:1 18:1\n")
+    with pytest.raises(DataError, match=r"line 2: expected 3 idx:value tokens \(one per field in `columns:`\), "
+                                        "after a label or without one, got 2"):
+        list(open_reader(path, schema, need_label=False).batches())
+    _data_error(path, schema, "line 2: expected a label and 3 idx:value tokens")  # training still needs it

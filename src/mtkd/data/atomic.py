@@ -62,3 +62,16 @@ def sweep_partials(parent: Path, name: str) -> None:
     for stale in parent.glob(f".{name}.partial-*"):
         if not pid_alive(stale.name.rsplit("-", 1)[-1]):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """`tmp` (complete) takes the place of directory `out`: the old one is renamed aside first,
+    so a crash leaves the old or the new one under `out`, never neither."""
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -49,20 +49,32 @@ class LibFMReader(RawReader):
 
     def _tokens(self, lines: pa.Array, start: int) -> list[pa.Array]:
         """One string array per token (label first), after checking every line has them all."""
-        parts = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(lines))
+        trimmed = pc.ascii_trim_whitespace(lines)
+        parts = pc.ascii_split_whitespace(trimmed)
         n = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+        unlabelled = n == len(self.fields)
+        if self.scoring and unlabelled.any():  # a file to score may leave the label out: a placeholder for it
+            parts = pc.ascii_split_whitespace(pc.if_else(pa.array(unlabelled), pc.binary_join_element_wise(
+                "_", trimmed, " "), trimmed))
+            n = np.where(unlabelled, n + 1, n)
         bad = np.flatnonzero(n != len(self.raw_names))
         if bad.size:
             i = int(bad[0])
-            raise DataError(
-                f"{self.path}: line {self.line_of(start + i)}: expected a label and {len(self.fields)} "
-                f"idx:value tokens (one per field in `columns:`), got {max(int(n[i]) - 1, 0)} tokens. "
-                "Fix the line or `columns:`."
-            )
+            want = (f"{len(self.fields)} idx:value tokens (one per field in `columns:`), after a label or without "
+                    f"one, got {int(n[i])} tokens" if self.scoring else
+                    f"a label and {len(self.fields)} idx:value tokens (one per field in `columns:`), got "
+                    f"{max(int(n[i]) - 1, 0)} tokens")
+            raise DataError(f"{self.path}: line {self.line_of(start + i)}: expected {want}. Fix the line"
+                            + ("." if self.scoring else " or `columns:`."))
         return [pc.list_element(parts, j) for j in range(len(self.raw_names))]
 
     def _convert(self, tokens: list[pa.Array], start: int) -> pa.RecordBatch:
-        label_raw = tokens[0]
+        # a file to score: its label (or placeholder) is not read, so `?` or any token is fine
+        out = {} if self.scoring else {self.schema.label: self._labels(tokens[0], start)}
+        return self._fields(tokens, start, out)
+
+    def _labels(self, label_raw: pa.Array, start: int) -> pa.Array:
+        """-1/+1 (or 0/1) as 0/1; anything else is named with its line."""
         try:
             label = pc.cast(label_raw, pa.float64())
         except pa.ArrowInvalid:
@@ -79,7 +91,9 @@ class LibFMReader(RawReader):
                 f"{self.path}: line {self.line_of(start + i)}, column 1 (label): {float(lab[i]):g} is not a "
                 "libFM binary label; use -1/+1 (or 0/1)."
             )
-        out: dict[str, pa.Array] = {self.schema.label: pa.array(np.where(lab > 0, 1.0, 0.0))}
+        return pa.array(np.where(lab > 0, 1.0, 0.0))
+
+    def _fields(self, tokens: list[pa.Array], start: int, out: dict[str, pa.Array]) -> pa.RecordBatch:
         specs = dict(self.schema.specs())
         for j, name in enumerate(self.fields, start=1):
             if name not in specs:

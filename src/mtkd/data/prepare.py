@@ -23,7 +23,7 @@ import pyarrow as pa
 import yaml
 
 import mtkd
-from mtkd.data.atomic import atomic_write_text, sweep_partials
+from mtkd.data.atomic import atomic_write_text, replace_dir, sweep_partials
 from mtkd.data.encoder import Encoder, EncoderFitter, binary_labels, dictionary_encode
 from mtkd.data.readers import DEFAULT_BLOCK, RawReader, open_reader
 from mtkd.data.schema import Schema
@@ -149,7 +149,7 @@ def prepare(
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
         if replace_changed and not force:
             _carry_derived(out, tmp, manifest["checksum"], log)
-        _swap_into_place(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -217,16 +217,6 @@ def _carry_derived(out: Path, tmp: Path, checksum: str, log: Callable[[str], Non
         os.replace(e, tmp / e.name)
     log(f"{out}: the prepared data came out the same (checksum {checksum[:12]})"
         + (f"; kept {', '.join(e.name for e in kept)}" if kept else ""))
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, trash)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _blocks(readers: list[RawReader]):

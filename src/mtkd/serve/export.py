@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtkd.data.atomic import replace_dir
 from mtkd.serve.bench import first_rows
 from mtkd.errors import MtkdError
 from mtkd.serve.scorer import ONNX_FILE, TORCHSCRIPT_FILE, Scorer, batch_arrays, input_names, model_inputs, onnx_name
@@ -104,9 +105,7 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
             "formats": done, "parity": worst["parity"],
             "source_columns": dataset.manifest.get("source_columns", [])}
     (tmp / "export.json").write_text(json.dumps(meta, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    replace_dir(tmp, out)  # the old export stays until the new one is complete
     return meta
 
 

@@ -97,6 +97,9 @@ class Scorer:
         # keys a row may carry and the model does not read: the label, and the training files'
         # other columns (a log row with its `id`), as `mtkd predict` reads such a file
         self.ignored = {schema.label, *(source_columns or [])} - set(self.features)
+        # "", "NA", ... are missing where the training reader read them so (CSV / TSV); a Parquet
+        # file's strings are values as they are: its "NA" has an embedding of its own
+        self.text_nulls = schema.format in ("csv", "tsv")
 
     @classmethod
     def open(cls, path: str | Path, engine: str | None = None, data: str | Path | None = None) -> "Scorer":
@@ -207,7 +210,7 @@ class Scorer:
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # ids as JSON numbers, numbers as strings, a bad value
             batch = self._by_column(rows)
         _check_finite(batch, rows)
-        return _missing_as_in_files(batch, rows)
+        return _missing_as_in_files(batch, rows) if self.text_nulls else batch
 
     def _by_column(self, rows: list[dict[str, Any]]) -> pa.RecordBatch:
         """Column by column, converting what a JSON client may send and naming a value that does not fit."""
@@ -218,6 +221,11 @@ class Scorer:
             if not numeric and (bad := next((i for i, v in enumerate(values) if isinstance(v, (dict, list))), None)) is not None:
                 raise MtkdError(f"row {bad}, column {name!r}: {json.dumps(values[bad])[:80]} is not a single value; "
                                 "send a string, a number or null (missing)")
+            if not numeric and (bad := next((i for i, v in enumerate(values) if isinstance(v, float)
+                                             and not math.isfinite(v)), None)) is not None:
+                # str() would make it the id "nan" (unseen), or missing where "nan" is a null spelling
+                raise MtkdError(f"row {bad}, column {name!r}: {values[bad]} is not a finite number; send the value "
+                                "as the training file has it, or null (missing)")
             values = [_number(v) for v in values] if numeric else [None if v is None else str(v) for v in values]
             try:
                 cols[name] = pa.array(values, type=self.types[name], from_pandas=True)
@@ -284,6 +292,11 @@ def _number(v: Any) -> Any:
     not JSON; `mtkd data prepare` refuses them in training files too)."""
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
+    if isinstance(v, int) and not isinstance(v, bool):  # past int64 Arrow refuses it as a float too
+        try:
+            return float(v)
+        except OverflowError:  # past float64: not a finite number
+            return str(v)
     if not isinstance(v, str):
         return v
     if v in _NULL_SET:

@@ -217,17 +217,21 @@ class PredictHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body is not read
             return 413, {"error": f"request body of {length} bytes is over {MAX_BODY}; send fewer rows"}, 0
         raw = self.rfile.read(length)
-        try:
-            body = json.loads(raw or b"null")
+        try:  # UTF-8, as JSON between systems is (RFC 8259): json.loads would take UTF-16 too, whose
+            text = raw.decode("utf-8-sig")  # true / false the boolean check below would not see
+            body = json.loads(text or "null")
+        except RecursionError:  # [[[[...: Python's parser recurses per level
+            return 400, {"error": "body is not JSON this server reads: nested deeper than its parser allows; "
+                                  'send {"rows": [{column: value, ...}, ...]}'}, 0
         except ValueError as e:  # not JSON, or not UTF-8
-            return 400, {"error": f"body is not JSON: {e}"}, 0
+            return 400, {"error": f"body is not JSON (UTF-8): {e}"}, 0
         if not isinstance(body, dict) or "rows" not in body:
             return 400, {"error": 'expected a JSON object {"rows": [{column: value, ...}, ...]}'}, 0
         scorer = self.server.scorer
         if body["rows"] == []:
             return 200, {"probabilities": []} if scorer.binary else {"classes": scorer.classes, "probabilities": []}, 0
         try:
-            batch = scorer.rows_to_batch(body["rows"], booleans=b"true" in raw or b"false" in raw)
+            batch = scorer.rows_to_batch(body["rows"], booleans="true" in text or "false" in text)
             p = self.server.batcher.score(batch)
         except MtkdError as e:
             return 400, {"error": str(e)}, 0
