@@ -145,6 +145,24 @@ def test_build_model_errors() -> None:
         build_model("fibinet", feature_map(), bilinear_type="nope")
 
 
+@pytest.mark.parametrize("model, params, why", [
+    ("dnn", {"hidden_units": [-1]}, "has -1: every size must be 1 or more"),  # was torch's "negative dimension"
+    ("dnn", {"hidden_units": [64, 0]}, "has 0"),  # was accepted: a DNN that ignores its input
+    ("dcn", {"num_cross_layers": -1}, "must be 1 or more"),
+    ("fibinet", {"reduction_ratio": 0}, "must be more than 0"),  # was a ZeroDivisionError
+    ("xdeepfm", {"cin_layer_units": []}, "must list at least one layer size"),  # was torch.cat of nothing
+    ("nfm", {"dropout": 1.5}, r"must be in \[0, 1\)"),  # was nn.Dropout's ValueError
+    ("autoint", {"dropout": -0.1}, r"must be in \[0, 1\)"),  # was accepted: its DNN branch is off
+    ("autoint", {"attention_dim": -4}, "must be 1 or more"),
+    ("deepfm", {"embedding_dim": 0}, "must be 1 or more"),
+    ("lr", {"embedding_regularizer": -1e-4}, "must be 0 or more"),
+])
+def test_hyper_parameters_out_of_range_are_config_errors(model, params, why) -> None:
+    name, value = next(iter(params.items()))
+    with pytest.raises(ConfigError, match=rf"model '{model}': params.{name} = .* {why}"):
+        build_model(model, feature_map(), **params)
+
+
 def test_model_params_and_autoint_plus() -> None:
     assert model_params("deepfm")["hidden_units"] == [64, 64, 64]
     assert model_params("autoint")["use_dnn"] is False

@@ -206,6 +206,9 @@ def test_cli_train_evaluate_models(data_dir, tmp_path, capsys):
     assert "unknown hyper-parameter" not in listing  # LR and FM take no MLP: not "not for this data"
     assert main(["models", "--set", "embeding_dim=4"]) == 2
     assert "--set embeding_dim: no model takes it" in capsys.readouterr().err
+    for bad, why in (("embedding_dim=abc", "unable to parse string as an integer"), ("dropout=1.5", "must be in [0, 1)")):
+        assert main(["models", "--set", bad]) == 2  # was every model "not for this data", and exit 0
+        assert why in " ".join(capsys.readouterr().err.split())
     rc = main(["train", "--data", str(data_dir), "--model", "nope", "--out", str(tmp_path / "x")])
     assert rc == 2 and "unknown model 'nope'" in capsys.readouterr().err
     rc = main(["train", "--data", str(data_dir), "--set", "epochz=3", "--out", str(tmp_path / "y")])
@@ -412,6 +415,16 @@ def test_a_missing_valid_split_is_refused_before_training(data_dir, tmp_path):
     with pytest.raises(MtkdError, match="monitor valid.auc needs a valid split"):
         train_run(cfg(), tmp_path / "ds", tmp_path / "r", **QUIET)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_monitor_no_evaluation_logs_is_refused_before_training(data_dir, tmp_path):
+    """valid.gauc without a group column, valid.loss of a supervised run: refused after a whole
+    epoch, leaving an unfinished run that refused the corrected command ('pass --resume')."""
+    for monitor, why in (("valid.gauc", "gauc needs the schema's `group` column"), ("valid.loss", "it logs valid.auc")):
+        with pytest.raises(MtkdError, match=rf"monitor '{monitor}' is not logged by this run.*{why}"):
+            train_run(cfg(monitor=monitor), data_dir, tmp_path / "r", **QUIET)
+        assert not (tmp_path / "r").exists()
+    assert train_run(cfg(monitor="valid.logloss", epochs=1), data_dir, tmp_path / "r", **QUIET)["epochs_run"] == 1
 
 
 def test_resume_needs_neither_the_init_from_run_nor_leaves_partial_writes(data_dir, tmp_path):

@@ -244,7 +244,7 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     from mtkd.config import apply_overrides
     from mtkd.data.feature_map import CategoricalField, FeatureMap
     from mtkd.data.store import Dataset
-    from mtkd.models import MODELS, build_model
+    from mtkd.models import MODELS, build_model, check_params
 
     if data is not None:
         fmap, where = Dataset(data).feature_map, str(data)
@@ -265,6 +265,7 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     for name in sorted(MODELS):
         doc = describe(name)
         mine = {k: v for k, v in params.items() if k in model_params(name)}  # LR has no MLP to size
+        check_params(name, mine)  # a bad value is the user's error, not "not for this data"
         try:  # a model this data cannot feed (a text encoder without a text field) says why
             n = f"{sum(p.numel() for p in build_model(name, fmap, **mine).parameters()):,}"
         except MtkdError as e:

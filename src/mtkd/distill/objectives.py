@@ -112,6 +112,9 @@ class _KD(Objective):
         acc["n"] += int(kd.shape[0])
         acc["w"] += w.float().sum(0).cpu()
 
+    def eval_names(self) -> tuple[str, ...]:
+        return ("kd_loss", "kd_loss_avg") if self._trainable_weighting() else ("kd_loss",)
+
     def eval_result(self, split: str) -> dict[str, float]:
         acc = self._eval.pop(split, None) or {"kd": 0.0, "kd_avg": 0.0, "n": 0, "w": torch.zeros(len(self.names))}
         # under torchrun each rank summed its own block of the split: add the ranks' sums

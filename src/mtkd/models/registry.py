@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from mtkd.config_io import typed_params
 from mtkd.errors import ConfigError
+from mtkd.models.param_ranges import check_ranges
 
 if TYPE_CHECKING:
     from mtkd.data.feature_map import FeatureMap
@@ -88,7 +89,9 @@ def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
             f"unknown hyper-parameter(s) {', '.join(map(repr, unknown))} for model {name!r}; "
             f"valid: {', '.join(sorted(valid))}"
         )
-    return typed_params(cls, params, f"model {name!r}: params")
+    typed = typed_params(cls, params, f"model {name!r}: params")
+    check_ranges(name, typed)
+    return typed
 
 
 def build_model(name: str, feature_map: "FeatureMap", **params: Any) -> "CTRModel":

@@ -35,6 +35,29 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+def check_monitor(monitor: str, task: str, dataset: Any, objective_names: tuple[str, ...]) -> None:
+    """A `valid.NAME` monitor that no evaluation of this run logs (any without a valid split,
+    `valid.gauc` without a group column, `valid.kd_loss` of a supervised run) is refused before
+    training: found after the first epoch, it also left an unfinished run that blocked the
+    corrected command."""
+    from mtkd.errors import MtkdError
+
+    split, _, name = monitor.partition(".")
+    if split != "valid":
+        return
+    if "valid" not in dataset.split_names:
+        raise MtkdError(f"monitor {monitor} needs a valid split; {dataset.root} has "
+                        f"{', '.join(dataset.split_names)}: prepare it with one, or monitor a train.* quantity")
+    if "." in name:  # dotted names (w.NAME, teacher.NAME.auc) are known after the first evaluation
+        return
+    has_group = "group" in dataset.split("valid").arrays
+    logged = TASK_METRICS[task] + (("gauc",) if has_group and task == "binary" else ()) + objective_names
+    if name not in logged:
+        why = " (gauc needs the schema's `group` column)" if name == "gauc" and task == "binary" else ""
+        raise MtkdError(f"monitor {monitor!r} is not logged by this run{why}; it logs "
+                        f"{', '.join('valid.' + n for n in logged)}")
+
+
 def metric_mode(name: str) -> str:
     """Mode ("max"/"min") of a metric, accepting split prefixes such as ``valid.auc``."""
     key = name.rsplit(".", 1)[-1]

@@ -57,6 +57,11 @@ class Objective:
         """Extra quantities for the split just evaluated, beyond the task metrics."""
         return {}
 
+    def eval_names(self) -> tuple[str, ...]:
+        """The undotted names `eval_result` gives (`kd_loss`): a monitor that no evaluation logs is
+        refused before training. Dotted ones (`w.NAME`) are checked at the first evaluation."""
+        return ()
+
     def train(self, mode: bool = True) -> None:
         for m in self.modules():
             m.train(mode)

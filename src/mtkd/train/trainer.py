@@ -29,7 +29,7 @@ from mtkd.dist import all_gather_rows, barrier, check_in_sync, mark_sparse_table
 from mtkd.errors import MtkdError
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
-from mtkd.train.metrics import compute_metrics, metric_mode
+from mtkd.train.metrics import check_monitor, compute_metrics, metric_mode
 from mtkd.train.objectives import Objective
 from mtkd.train.optimizers import EmbeddingL2, build_optimizers  # noqa: F401  (re-exported)
 from mtkd.train.progress import Progress
@@ -117,9 +117,7 @@ class Trainer:
         self.monitor = cfg.monitor if cfg.monitor != "auto" else (
             "valid.auc" if self.task == "binary" else "valid.accuracy")
         self.mode = metric_mode(self.monitor)
-        if self.monitor.startswith("valid.") and "valid" not in dataset.split_names:  # else found after an epoch
-            raise MtkdError(f"monitor {self.monitor} needs a valid split; {dataset.root} has "
-                            f"{', '.join(dataset.split_names)}: prepare it with one, or monitor a train.* quantity")
+        check_monitor(self.monitor, self.task, dataset, objective.eval_names())  # else found after an epoch
         self.state, self.eval_seconds = TrainState(), 0.0
         self.progress = Progress(progress and rank == 0)
         self.train_loader = BatchLoader(dataset, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
