@@ -352,6 +352,18 @@ def test_line_numbers_follow_records_that_span_lines(tmp_path: Path) -> None:
     assert open_reader(path, toy_schema()).count_rows() == 5
 
 
+def test_records_that_span_lines_read_past_the_first_parse_block(tmp_path: Path) -> None:
+    """Arrow's chunker cut blocks at any newline: a file with a quoted newline failed ("CSV
+    parser got out of sync with chunker") as soon as it was longer than one block."""
+    rows = [list(r) for r in ROWS] * 20
+    for r in rows[::3]:
+        r[3] = "t1\nt2"
+    path = write_delimited(tmp_path / "ml.csv", rows)
+    reader = open_reader(path, toy_schema(), block_size=4096)
+    assert path.stat().st_size > 10 * 4096 and sum(b.num_rows for b in reader.batches()) == len(rows)
+    assert reader.count_rows() == len(rows)
+
+
 def test_compressed_and_non_utf8_files_are_named(tmp_path: Path) -> None:
     import gzip
 

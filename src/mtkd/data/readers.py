@@ -184,7 +184,10 @@ class DelimitedReader(RawReader):
             skip_rows=1 if self.schema.header and self._rename else 0,
             use_threads=True,
         )
-        parse = pcsv.ParseOptions(delimiter=self.delimiter, quote_char='"' if self.schema.quoting else False)
+        # a quoted field may hold a newline: without newlines_in_values the chunker splits blocks at
+        # any newline and the parser fails ("out of sync") once a file is past one block (no cost measured)
+        parse = pcsv.ParseOptions(delimiter=self.delimiter, quote_char='"' if self.schema.quoting else False,
+                                  newlines_in_values=self.schema.quoting)
         conv = pcsv.ConvertOptions(
             column_types={c: types[c] for c in include},
             include_columns=include,
