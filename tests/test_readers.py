@@ -525,3 +525,18 @@ def test_a_libfm_file_to_score_may_leave_out_its_label(tmp_path: Path) -> None:
                                         "after a label or without one, got 2"):
         list(open_reader(path, schema, need_label=False).batches())
     _data_error(path, schema, "line 2: expected a label and 3 idx:value tokens")  # training still needs it
+
+
+def test_a_multiclass_libfm_file_reads_its_labels_as_classes(tmp_path: Path) -> None:
+    """libSVM's multi-class labels (1..K): they were forced to binary 0/1 floats, and the
+    encoder's class vocabulary died on them with an ArrowTypeError."""
+    schema = schema_from_dict({**LIBFM_SCHEMA, "task": "multiclass"})
+    path = tmp_path / "mc.libfm"
+    path.write_text("1 3:1 17:1 40:2.5\n2 3:1 18:1 40:0.5\n3 4:1 17:1 40:1\n-1 5:1 19:1 40:1.5\n")
+    (batch,) = list(open_reader(path, schema).batches())
+    assert batch.column("label").to_pylist() == ["1", "2", "3", "-1"]
+    from mtkd.data.prepare import prepare
+
+    path.write_text(path.read_text() * 10)
+    manifest = prepare(schema, tmp_path / "ds", path, ratios=[0.8, 0.1, 0.1])
+    assert set(manifest["splits"]["train"]["class_counts"]) == {"-1", "1", "2", "3"}

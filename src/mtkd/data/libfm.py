@@ -25,7 +25,7 @@ class LibFMReader(RawReader):
 
     Fields are named by the schema's `columns:`. A categorical field takes the index as its
     value (`idx:0`, a one-hot entry switched off, is a missing value); a numeric field takes the
-    value. Labels -1/+1 (or 0/1) become 0/1.
+    value. Binary labels -1/+1 (or 0/1) become 0/1; multi-class labels are class names.
     """
 
     def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
@@ -69,8 +69,10 @@ class LibFMReader(RawReader):
         return [pc.list_element(parts, j) for j in range(len(self.raw_names))]
 
     def _convert(self, tokens: list[pa.Array], start: int) -> pa.RecordBatch:
-        # a file to score: its label (or placeholder) is not read, so `?` or any token is fine
-        out = {} if self.scoring else {self.schema.label: self._labels(tokens[0], start)}
+        # a file to score: its label (or placeholder) is not read, so `?` or any token is fine;
+        # multi-class (libSVM's 1..K): the classes as written, encoded like any class column
+        out = {} if self.scoring else {self.schema.label: self._labels(tokens[0], start)
+                                       if self.schema.task == "binary" else tokens[0]}
         return self._fields(tokens, start, out)
 
     def _labels(self, label_raw: pa.Array, start: int) -> pa.Array:
