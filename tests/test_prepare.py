@@ -579,3 +579,28 @@ def test_a_file_given_twice_is_warned_about(tmp_path: Path, toy_csv: Path) -> No
     other = write_delimited(tmp_path / "other.csv", toy_rows(200, seed=3))
     prepare(toy_schema(), tmp_path / "ds2", toy_csv, test=other, log=logs.append)
     assert not any("given twice" in s for s in logs)
+
+
+def test_values_past_float32_are_named_not_stored_as_inf(tmp_path: Path) -> None:
+    """1e39 is finite in float64, the check's type, and inf in the float32 num.npy; 1e200 with
+    standardize gave a std of NaN (encoder.json no longer JSON) and inf everywhere; fill_na: nan
+    passed the schema and made the whole column NaN."""
+    rows = [[str(i % 2), f"c{i % 3}", str(i)] for i in range(40)]
+    rows[25][2] = "1e39"
+    path = write_delimited(tmp_path / "big.csv", rows, header=["y", "c", "x"])
+
+    def schema(**x):
+        return schema_from_dict({"label": "y", "features": [{"name": "c", "type": "categorical"},
+                                                            {"name": "x", "type": "numeric", **x}]})
+
+    with pytest.raises(DataError, match=r"big.csv: line 27, column 'x': 1e\+39 is past float32's range"):
+        prepare(schema(transform=["none"]), tmp_path / "a", path)
+    rows[25][2] = "1e200"
+    path = write_delimited(tmp_path / "big.csv", rows, header=["y", "c", "x"])
+    with pytest.raises(DataError, match=r"big.csv: column 'x' .*too large for their mean and spread"):
+        prepare(schema(transform=["standardize"]), tmp_path / "b", path)
+    manifest = prepare(schema(transform=["log", "standardize"]), tmp_path / "c", path)  # the fix given works
+    assert np.isfinite(Dataset(tmp_path / "c").split("train").arrays["num"]).all() and manifest["checksum"]
+    with pytest.raises(Exception, match="need a finite number"):
+        schema(fill_na="nan")
+    assert not leftovers(tmp_path, "a") and not leftovers(tmp_path, "b")

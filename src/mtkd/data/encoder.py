@@ -9,6 +9,7 @@ treatment of Criteo counts), then standardised or bucketised into train-quantile
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +43,22 @@ def numeric_fill(spec: FeatureSpec, name: str) -> float:
     except (TypeError, ValueError):
         raise DataError(f"feature {name!r}: fill_na {spec.fill_na!r} is not a number, but {name!r} is numeric; "
                         "give a number in the schema (e.g. fill_na: 0)") from None
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class OutOfRange(DataError):
+    """A value that does not fit the encoded arrays, at row `row` of the batch: callers that
+    know the file name its line."""
+
+    def __init__(self, row: int, column: str, detail: str):
+        super().__init__(f"row {row}, column {column!r}: {detail}")
+        self.row, self.column, self.detail = row, column, detail
+
+    def at(self, reader: Any, start: int) -> DataError:
+        """The same error, named by the file and line of a batch that starts at row `start`."""
+        return DataError(f"{reader.path}: {reader.where(start + self.row)}, column {self.column!r}: {self.detail}")
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
@@ -120,6 +137,10 @@ class EncoderFitter:
             else:
                 st = self.stats[name]
                 ts = spec.transforms
+                if not (math.isfinite(st.mean) and math.isfinite(st.std)):  # NaN is not even JSON
+                    raise DataError(f"column {name!r} (numeric, transforms {ts}): its values are too large for "
+                                    f"their mean and spread ({st.mean:g}, {st.std:g}) in float64; add `log` "
+                                    "before its other transforms, or scale the column in the file")
                 entry = {"type": "numeric", "transforms": ts, "fill_na": numeric_fill(spec, name),
                          "count": st.n, "mean": st.mean, "std": st.std}
                 if ts[-1] == "bucketize":
@@ -320,6 +341,13 @@ class Encoder:
         x = _numeric_pre(col, spec, name)
         if "standardize" in spec.transforms:
             x = (x - entry["mean"]) / (entry["std"] if entry["std"] > 0 else 1.0)
+        big = np.abs(x) > FLOAT32_MAX  # stored and scored as float32: it would be inf, the model's output NaN
+        if big.any():
+            i = int(np.flatnonzero(big)[0])
+            raw = col[i].as_py()
+            now = "" if raw == x[i] else f" (as {x[i]:g} after its transforms {spec.transforms})"
+            raise OutOfRange(i, name, f"{raw!r}{now} is past float32's range (3.4e38), in which it is stored; "
+                                      "add `log` to its transforms, or scale the column")
         return x
 
     def _sequence(self, col: pa.Array, name: str, spec: FeatureSpec) -> np.ndarray:

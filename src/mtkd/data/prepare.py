@@ -24,7 +24,7 @@ import yaml
 
 import mtkd
 from mtkd.data.atomic import atomic_write_text, replace_dir, sweep_partials
-from mtkd.data.encoder import Encoder, EncoderFitter, binary_labels, dictionary_encode
+from mtkd.data.encoder import Encoder, EncoderFitter, OutOfRange, binary_labels, dictionary_encode
 from mtkd.data.readers import DEFAULT_BLOCK, RawReader, open_reader
 from mtkd.data.schema import Schema
 from mtkd.data.splits import Source, plan_sources
@@ -277,7 +277,10 @@ def _fit(schema: Schema, source: Source, readers: list[RawReader], spool: _Spool
         raise DataError(f"{names}: the training split is empty ({seen} rows, ratios {source.ratios})")
     log(f"fitted encoder on {counts[0]:,} training rows of {names}")
     source.total = total  # type: ignore[attr-defined]
-    return fitter.finish(), counts
+    try:
+        return fitter.finish(), counts
+    except DataError as e:  # statistics that overflow: the training files they come from
+        raise DataError(f"{', '.join(map(str, source.paths))}: {e}") from None
 
 
 def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: list[list[RawReader]],
@@ -294,7 +297,10 @@ def _encode(schema: Schema, encoder: Encoder, sources: list[Source], readers: li
                 _check_labels(reader, encoder, batch, local, schema)
             if src is not sources[0]:
                 check_finite(reader, batch, local, schema)
-            arrays = encoder.transform(batch)
+            try:
+                arrays = encoder.transform(batch)
+            except OutOfRange as e:  # past float32 once transformed: named by its line
+                raise e.at(reader, local) from None
             arrays["label"], _ = encoder.encode_labels(batch.column(schema.label))
             part = src.assign(start, n, total)
             for k, split in enumerate(src.splits):

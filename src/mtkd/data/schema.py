@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Literal, Union
 
@@ -65,12 +66,15 @@ class FeatureSpec(_Strict):
                              'character(s) between tokens, e.g. separator: " " for text or "|" for lists')
         if self.type != "sequence" and (self.lowercase or self.split_punctuation):
             raise ValueError("lowercase and split_punctuation apply to sequence (text) features only")
-        if self.type == "numeric" and isinstance(self.fill_na, str):
+        if self.type == "numeric" and self.fill_na is not None:
             try:
-                float(self.fill_na)
+                fill = float(self.fill_na)
             except ValueError:
                 raise ValueError(f"fill_na {self.fill_na!r}: a numeric feature's missing values need a number "
                                  "(e.g. fill_na: 0)") from None
+            if not math.isfinite(fill):  # nan / inf would turn the whole column into NaN once standardised
+                raise ValueError(f"fill_na {self.fill_na!r}: a numeric feature's missing values need a finite "
+                                 "number (e.g. fill_na: 0)")
         if self.share_embedding is not None and self.type == "numeric":
             raise ValueError("share_embedding applies to categorical and sequence features")
         if self.hash_buckets is not None:

@@ -67,8 +67,9 @@ class NumericStats:
         if x.size == 0:
             return
         n_b = x.size
-        mean_b = float(x.mean())
-        m2_b = float(((x - mean_b) ** 2).sum())
+        with np.errstate(over="ignore", invalid="ignore"):  # past float64: inf/NaN, refused by the encoder
+            mean_b = float(x.mean())
+            m2_b = float(((x - mean_b) ** 2).sum())
         delta = mean_b - self.mean
         tot = self.n + n_b
         self.mean += delta * n_b / tot

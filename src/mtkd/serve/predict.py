@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from mtkd.data.encoder import OutOfRange
 from mtkd.data.prepare import check_finite
 from mtkd.data.readers import open_reader
 from mtkd.errors import MtkdError
@@ -70,7 +71,10 @@ def _scores(scorer: Scorer, reader: Any):
     rows = 0
     for batch in reader.batches():
         check_finite(reader, batch, rows, scorer.schema)  # inf would score as NaN
-        p = scorer.score_batch(batch)
+        try:
+            p = scorer.score_batch(batch)
+        except OutOfRange as e:  # past float32 once transformed: named by its line
+            raise e.at(reader, rows) from None
         cols: dict[str, Any] = {"row": pa.array(np.arange(rows, rows + len(p), dtype=np.int64))}
         if p.ndim == 1:
             cols["probability"] = pa.array(p.astype(np.float64))
