@@ -108,6 +108,9 @@ def test_parquet_integer_categoricals_become_strings(tmp_path: Path) -> None:
     got = read_all(path, schema)
     assert got.column("c").to_pylist() == ["5", "7", "5"]
     assert got.column("y").to_pylist() == [0.0, 1.0, 1.0]
+    # pandas' int ids with a missing one are floats with NaN: missing like null, not an id "nan"
+    pq.write_table(pa.table({"y": [0, 1, 1, 0], "c": [5.0, float("nan"), None, 7.0]}), path)
+    assert read_all(path, schema).column("c").to_pylist() == ["5", None, None, "7"]
 
 
 LIBFM_SCHEMA = {

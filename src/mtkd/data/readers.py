@@ -351,6 +351,9 @@ class ParquetReader(RawReader):
                 arr = batch.column(name)
                 want = self.types[name]
                 if arr.type != want:
+                    if pa.types.is_floating(arr.type) and not pa.types.is_floating(want) and arr.null_count < len(arr):
+                        # pandas stores a missing int id as NaN: missing, as null is, not the id "nan"
+                        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
                     try:
                         arr = pc.cast(arr, want)
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
