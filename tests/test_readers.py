@@ -290,6 +290,10 @@ def test_bad_number_after_unused_columns(tmp_path: Path) -> None:
     rows[3][0] = " "  # shown as the file has it: Arrow's message trims it to ''
     path = write_delimited(tmp_path / "c.csv", rows)
     _data_error(path, toy_schema(), "line 5", "column 'label': ' ' is not a number")
+    rows = [list(r) for r in ROWS]
+    rows[1][2], rows[6][2] = "-nan", "abc"  # a NaN spelling is a missing value, not the bad one
+    path = write_delimited(tmp_path / "d.csv", rows)
+    _data_error(path, toy_schema(), "line 8", "'abc' is not a number")
 
 
 def test_parquet_errors(tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ from mtkd.data.schema import Schema
 from mtkd.errors import DataError
 
 NULL_VALUES = ["", "NA", "NaN", "nan", "NULL", "null", "None", "N/A"]
-_FLOAT_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|Inf|INF|infinity|Infinity)\s*$"
+# what Arrow parses as a float: NaN spellings too (missing values), so they are not named as the bad value
+_FLOAT_RE = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|Inf|INF|infinity|Infinity|[nN][aA][nN])\s*$"
 DEFAULT_BLOCK = 2 << 20  # bytes parsed per Arrow block: small blocks stay in cache and parse fastest
 CHUNK_ROWS = 65536  # rows handed to the encoder at once: large enough to amortise per-call costs
 
