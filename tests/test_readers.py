@@ -394,6 +394,14 @@ def test_compressed_and_non_utf8_files_are_named(tmp_path: Path) -> None:
     latin = tmp_path / "latin.csv"
     latin.write_bytes(b"\n".join(text))
     _data_error(latin, toy_schema(), "line 4", "column 'c1'", "not UTF-8", "iconv")
+    # an earlier bad byte in a column the schema does not read is not the one named
+    text = [line + (b",caf\xe9" if i == 2 else b",x" if i else b",unused") for i, line in enumerate(text) if line]
+    latin.write_bytes(b"\n".join(text) + b"\n")
+    _data_error(latin, toy_schema(), "line 4", "column 'c1'", "not UTF-8")
+    text[0] = text[0].replace(b"c1", b"c\xe91")  # the header: named as not UTF-8, not as a column the file lacks
+    latin.write_bytes(b"\n".join(text) + b"\n")
+    msg = _data_error(latin, toy_schema(), "line 1 (the header) has bytes that are not UTF-8", "iconv")
+    assert "lacks" not in msg
 
 
 def test_every_spelling_of_nan_is_a_missing_value(tmp_path: Path) -> None:

@@ -154,6 +154,9 @@ class DelimitedReader(RawReader):
         with open(self.path, "rb") as f:
             raw = f.readline(256 << 20)  # a header of 90,000 long names passes 1 MiB
         check_text_line(self.path, raw)
+        if self.schema.header and not _utf8(raw):  # names read as U+FFFD: "lacks column 'café'" otherwise
+            raise DataError(f"{self.path}: line 1 (the header) has bytes that are not UTF-8. Save the file as "
+                            f"UTF-8 (from Latin-1: `iconv -f latin1 -t utf-8 {self.path.name} > fixed.csv`).")
         return raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
 
     def _file_columns(self) -> tuple[list[str], bool]:
@@ -241,8 +244,8 @@ class DelimitedReader(RawReader):
                              f"is {what}; {fix}.")
         m = re.search(r"In CSV column #(\d+): .*invalid UTF8", msg)
         if m:
-            line = self._find_bad_utf8()
             col = self.file_columns[int(m.group(1))] if int(m.group(1)) < len(self.file_columns) else None
+            line = self._find_bad_utf8(col)
             where = (f"line {line}, " if line else "") + (f"column {col!r}: " if col else "")
             return DataError(f"{self.path}: {where}bytes that are not UTF-8. Save the file as UTF-8 "
                              f"(from Latin-1: `iconv -f latin1 -t utf-8 {self.path.name} > fixed.csv`).")
@@ -288,13 +291,23 @@ class DelimitedReader(RawReader):
                 return line, len(fields)
         return 0, 0
 
-    def _find_bad_utf8(self) -> int:
-        with open(self.path, "rb") as f:
-            for i, raw in enumerate(f, start=1):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    return i
+    def _find_bad_utf8(self, col: str | None) -> int:
+        """The line of the first value of `col` that is not UTF-8 (of any line when `col` is None):
+        a bad byte in a column the schema does not read is not the one Arrow refused."""
+        if col is None or col not in self.types:
+            with open(self.path, "rb") as f:
+                return next((i for i, raw in enumerate(f, start=1) if not _utf8(raw)), 0)
+        types = {**self.types, col: pa.binary()}
+        read, parse, conv = self._options(types, [col])
+        rows = 0
+        for batch in pcsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=conv):
+            values = batch.column(0)
+            try:
+                values.cast(pa.string())  # the block is valid: on to the next
+            except pa.ArrowInvalid:
+                i = next(i for i, v in enumerate(values.to_pylist()) if v is not None and not _utf8(v))
+                return self.line_of(rows + i)
+            rows += batch.num_rows
         return 0
 
     def _find_bad_number(self, col: str) -> tuple[int, str | None]:
@@ -371,6 +384,14 @@ class ParquetReader(RawReader):
 
     def count_rows(self) -> int:
         return self.file.metadata.num_rows
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def first_non_number(arr: pa.Array, null_ok: bool = False) -> int:
