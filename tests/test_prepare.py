@@ -604,3 +604,15 @@ def test_values_past_float32_are_named_not_stored_as_inf(tmp_path: Path) -> None
     with pytest.raises(Exception, match="need a finite number"):
         schema(fill_na="nan")
     assert not leftovers(tmp_path, "a") and not leftovers(tmp_path, "b")
+
+
+def test_one_class_written_two_ways_is_refused(tmp_path: Path) -> None:
+    """`1`, `1.0` and ` 1` became three classes of a multi-class label without a word (a binary
+    label reads all three as 1)."""
+    rows = [[y, f"c{i % 3}"] for i, y in enumerate(["1", "2", "3", "1.0", "2", "3"] * 5)]
+    path = write_delimited(tmp_path / "mc.csv", rows, header=["y", "c"])
+    schema = schema_from_dict({"task": "multiclass", "label": "y", "features": [{"name": "c", "type": "categorical"}]})
+    with pytest.raises(DataError, match=r"mc.csv: column 'y' \(label\): classes '1.0' and '1' are one class"):
+        prepare(schema, tmp_path / "ds", path)
+    rows = [[y.replace(".0", ""), c] for y, c in rows]
+    assert prepare(schema, tmp_path / "ds", write_delimited(tmp_path / "mc.csv", rows, header=["y", "c"]))

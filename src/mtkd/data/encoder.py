@@ -148,8 +148,25 @@ class EncoderFitter:
             state["features"][name] = entry
         if self.schema.task == "multiclass":
             classes = self.labels.vocabulary(1)
+            _check_spellings(classes, self.schema.label)
             state["classes"] = _sort_classes(classes)
         return Encoder(self.schema, state)
+
+
+def _check_spellings(classes: list[str], label: str) -> None:
+    """Classes are matched as written, so `1`, `1.0` and ` 1` would be three classes of one: refused,
+    naming them (a binary label reads all three as 1)."""
+    def key(c: str) -> Any:
+        try:
+            return float(c)
+        except ValueError:
+            return c.strip()
+
+    seen: dict[Any, str] = {}
+    for c in classes:
+        if (other := seen.setdefault(key(c), c)) != c:
+            raise DataError(f"column {label!r} (label): classes {other!r} and {c!r} are one class written two ways; "
+                            "a multi-class label is matched as written, so write each class one way in the files")
 
 
 def _sort_classes(classes: list[str]) -> list[str]:
