@@ -616,3 +616,29 @@ def test_one_class_written_two_ways_is_refused(tmp_path: Path) -> None:
         prepare(schema, tmp_path / "ds", path)
     rows = [[y.replace(".0", ""), c] for y, c in rows]
     assert prepare(schema, tmp_path / "ds", write_delimited(tmp_path / "mc.csv", rows, header=["y", "c"]))
+
+
+def test_a_dataset_cut_off_between_the_swap_s_renames_comes_back(tmp_path: Path, monkeypatch) -> None:
+    """Replacing a dataset renames the old one aside, then the new one in: Ctrl-C between the two
+    left no dataset (the new one cleaned up, the old one stranded in .NAME.old-PID, never swept)."""
+    from mtkd.data import atomic
+
+    path = write_delimited(tmp_path / "a.csv", toy_rows(300, seed=1))
+    first = prepare(toy_schema(), tmp_path / "ds", path)
+    real = os.replace
+
+    def interrupted(src, dst):
+        if Path(src).name.startswith(".ds.partial-"):
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(toy_schema(), tmp_path / "ds", path, force=True)
+    monkeypatch.undo()
+    assert Dataset(tmp_path / "ds").checksum == first["checksum"] and leftovers(tmp_path, "ds") == [tmp_path / "ds"]
+    real(tmp_path / "ds", tmp_path / ".ds.old-999999999")  # killed (SIGKILL) between the renames
+    said: list[str] = []
+    assert prepare(toy_schema(), tmp_path / "ds", path, log=said.append)["checksum"] == first["checksum"]
+    assert any("nothing to do" in x for x in said), said  # put back, not prepared again
+    assert leftovers(tmp_path, "ds") == [tmp_path / "ds"]

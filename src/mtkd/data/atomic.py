@@ -62,16 +62,28 @@ def sweep_partials(parent: Path, name: str) -> None:
     for stale in parent.glob(f".{name}.partial-*"):
         if not pid_alive(stale.name.rsplit("-", 1)[-1]):
             shutil.rmtree(stale, ignore_errors=True)
+    for old in parent.glob(f".{name}.old-*"):  # `replace_dir` killed between its two renames
+        if not pid_alive(old.name.rsplit("-", 1)[-1]):
+            if (parent / name).exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # the new one never arrived: the old one is put back
+                os.replace(old, parent / name)
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
-    """`tmp` (complete) takes the place of directory `out`: the old one is renamed aside first,
-    so a crash leaves the old or the new one under `out`, never neither."""
+    """`tmp` (complete) takes the place of directory `out`: the old one is renamed aside first and
+    put back if the second rename is interrupted; after a kill between the two, `sweep_partials`
+    puts it back. So `out` holds the old or the new one, never neither."""
     if out.exists():
         trash = out.parent / f".{out.name}.old-{os.getpid()}"
         shutil.rmtree(trash, ignore_errors=True)
         os.replace(out, trash)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except BaseException:  # Ctrl-C / SIGTERM between the renames: the old one goes back
+            if not out.exists():
+                os.replace(trash, out)
+            raise
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, out)

@@ -128,11 +128,11 @@ def prepare(
     _warn_reused_files(sources, log)
     readers = [[open_reader(p, schema, block_size) for p in s.paths] for s in sources]
     fingerprint = _fingerprint(schema, sources)
+    sweep_partials(out.parent, out.name)  # never a prepare still running; a dataset cut off mid-swap returns
     existing = _check_out_dir(out, fingerprint, force, replace_changed, log)
     if existing is not None:
         log(f"{out}: already prepared from the same files and schema; nothing to do")
         return existing
-    sweep_partials(out.parent, out.name)  # never a prepare still running
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     tmp.mkdir(parents=True)
     try:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtkd.data.atomic import replace_dir
+from mtkd.data.atomic import replace_dir, sweep_partials
 from mtkd.serve.bench import first_rows
 from mtkd.errors import MtkdError
 from mtkd.serve.scorer import ONNX_FILE, TORCHSCRIPT_FILE, Scorer, batch_arrays, input_names, model_inputs, onnx_name
@@ -75,6 +75,7 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
     sample = split_arrays(dataset, split, PARITY_ROWS)
     example = tuple(torch.from_numpy(a[:8]) for a in model_inputs(sample, names).values())
     tmp = out.with_name(f".{out.name}.tmp")
+    sweep_partials(out.parent, out.name)  # an export cut off between replace_dir's renames returns
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(dataset.root / "encoder.json", tmp / "encoder.json")
