@@ -540,6 +540,9 @@ def test_a_libfm_file_to_score_may_leave_out_its_label(tmp_path: Path) -> None:
                                         "after a label or without one, got 2"):
         list(open_reader(path, schema, need_label=False).batches())
     _data_error(path, schema, "line 2: expected a label and 3 idx:value tokens")  # training still needs it
+    path.write_text("1 3:1 17:1 40:2.5\n3:1 17:x 40:1\n")  # tokens counted from the line's first one
+    with pytest.raises(DataError, match=r"line 2, field 'item' \(token 2\): '17:x'"):
+        list(open_reader(path, schema, need_label=False).batches())
 
 
 def test_a_multiclass_libfm_file_reads_its_labels_as_classes(tmp_path: Path) -> None:

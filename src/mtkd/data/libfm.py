@@ -53,6 +53,7 @@ class LibFMReader(RawReader):
         parts = pc.ascii_split_whitespace(trimmed)
         n = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
         unlabelled = n == len(self.fields)
+        self._no_label = unlabelled & self.scoring  # per line: its tokens count from the first field
         if self.scoring and unlabelled.any():  # a file to score may leave the label out: a placeholder for it
             parts = pc.ascii_split_whitespace(pc.if_else(pa.array(unlabelled), pc.binary_join_element_wise(
                 "_", trimmed, " "), trimmed))
@@ -109,7 +110,8 @@ class LibFMReader(RawReader):
                     i = first_non_number(val)
                 if i is not None:
                     raise DataError(
-                        f"{self.path}: line {self.line_of(start + i)}, field {name!r} (token {j + 1}): "
+                        f"{self.path}: line {self.line_of(start + i)}, field {name!r} "
+                        f"(token {j + 1 - self._no_label[i]}): "
                         f"{tokens[j][i].as_py()!r} is not idx:value with a numeric value; fix the token."
                     )
             else:
@@ -117,7 +119,8 @@ class LibFMReader(RawReader):
                 if not ok.all():
                     i = int(np.flatnonzero(~ok)[0])
                     raise DataError(
-                        f"{self.path}: line {self.line_of(start + i)}, field {name!r} (token {j + 1}): "
+                        f"{self.path}: line {self.line_of(start + i)}, field {name!r} "
+                        f"(token {j + 1 - self._no_label[i]}): "
                         f"{tokens[j][i].as_py()!r} is not idx:value (an index, one colon, a number); "
                         "fix the token."
                     )
