@@ -97,9 +97,9 @@ class Scorer:
         # keys a row may carry and the model does not read: the label, and the training files'
         # other columns (a log row with its `id`), as `mtkd predict` reads such a file
         self.ignored = {schema.label, *(source_columns or [])} - set(self.features)
-        # "", "NA", ... are missing where the training reader read them so (CSV / TSV); a Parquet
-        # file's strings are values as they are: its "NA" has an embedding of its own
-        self.text_nulls = schema.format in ("csv", "tsv")
+        # "", "NA", ... are missing as the text readers read them (a libFM value is never one of
+        # them); a Parquet file's strings are values as they are: its "NA" has an embedding of its own
+        self.text_nulls = schema.format != "parquet"
 
     @classmethod
     def open(cls, path: str | Path, engine: str | None = None, data: str | Path | None = None) -> "Scorer":
