@@ -67,6 +67,17 @@ def test_bayes_auc_is_that_of_the_prepared_test_split(tmp_path: Path) -> None:
     assert auc == pytest.approx(bayes["auc"], abs=1e-6)
 
 
+def test_multiclass_truth_is_one_column_per_class(tmp_path: Path) -> None:
+    """--with-truth on a multi-class file wrote nothing, without a word: each class's true
+    probability is a column p_true_K, and they give the meta's Bayes-optimal logloss."""
+    meta = write_synthetic(tmp_path / "m.csv", ROWS, seed=1, task="multiclass", classes=3, with_truth=True)
+    table = pcsv.read_csv(tmp_path / "m.csv")
+    p = np.stack([table.column(f"p_true_{k}").to_numpy() for k in range(3)], 1)
+    y = table.column("label").to_numpy()
+    assert np.allclose(p.sum(1), 1.0)
+    assert -np.log(p[np.arange(len(y)), y]).mean() == pytest.approx(meta["bayes_optimal"]["all_rows"]["logloss"])
+
+
 def test_preset_prepares_synthetic_data(tmp_path: Path, run_cli) -> None:
     write_synthetic(tmp_path / "s.csv", ROWS, seed=2)
     rc, _, err = run_cli("data", "prepare", "--schema", PRESETS / "synthetic.yaml", "--train", tmp_path / "s.csv",

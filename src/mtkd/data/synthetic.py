@@ -130,6 +130,9 @@ def write_synthetic(out: str | Path, rows: int, seed: int, task: str = "binary",
     label = table.column("label").to_numpy()
     if with_truth and task == "binary":
         table = table.append_column("p_true", pa.array(p[:, 0]))
+    elif with_truth:  # one column per class, named as predict names its outputs (p_<class>)
+        for k in range(p.shape[1]):
+            table = table.append_column(f"p_true_{k}", pa.array(p[:, k]))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     pcsv.write_csv(table, tmp, pcsv.WriteOptions(quoting_style="none"))
