@@ -24,6 +24,7 @@ from mtkd.data.hashing import HashBuckets, HashVocab, hash_strings
 from mtkd.data.schema import FeatureSpec, Schema
 from mtkd.data.stats import NumericStats, VocabCounter
 from mtkd.data.tokens import NEW_WHITESPACE, OLD_WHITESPACE, WHITESPACE_MODES, split_tokens
+from mtkd.data.value_checks import check_class_spellings, check_float32
 from mtkd.errors import DataError
 
 PAD_ID, OOV_ID, FIRST_ID = 0, 1, 2
@@ -43,22 +44,6 @@ def numeric_fill(spec: FeatureSpec, name: str) -> float:
     except (TypeError, ValueError):
         raise DataError(f"feature {name!r}: fill_na {spec.fill_na!r} is not a number, but {name!r} is numeric; "
                         "give a number in the schema (e.g. fill_na: 0)") from None
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-class OutOfRange(DataError):
-    """A value that does not fit the encoded arrays, at row `row` of the batch: callers that
-    know the file name its line."""
-
-    def __init__(self, row: int, column: str, detail: str):
-        super().__init__(f"row {row}, column {column!r}: {detail}")
-        self.row, self.column, self.detail = row, column, detail
-
-    def at(self, reader: Any, start: int) -> DataError:
-        """The same error, named by the file and line of a batch that starts at row `start`."""
-        return DataError(f"{reader.path}: {reader.where(start + self.row)}, column {self.column!r}: {self.detail}")
 
 
 def signed_log(x: np.ndarray) -> np.ndarray:
@@ -148,25 +133,9 @@ class EncoderFitter:
             state["features"][name] = entry
         if self.schema.task == "multiclass":
             classes = self.labels.vocabulary(1)
-            _check_spellings(classes, self.schema.label)
+            check_class_spellings(classes, self.schema.label)
             state["classes"] = _sort_classes(classes)
         return Encoder(self.schema, state)
-
-
-def _check_spellings(classes: list[str], label: str) -> None:
-    """Classes are matched as written, so `1`, `1.0` and ` 1` would be three classes of one: refused,
-    naming them (a binary label reads all three as 1)."""
-    def key(c: str) -> Any:
-        try:
-            return float(c)
-        except ValueError:
-            return c.strip()
-
-    seen: dict[Any, str] = {}
-    for c in classes:
-        if (other := seen.setdefault(key(c), c)) != c:
-            raise DataError(f"column {label!r} (label): classes {other!r} and {c!r} are one class written two ways; "
-                            "a multi-class label is matched as written, so write each class one way in the files")
 
 
 def _sort_classes(classes: list[str]) -> list[str]:
@@ -358,13 +327,7 @@ class Encoder:
         x = _numeric_pre(col, spec, name)
         if "standardize" in spec.transforms:
             x = (x - entry["mean"]) / (entry["std"] if entry["std"] > 0 else 1.0)
-        big = np.abs(x) > FLOAT32_MAX  # stored and scored as float32: it would be inf, the model's output NaN
-        if big.any():
-            i = int(np.flatnonzero(big)[0])
-            raw = col[i].as_py()
-            now = "" if raw == x[i] else f" (as {x[i]:g} after its transforms {spec.transforms})"
-            raise OutOfRange(i, name, f"{raw!r}{now} is past float32's range (3.4e38), in which it is stored; "
-                                      "add `log` to its transforms, or scale the column")
+        check_float32(x, col, name, spec.transforms)  # stored and scored as float32: inf, then a NaN output
         return x
 
     def _sequence(self, col: pa.Array, name: str, spec: FeatureSpec) -> np.ndarray:

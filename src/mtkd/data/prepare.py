@@ -24,7 +24,8 @@ import yaml
 
 import mtkd
 from mtkd.data.atomic import atomic_write_text, replace_dir, sweep_partials
-from mtkd.data.encoder import Encoder, EncoderFitter, OutOfRange, binary_labels, dictionary_encode
+from mtkd.data.encoder import Encoder, EncoderFitter, binary_labels, dictionary_encode
+from mtkd.data.value_checks import OutOfRange
 from mtkd.data.readers import DEFAULT_BLOCK, RawReader, open_reader
 from mtkd.data.schema import Schema
 from mtkd.data.splits import Source, plan_sources

@@ -18,7 +18,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 
 from mtkd.data.file_hints import (check_not_compressed, check_text_line, data_as_header, look_alike, other_delimiter,
                                   preview)
@@ -338,54 +337,6 @@ class DelimitedReader(RawReader):
             raise self._explain(str(exc)) from None
 
 
-class ParquetReader(RawReader):
-    def __init__(self, path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOCK, need_label: bool = True):
-        super().__init__(path, schema, block_size, need_label)
-        try:
-            self.file = pq.ParquetFile(self.path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
-        names = self.file.schema_arrow.names
-        self.file_columns = list(names)
-        self._check_columns(list(names), "Fix the column names in the schema.")
-        if self.file.metadata.num_rows == 0 and not self.scoring:
-            raise DataError(f"{self.path}: file has no rows")
-
-    def line_of(self, row: int) -> int:
-        return row + 1  # Parquet has no lines: `where` names rows instead
-
-    def where(self, row: int) -> str:
-        return f"row {row} (counting from 0, as pyarrow and pandas do)"  # predict's `row` column counts so too
-
-    def _blocks(self) -> Iterator[pa.RecordBatch]:
-        rows = 0
-        for batch in self.file.iter_batches(batch_size=CHUNK_ROWS, columns=self.columns):
-            arrays = []
-            for name in self.columns:
-                arr = batch.column(name)
-                want = self.types[name]
-                if arr.type != want:
-                    if pa.types.is_floating(arr.type) and not pa.types.is_floating(want) and arr.null_count < len(arr):
-                        # pandas stores a missing int id as NaN: missing, as null is, not the id "nan"
-                        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
-                    try:
-                        arr = pc.cast(arr, want)
-                    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                        where = ""
-                        if pa.types.is_string(arr.type) and pa.types.is_floating(want):
-                            where = f"{self.where(rows + first_non_number(arr, null_ok=True))}, "
-                        raise DataError(
-                            f"{self.path}: {where}column {name!r} of type {arr.type} cannot be read as {want} "
-                            f"({exc}). Fix the column or its type in the schema."
-                        ) from None
-                arrays.append(arr)
-            rows += batch.num_rows
-            yield pa.RecordBatch.from_arrays(arrays, names=self.columns)
-
-    def count_rows(self) -> int:
-        return self.file.metadata.num_rows
-
-
 def _utf8(raw: bytes) -> bool:
     try:
         raw.decode("utf-8")
@@ -407,7 +358,9 @@ def open_reader(path: str | Path, schema: Schema, block_size: int = DEFAULT_BLOC
     if schema.format in ("csv", "tsv"):
         return DelimitedReader(path, schema, block_size, need_label)
     if schema.format == "parquet":
+        from mtkd.data.parquet import ParquetReader  # the other readers build on RawReader, defined here
+
         return ParquetReader(path, schema, block_size, need_label)
-    from mtkd.data.libfm import LibFMReader  # it builds on RawReader, defined here
+    from mtkd.data.libfm import LibFMReader
 
     return LibFMReader(path, schema, block_size, need_label)

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from mtkd.data.encoder import OutOfRange
+from mtkd.data.value_checks import OutOfRange
 from mtkd.data.prepare import check_finite
 from mtkd.data.readers import open_reader
 from mtkd.errors import MtkdError
