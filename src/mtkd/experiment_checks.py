@@ -5,28 +5,29 @@ from __future__ import annotations
 
 from mtkd.config import ExperimentConfig, TrainConfig
 from mtkd.errors import ConfigError
-from mtkd.train.metrics import TASK_METRICS
+from mtkd.train.metrics import logged_metrics
 
 
 def check_models(cfg: ExperimentConfig, source: str) -> None:
     """An unknown model name, and a shared hyper-parameter that no model of the experiment
     takes (`embeding_dim`, which `Experiment._defaults_for` would drop without a word): refused, naming
     the model and the file."""
-    from mtkd.models import MODELS, model_params
+    from mtkd.models import model_params
 
     named = [(f"teacher {t.name}", t.model) for t in cfg.teachers if t.model] + \
             [(f"student {s.name}", s.model or cfg.student.model or "dnn") for s in cfg.students]
+    takes: dict[str, set[str]] = {}
     for where, m in named:
-        if m not in MODELS:
-            raise ConfigError(f"{source}: {where}: unknown model {m!r}; known models: "
-                              f"{', '.join(sorted(MODELS))}")
+        try:  # an unknown name: the registry's error, naming the file and the model
+            takes[m] = set(model_params(m))
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {where}: {exc}") from None
     shared = cfg.defaults.get("params") or {}
-    models = {m for _, m in named}
-    taken = set().union(*(model_params(m) for m in models)) if models else set()
+    taken = set().union(*takes.values())
     unused = sorted(k for k in shared if k not in taken)
     if unused:
         raise ConfigError(f"{source}: defaults.params {', '.join(map(repr, unused))} is taken by none of "
-                          f"the experiment's models ({', '.join(sorted(models))}); they take: "
+                          f"the experiment's models ({', '.join(sorted(takes))}); they take: "
                           f"{', '.join(sorted(taken))}")
 
 
@@ -53,7 +54,7 @@ def report_metrics(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
     from mtkd.data.schema import load_schema
 
     schema = load_schema(cfg.data.schema_path)
-    logged = TASK_METRICS[schema.task] + (("gauc",) if schema.task == "binary" and schema.group else ())
+    logged = logged_metrics(schema.task, bool(schema.group))
     wrong = [m for m in cfg.metrics if m not in logged]
     if wrong == ["gauc"] and schema.task == "binary":
         raise ConfigError(f"{source}: metric gauc (AUC per user, averaged) needs a group column: set "
@@ -63,4 +64,3 @@ def report_metrics(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
                           f"{', '.join(logged)}")
     shown = ("auc", "logloss") if schema.task == "binary" else ("accuracy", "logloss")
     return tuple(dict.fromkeys(m for m in cfg.metrics if m not in shown))
-

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mtkd.data.readers import CHUNK_ROWS, DEFAULT_BLOCK, RawReader, first_non_number
+from mtkd.data.readers import CHUNK_ROWS, DEFAULT_BLOCK, RawReader, first_non_number, nan_as_null
 from mtkd.data.schema import Schema
 from mtkd.errors import DataError
 
@@ -43,9 +43,8 @@ class ParquetReader(RawReader):
                 arr = batch.column(name)
                 want = self.types[name]
                 if arr.type != want:
-                    if pa.types.is_floating(arr.type) and not pa.types.is_floating(want) and arr.null_count < len(arr):
-                        # pandas stores a missing int id as NaN: missing, as null is, not the id "nan"
-                        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+                    if pa.types.is_floating(arr.type) and not pa.types.is_floating(want):
+                        arr = nan_as_null(arr)  # pandas stores a missing int id as NaN: missing, not the id "nan"
                     try:
                         arr = pc.cast(arr, want)
                     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

@@ -129,11 +129,17 @@ def _nan_as_missing(batch: pa.RecordBatch) -> pa.RecordBatch:
     standardised column's mean in every split."""
     cols, changed = list(batch.columns), False
     for i, col in enumerate(cols):
-        if pa.types.is_floating(col.type) and col.null_count < len(col):
-            nan = pc.is_nan(col)
-            if pc.any(nan).as_py():
-                cols[i], changed = pc.if_else(nan, pa.scalar(None, col.type), col), True
+        if pa.types.is_floating(col.type) and (fixed := nan_as_null(col)) is not col:
+            cols[i], changed = fixed, True
     return pa.RecordBatch.from_arrays(cols, schema=batch.schema) if changed else batch
+
+
+def nan_as_null(col: pa.Array) -> pa.Array:
+    """A float column with its NaNs as nulls (the same array when it has none)."""
+    if col.null_count == len(col):
+        return col
+    nan = pc.is_nan(col)
+    return pc.if_else(nan, pa.scalar(None, col.type), col) if pc.any(nan).as_py() else col
 
 
 class DelimitedReader(RawReader):

@@ -35,6 +35,11 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 
+def logged_metrics(task: str, has_group: bool) -> tuple[str, ...]:
+    """The metrics `compute_metrics` gives for a task: binary adds gauc with a group column."""
+    return TASK_METRICS[task] + (("gauc",) if has_group and task == "binary" else ())
+
+
 def check_monitor(monitor: str, task: str, dataset: Any, objective_names: tuple[str, ...]) -> None:
     """A `valid.NAME` monitor that no evaluation of this run logs (any without a valid split,
     `valid.gauc` without a group column, `valid.kd_loss` of a supervised run) is refused before
@@ -50,8 +55,7 @@ def check_monitor(monitor: str, task: str, dataset: Any, objective_names: tuple[
                         f"{', '.join(dataset.split_names)}: prepare it with one, or monitor a train.* quantity")
     if "." in name:  # dotted names (w.NAME, teacher.NAME.auc) are known after the first evaluation
         return
-    has_group = "group" in dataset.split("valid").arrays
-    logged = TASK_METRICS[task] + (("gauc",) if has_group and task == "binary" else ()) + objective_names
+    logged = logged_metrics(task, "group" in dataset.split("valid").arrays) + objective_names
     if name not in logged:
         why = " (gauc needs the schema's `group` column)" if name == "gauc" and task == "binary" else ""
         raise MtkdError(f"monitor {monitor!r} is not logged by this run{why}; it logs "
