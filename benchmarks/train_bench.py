@@ -90,7 +90,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtkd.train.trainer import configure_torch, native_bf16
+from mtkd.train.device import native_bf16
+from mtkd.train.trainer import configure_torch
 
 configure_torch()  # flush denormals before any torch op: ~10x on CPU with 1e-4 embeddings
 

@@ -271,7 +271,7 @@ def test_train_fraction_trains_on_a_seeded_subset(tmp_path):
 
 def test_amp_auto_follows_the_chip(tmp_path):
     from mtkd.data.synthetic import write_synthetic
-    from mtkd.train.trainer import native_bf16
+    from mtkd.train.device import native_bf16
 
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     assert native_bf16(torch.device("cpu")) == ("avx512_bf16" in flags or "amx_bf16" in flags)

@@ -248,7 +248,7 @@ class Experiment:
         student that will read them and still has to run: the students that read only logits
         then find their logits in that cache, so no teacher is scored twice."""
         from mtkd.distill.build import score_offline_teachers, teacher_plan
-        from mtkd.train.trainer import resolve_device
+        from mtkd.train.device import resolve_device
 
         for (kind, name, seed), cfg in configs.items():
             d = cfg.distill

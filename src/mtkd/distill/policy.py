@@ -113,7 +113,7 @@ class Policy(Weighting):
         self.update_every = update_every
         self._pending: list[dict[str, Tensor]] = []  # ce / ce_kd: steps rewarded, not yet learned from
         self.epoch = 0
-        self.baseline: float | None = None
+        self.baseline: Tensor | float | None = None  # a float when read back from a checkpoint
         self.opt = torch.optim.Adam(self.heads.parameters(), lr=lr, fused=True)  # one kernel, not ~6 ops per tensor
         self._last: dict[str, Tensor] | None = None
         self._student: tuple[weakref.ref, bool] | None = None  # (student, its forward depends on train/eval)
@@ -152,8 +152,10 @@ class Policy(Weighting):
         into `out` (a new array, or a view such as one teacher's slice of a memory-mapped file)."""
         if out is None:
             out = np.empty((arr.shape[0], self.enc_dims[t]), dtype=np.float32)
+        dev = next(self.heads.parameters()).device  # the projection moved with the policy (a GPU run)
         for i in range(0, arr.shape[0], block):
-            out[i : i + block] = self.encode_hidden(t, torch.tensor(np.asarray(arr[i : i + block]))).numpy()
+            x = torch.tensor(np.asarray(arr[i : i + block]), device=dev)  # a copy: the cache is read-only
+            out[i : i + block] = self.encode_hidden(t, x).cpu().numpy()
         return out
 
     def encode_split(self, hidden: Sequence[np.ndarray | None], out: np.ndarray | None = None) -> np.ndarray:
@@ -243,11 +245,14 @@ class Policy(Weighting):
                 g = g + self.entropy_coef * q * (logq + ent)
         return g / n
 
-    def reinforce(self, states: Tensor, actions: Tensor, rewards: Tensor) -> float:
+    def reinforce(self, states: Tensor, actions: Tensor, rewards: Tensor) -> Tensor:
         """One policy-gradient step; returns the mean reward (of every rank's rewards under torchrun:
-        the moving baseline, which a checkpoint saves from rank 0, is then the same on every rank)."""
-        total = all_sum(torch.tensor([float(rewards.sum()), rewards.numel()], dtype=torch.float64))
-        mean_r = float(total[0] / total[1])
+        the moving baseline, which a checkpoint saves from rank 0, is then the same on every rank).
+        The mean and the baseline stay on the rewards' device: on a GPU a `float()` here was a host
+        sync on every step."""
+        rows = torch.full((), float(rewards.numel()), dtype=torch.float64, device=rewards.device)
+        total = all_sum(torch.stack([rewards.sum().double(), rows]))
+        mean_r = total[0] / total[1]
         b = mean_r if self.baseline is None else self.baseline
         h = self.heads
         self.opt.zero_grad(set_to_none=True)
@@ -317,7 +322,7 @@ class Policy(Weighting):
                 states = torch.cat([e["states"] for e in self._episode])
                 actions = torch.cat([e["actions"] for e in self._episode])
                 rewards = torch.full((actions.shape[0],), r, device=actions.device)
-                logs["reward"] = torch.tensor(self.reinforce(states, actions, rewards))
+                logs["reward"] = self.reinforce(states, actions, rewards)  # on the device, as the other logs
                 self._episode, self._episode_start = [], end
             return logs
         states, actions, label, tl = last["states"], last["actions"], batch.label, teacher_logits
@@ -349,7 +354,8 @@ class Policy(Weighting):
 
     # -- checkpointing: optimiser, baseline and schedule travel with the weights ---------
     def get_extra_state(self) -> dict[str, Any]:
-        return {"opt": self.opt.state_dict(), "baseline": self.baseline, "epoch": self.epoch,
+        baseline = None if self.baseline is None else float(self.baseline)
+        return {"opt": self.opt.state_dict(), "baseline": baseline, "epoch": self.epoch,
                 "episode_start": self._episode_start, "episode": self._episode, "pending": self._pending}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from mtkd.data.store import Dataset
 from mtkd.distill.hidden import fit_code
 from mtkd.errors import ConfigError, MtkdError
 from mtkd.train.metrics import compute_metrics
+from mtkd.train.device import current_cuda_devices
 
 CACHE_DIR = "teachers"
 CACHE_VERSION = 1
@@ -182,8 +183,7 @@ def score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: bool
     Runs with the global random state saved and restored: building a teacher model to load its
     weights draws an initialisation, and a run that scores must train exactly like one that finds
     the cache (same seed, same result)."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=current_cuda_devices()):
         return _score_teachers(dataset, specs, with_hidden, device, log, hidden_code)
 
 

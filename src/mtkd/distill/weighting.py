@@ -267,7 +267,8 @@ class LREnsemble(Weighting):
 
     def forward(self, ctx: WeightContext) -> Tensor:
         w = self.coef.clamp_min(0)
-        w = w / w.sum() if float(w.sum().detach()) > 0 else torch.full_like(w, 1.0 / self.num_teachers)
+        total = w.sum()  # torch.where, not an `if float(...)`: no host sync per step on a GPU
+        w = torch.where(total > 0, w / total.clamp_min(1e-30), torch.full_like(w, 1.0 / self.num_teachers))
         return w.expand(ctx.teacher_logits.shape[0], -1)
 
     def aux_loss(self, ctx: WeightContext, weights: Tensor) -> Tensor:

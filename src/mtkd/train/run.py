@@ -20,7 +20,8 @@ from mtkd.models import build_model, model_params
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint
 from mtkd.train.objectives import Supervised
-from mtkd.train.trainer import Trainer, configure_torch, resolve_device, seed_everything
+from mtkd.train.device import resolve_device
+from mtkd.train.trainer import Trainer, configure_torch, seed_everything
 
 CONFIG = "config.yaml"
 

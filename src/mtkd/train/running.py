@@ -26,7 +26,8 @@ class RunningMeans:
         self.loss += loss.detach().double() * n
         if logs:
             keys = tuple(logs)
-            vec = torch.stack([v.detach().reshape(()).float() for v in logs.values()]).double() * n
+            dev = self.loss.device  # a log made on the host (a Python float's tensor) joins the device's
+            vec = torch.stack([v.detach().reshape(()).float().to(dev) for v in logs.values()]).double() * n
             acc = self._acc.setdefault(keys, [torch.zeros_like(vec), 0])
             acc[0] += vec
             acc[1] += n

@@ -29,6 +29,7 @@ from mtkd.dist import all_gather_rows, barrier, check_in_sync, mark_sparse_table
 from mtkd.errors import MtkdError
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
+from mtkd.train.device import cuda_rng_state, native_bf16, resolve_device, set_cuda_rng_state, synchronize
 from mtkd.train.metrics import check_monitor, compute_metrics, metric_mode
 from mtkd.train.objectives import Objective
 from mtkd.train.optimizers import EmbeddingL2, build_optimizers  # noqa: F401  (re-exported)
@@ -53,27 +54,6 @@ class TrainState:
     samples: int = 0
     done: bool = False
     stopped_early: bool = False
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:") and name[5:].isdigit()):
-        raise MtkdError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MtkdError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
-    return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively here (else autocast to bf16 emulates and is slower)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def configure_torch() -> None:
@@ -138,7 +118,7 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "state": asdict(self.state),
             "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "cuda_rng": cuda_rng_state(self.device),
         }
 
     def _save_last(self) -> None:
@@ -170,8 +150,7 @@ class Trainer:
                 f"(`--force`, or delete {self.run_dir})") from e
         self.state = TrainState(**ck["state"])
         torch.set_rng_state(ck["torch_rng"].cpu())
-        if ck.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in ck["cuda_rng"]])
+        set_cuda_rng_state(ck.get("cuda_rng"), self.device)
         self._truncate_metrics(self.state.logged)
         st = self.state
         self.log(f"resumed from {path}: training had finished (step {st.step}); finishing the run"
@@ -262,6 +241,7 @@ class Trainer:
             if i % 100 == 0 and not math.isfinite(float(loss.detach())):
                 raise MtkdError(f"training loss is {float(loss)} at step {st.step}; lower the learning rate")
             if self.progress.due(i + 1 == n_batches):
+                synchronize(self.device)
                 busy = time.perf_counter() - t0 - (self.eval_seconds - evals_before)
                 self.progress.update(st.epoch, cfg.epochs, i + 1, n_batches, running.seen / max(busy, 1e-9),
                                      running.local_loss())
@@ -269,6 +249,7 @@ class Trainer:
                 if self._evaluate_and_track(running.means(), t0 + 0.0):
                     stop = True
                     break
+        synchronize(self.device)
         elapsed = time.perf_counter() - t0 - (self.eval_seconds - evals_before)  # training only
         st.train_seconds += elapsed
         st.samples += running.seen
