@@ -26,11 +26,11 @@ out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
 @app.command("train")
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Prepared dataset directory."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model name (see `mtkd models`)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name (see `mtkd models`; default dnn)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Training config YAML."),
     sets: list[str] = typer.Option([], "--set", help="Override: key=value (dotted keys, YAML values), repeatable."),
     out_dir: Path = typer.Option(..., "--out", help="Run directory, e.g. runs/deepfm."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the config's, auto)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of initialisation and data order."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished epoch."),
     force: bool = typer.Option(False, "--force", help="Start over, deleting the run in --out."),
@@ -59,7 +59,7 @@ def _teacher_refs(items: list[str]) -> list[dict]:
                     col, kind = col[: -len(k) - 1], k
             refs.append({"name": name or col, "score": col, "kind": kind})
         else:
-            refs.append({"name": name or Path(target).name, "run": target})
+            refs.append({"name": name or Path(target).resolve().name, "run": target})
     return refs
 
 
@@ -77,6 +77,9 @@ def score_cmd(
     from mtkd.data.store import Dataset
     from mtkd.distill.teachers import TeacherSpec, score_teachers
 
+    from mtkd.train.device import resolve_device
+
+    resolve_device(device)  # a bad --device is an error even when every cache is current
     ds = Dataset(data)
     specs = [TeacherSpec(r["name"], run=r.get("run"), score=r.get("score"), kind=r.get("kind", "probability"))
              for r in _teacher_refs(teachers)]
@@ -97,11 +100,11 @@ def distill_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="Training config YAML with a `distill:` section."),
     sets: list[str] = typer.Option([], "--set", help="Override key=value, e.g. distill.alpha=0.3 or monitor=valid.kd_loss."),
     out_dir: Path = typer.Option(..., "--out", help="Run directory of the student."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    resume: bool = typer.Option(False, "--resume"),
-    force: bool = typer.Option(False, "--force"),
-    quiet: bool = typer.Option(False, "--quiet"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default: the config's, auto)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of initialisation and data order."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished epoch."),
+    force: bool = typer.Option(False, "--force", help="Start over, deleting the run in --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a student from cached teacher outputs (offline KD), weighted per instance."""
     from mtkd.config import load_train_config
@@ -166,7 +169,7 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
 def export_cmd(run: Path = typer.Argument(..., help="Run directory (its best weights are exported)."),
                out_dir: Optional[Path] = typer.Option(None, "--out", help="Export directory (default RUN/export)."),
                formats: str = typer.Option("onnx", "--format", help="onnx, torchscript or both: onnx,torchscript."),
-               tol: float = typer.Option(1e-4, "--tol", help="Largest difference from PyTorch allowed."),
+               tol: float = typer.Option(1e-4, "--tol", min=0.0, help="Largest difference from PyTorch allowed."),
                data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved.")) -> None:
     """Export a run to ONNX and/or TorchScript with its encoder and schema; each checked against PyTorch."""
     from mtkd.serve.export import export_run
@@ -194,10 +197,10 @@ def predict_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) 
 @app.command("serve")
 def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or export directory (ONNX, else TorchScript)."),
               host: str = typer.Option("127.0.0.1", "--host"),
-              port: int = typer.Option(8080, "--port"),
-              max_batch_rows: int = typer.Option(8192, "--max-batch-rows",
+              port: int = typer.Option(8080, "--port", min=0, max=65535, help="TCP port; 0 takes a free one."),
+              max_batch_rows: int = typer.Option(8192, "--max-batch-rows", min=1,
                                                  help="Most rows of concurrent requests scored in one model call."),
-              workers: int = typer.Option(1, "--workers", help="Processes sharing the port, each with its own model."),
+              workers: int = typer.Option(1, "--workers", min=1, help="Processes sharing the port, each with its own model."),
               data: Optional[Path] = typer.Option(None, "--data", help="A run's dataset, if it moved."),
               ) -> None:
     """HTTP scoring: POST /predict {"rows": [{column: value}, ...]}, GET /health, GET /metrics."""
@@ -224,7 +227,12 @@ def bench_cmd(models: list[Path] = typer.Argument(..., help="Run and/or export d
     from mtkd.serve.bench import scorer_latency
     from mtkd.serve.scorer import Scorer
 
-    sizes = tuple(int(b) for b in batches.split(","))
+    try:
+        sizes = tuple(int(b) for b in batches.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise MtkdError(f"--batches {batches!r}: expected batch sizes of at least 1, comma-separated, e.g. 1,256,4096")
     t = Table(title=f"serving latency (torch threads {torch.get_num_threads()})")
     for col in ("model", "engine", "batch", "p50 ms", "p99 ms", "rows/s"):
         t.add_column(col, justify="left" if col in ("model", "engine") else "right")
@@ -256,6 +264,8 @@ def models_cmd(data: Optional[Path] = typer.Option(None, "--data", help="Dataset
     from mtkd.models.registry import describe
 
     params = apply_overrides({}, sets)
+    if isinstance(params.get("params"), dict):  # `mtkd train`'s spelling, params.embedding_dim=16
+        params = {**params.pop("params"), **params}
     taken = set().union(*(model_params(m) for m in MODELS))
     if unknown := sorted(set(params) - taken):  # a typo: every row would say "not for this data"
         raise ConfigError(f"--set {', '.join(unknown)}: no model takes it; they take: {', '.join(sorted(taken))}")

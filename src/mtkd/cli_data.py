@@ -31,7 +31,7 @@ def data_synth(
     rows: int = typer.Option(100_000, "--rows", min=10, help="Number of rows to generate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the ground truth and the sample."),
     task: str = typer.Option("binary", "--task", help="binary or multiclass."),
-    classes: int = typer.Option(4, "--classes", min=2, help="Classes for --task multiclass."),
+    classes: Optional[int] = typer.Option(None, "--classes", min=2, help="Classes for --task multiclass (default 4)."),
     with_truth: bool = typer.Option(False, "--with-truth", help="Add the true click probability as column p_true."),
     out_file: Path = typer.Option(..., "--out", help="CSV file to write."),
 ) -> None:
@@ -40,7 +40,9 @@ def data_synth(
 
     if task not in ("binary", "multiclass"):
         raise MtkdError(f"--task {task!r}: expected binary or multiclass")
-    meta = write_synthetic(out_file, rows, seed, task, classes, with_truth)
+    if classes is not None and task == "binary":
+        raise MtkdError(f"--classes {classes}: classes are for --task multiclass (binary data has two)")
+    meta = write_synthetic(out_file, rows, seed, task, classes or 4, with_truth)
     bayes = meta["bayes_optimal"]["test_split"]
     best = ", ".join(f"{k} {v:.4f}" for k, v in bayes.items() if k in ("auc", "logloss", "accuracy"))
     out.print(f"wrote {rows:,} rows to {out_file} (seed {seed}); Bayes-optimal on the default test split: {best}")

@@ -7,7 +7,7 @@ The dataset schema lives in `mtkd.data.schema`. Every run saves its resolved con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -196,9 +196,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set optimizer.lr=0.01")
         key, raw = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"--set {item!r}: the key before '=' is empty, e.g. --set optimizer.lr=0.01")
         try:
             value = yaml_load(raw)
-        except yaml.YAMLError:
+        except yaml.YAMLError as e:
+            if raw.lstrip().startswith(("[", "{")):  # a list or mapping, not a string with odd characters
+                raise ConfigError(f"--set {item!r}: the value is not valid YAML ({getattr(e, 'problem', e)}); "
+                                  "a list is written [400, 400], a mapping {lr: 0.01}") from None
             value = raw
         _set_dotted(data, key.strip(), value)
     return data
@@ -248,11 +253,18 @@ class DataSource(_Strict):
 class ModelSpec(_Strict):
     """A teacher or student of an experiment; `set` holds any other training key for it alone."""
 
-    name: str
+    name: Annotated[str, Field(pattern=r"^[\w.-]+$")]  # a directory under OUT/teachers|students
     model: Optional[str] = None
     params: dict[str, Any] = Field(default_factory=dict)
     distill: Optional[dict[str, Any]] = None  # students only: partial DistillConfig; teachers default to all
     set: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_parent(cls, v: str) -> str:
+        if v in (".", ".."):
+            raise ValueError(f"{v!r} is not a run's name (it names a directory above the run)")
+        return v
 
 
 class StudentBase(_Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 from pathlib import Path
@@ -18,7 +19,24 @@ M = TypeVar("M", bound=BaseModel)
 class _Loader(yaml.SafeLoader):
     """SafeLoader that reads `1e-5` as a float, as YAML 1.2 does: PyYAML (YAML 1.1) wants `1.0e-5`
     and returns the string "1e-5", which reached models as a str (embedding_regularizer: 1e-5
-    crashed in a comparison)."""
+    crashed in a comparison). A key given twice in one mapping is an error, as YAML 1.2 says:
+    PyYAML kept the last one, so `epochs: 1` above `epochs: 3` trained 3 epochs without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = first.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the base class names it
+                continue
+            if line != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {line + 1}); keep one",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -63,6 +81,17 @@ def _nested_paths(model: type[BaseModel], key: str, prefix: str = "", depth: int
     return sorted(set(found))
 
 
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the section at `loc` takes (list indices and union branches walked through)."""
+    models = [model]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        models = [sub for m in models if part in m.model_fields for sub in _models_in(m.model_fields[part].annotation)]
+    return sorted({name for m in models for name, f in m.model_fields.items()} |
+                  {f.alias for m in models for f in m.model_fields.values() if f.alias})
+
+
 def _models_in(ann: Any) -> list[type[BaseModel]]:
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return [ann]
@@ -76,7 +105,11 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
         where = _loc(tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-"))))
         if e["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
-            if len(e["loc"]) == 1 and isinstance(e["loc"][0], str):
+            key = e["loc"][-1] if e["loc"] and isinstance(e["loc"][-1], str) else None
+            close = difflib.get_close_matches(key, _fields_at(model, e["loc"][:-1]), n=1, cutoff=0.75) if key else []
+            if close:
+                msg = f"unknown key; did you mean {close[0]!r}?"
+            elif len(e["loc"]) == 1 and isinstance(e["loc"][0], str):
                 paths = _nested_paths(model, e["loc"][0])
                 if paths:
                     msg = f"unknown key here; it belongs to a section: {' or '.join(paths)}"

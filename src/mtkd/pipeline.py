@@ -63,9 +63,22 @@ class Experiment:
             train: list[Any] = [csv]
         else:
             train = list(d.train)
+        # the experiment's own `OUT/data` is prepared again when its inputs change; a `data.dir`
+        # of the user's only when it holds this data from the same files (touched or edited):
+        # another dataset there (prepared by hand, or by another experiment) is refused
+        replace = d.dir is None or self._same_inputs([*train, *(f for f in (d.valid, d.test) if f)])
         prepare(schema, self.data_dir, train, d.valid, d.test, d.split, d.ordered, force=force, log=self.log,
-                replace_changed=True)
+                replace_changed=replace)
         return Dataset(self.data_dir)
+
+    def _same_inputs(self, files: list[Any]) -> bool:
+        """Whether `data.dir`'s dataset was prepared from exactly these raw files."""
+        try:
+            manifest = json.loads((self.data_dir / "manifest.json").read_text())
+            had = sorted(str(Path(f).resolve()) for i in manifest["inputs"] for f in i["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return had == sorted(str(Path(f).resolve()) for f in files)
 
     def run_dir(self, kind: str, name: str, seed: int) -> Path:
         return self.out / kind / name / f"seed{seed}"
@@ -206,6 +219,8 @@ class Experiment:
             [("students", s, self.student_config) for s in self.cfg.students]
         configs = {(kind, m.name, seed): make(m, seed) for kind, m, make in plan for seed in self.cfg.seeds}
         check_params_of(configs, self.source)
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"{self.source}: out: {self.out} is a file; name a directory for the experiment")
         self.out.mkdir(parents=True, exist_ok=True)
         ds = self.prepare(force)  # changed raw files are prepared again; --force prepares in any case
         task = ds.feature_map.task

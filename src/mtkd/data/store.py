@@ -79,9 +79,13 @@ def read_manifest(root: Path) -> dict[str, Any]:
     if not p.exists():
         raise DataError(f"{root}: not a prepared dataset (no {MANIFEST}); run `mtkd data prepare` first")
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{p}: corrupt manifest ({exc}); prepare the dataset again") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{p}: corrupt manifest (a JSON {type(manifest).__name__}, not the object mtkd writes); "
+                        "prepare the dataset again")
+    return manifest
 
 
 @dataclass

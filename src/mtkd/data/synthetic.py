@@ -10,6 +10,7 @@ probability of every row is known, the Bayes-optimal AUC of any split can be rep
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from mtkd.data.atomic import atomic_write_text
+from mtkd.errors import MtkdError
 
 N_NUM, N_CAT = 13, 26
 # Cardinalities loosely shaped like Criteo's (a few large fields, many small ones), capped so the
@@ -133,10 +135,15 @@ def write_synthetic(out: str | Path, rows: int, seed: int, task: str = "binary",
     elif with_truth:  # one column per class, named as predict names its outputs (p_<class>)
         for k in range(p.shape[1]):
             table = table.append_column(f"p_true_{k}", pa.array(p[:, k]))
+    if out.is_dir():
+        raise MtkdError(f"--out {out}: is a directory; name the CSV file to write, e.g. {out / 'synth.csv'}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    pcsv.write_csv(table, tmp, pcsv.WriteOptions(quoting_style="none"))
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        pcsv.write_csv(table, tmp, pcsv.WriteOptions(quoting_style="none"))
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
     src = Source([out], ["train", "valid", "test"], DEFAULT_TEST_SPLIT["ratios"], False, DEFAULT_TEST_SPLIT["seed"])
     test = src.assign(0, rows, None) == 2
     meta = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,9 @@ class TeacherSpec:
     kind: str = "probability"
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(r"[\w.-]+", self.name) or self.name in (".", ".."):
+            raise ConfigError(f"teacher name {self.name!r}: it names the teacher's cache directory, so letters, "
+                              "digits, '_', '-' and '.' only; give one as NAME=RUN_DIR or NAME=score:COLUMN")
         if (self.run is None) == (self.score is None):
             raise ConfigError(f"teacher {self.name!r}: give exactly one of `run` or `score`")
         if self.kind not in ("probability", "logit"):

@@ -37,6 +37,7 @@ def predict_file(model: str | Path, input_path: str | Path, out_path: str | Path
     if str(out_path) == "-":
         return _to_stdout(scorer, reader)
     out_path = _target(Path(out_path), Path(input_path))
+    _outside_model(out_path, Path(model), scorer.dataset)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -111,6 +112,21 @@ def _to_stdout(scorer: Scorer, reader: Any) -> dict[str, Any]:
         raise MtkdError("--out -: the standard output was closed by its reader (`| head`?) before every row "
                         "was written") from None
     return _result(scorer, rows, t0, "-")
+
+
+def _outside_model(target: Path, model: Path, dataset: Any) -> None:
+    """The scores never replace a file of the run or export being scored, or of its dataset:
+    `--out RUN/best.pt` replaced the weights it was computed with. A new scores file there, or
+    an earlier one (CSV, Parquet), is fine: mtkd writes neither into runs, exports or datasets."""
+    homes = [("the model being scored", model)]
+    if dataset is not None:
+        homes.append(("the model's dataset", Path(dataset.root)))
+    where = target.resolve()
+    for what, home in homes:
+        inside = home.resolve() in where.parents
+        if inside and where.exists() and where.suffix.lower() not in (".csv", ".parquet"):
+            raise MtkdError(f"--out {target}: is a file of {home}, {what}; the scores would replace it, "
+                            "so name a new file, e.g. --out scores.csv")
 
 
 def _target(out_path: Path, input_path: Path) -> Path:

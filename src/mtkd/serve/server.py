@@ -97,6 +97,15 @@ def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8080, max_b
 
 
 def _cannot_listen(host: str, port: int, e: OSError) -> MtkdError:
+    import errno
+    import socket
+
+    if isinstance(e, socket.gaierror):  # the name did not resolve: no port would help
+        return MtkdError(f"cannot listen on {host}:{port}: {e.strerror}; --host takes an address of this machine "
+                         "(127.0.0.1, 0.0.0.0, ::) or a name that resolves to one")
+    if e.errno == errno.EADDRNOTAVAIL:
+        return MtkdError(f"cannot listen on {host}:{port}: {e.strerror}; {host} is not an address of this machine "
+                         "(choose another --host, e.g. 127.0.0.1 or 0.0.0.0)")
     return MtkdError(f"cannot listen on {host}:{port}: {e.strerror} (another server there? choose another --port)")
 
 

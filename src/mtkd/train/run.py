@@ -10,17 +10,17 @@ import numpy as np
 import yaml
 
 from mtkd.config import TrainConfig
-from mtkd.config_io import yaml_load
+from mtkd.config_io import load_yaml
 from mtkd.data.atomic import atomic_write_text
 from mtkd.data.batch import Batch
 from mtkd.data.loader import BatchLoader
 from mtkd.data.store import ENCODER, Dataset
-from mtkd.errors import MtkdError
+from mtkd.errors import ConfigError, MtkdError
 from mtkd.models import build_model, model_params
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint
-from mtkd.train.objectives import Supervised
 from mtkd.train.device import resolve_device
+from mtkd.train.objectives import Supervised
 from mtkd.train.trainer import Trainer, configure_torch, seed_everything
 
 CONFIG = "config.yaml"
@@ -31,6 +31,20 @@ def _train_dict(cfg: TrainConfig) -> dict[str, Any]:
     d = cfg.model_dump(mode="json")
     d["params"] = {**model_params(cfg.model), **cfg.params}
     return d
+
+
+def saved_run_config(run_dir: Path) -> dict[str, Any]:
+    """RUN/config.yaml, what trained the run. A damaged one is named with the way out, not a
+    YAML traceback from every command that reads it (evaluate, export, predict, serve, distill)."""
+    path = Path(run_dir) / CONFIG
+    fix = f"it is what trained the run {run_dir}; train that run again (`--force`)"
+    try:
+        saved = load_yaml(path)
+    except ConfigError as e:
+        raise ConfigError(f"{e}; {fix}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict) or not isinstance(saved.get("data"), str):
+        raise ConfigError(f"{path}: damaged (not the mapping with `train` and `data` that mtkd saves); {fix}")
+    return saved
 
 
 def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
@@ -60,6 +74,10 @@ def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
 
 def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]) -> None:
     """Refuse to overwrite a run by accident; on --resume, refuse a changed config."""
+    if out.exists() and not out.is_dir():
+        raise MtkdError(f"--out {out}: is a file, not a run directory; choose another --out")
+    if resume and force:
+        raise MtkdError(f"{out}: --resume continues the run and --force starts it over; pass one of them")
     if not out.exists() or not any(out.iterdir()):
         return
     saved = out / CONFIG
@@ -86,7 +104,7 @@ def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]
 def changed_settings(out: Path, cfg_dict: dict[str, Any], teachers: bool = True) -> list[str]:
     """What differs between the run saved in `out` and `cfg_dict` (train keys, `dataset`,
     `teacher NAME (retrained)` unless `teachers` is False, or `data path`); empty when the same."""
-    saved = yaml_load((out / CONFIG).read_text())
+    saved = saved_run_config(out)
     retrained = (_retrained(saved, cfg_dict) or []) if teachers else []
     old, new = ({k: v for k, v in d.items() if k != "teachers"} for d in (_normalised(saved), cfg_dict))
     if old == new and not retrained:
@@ -102,7 +120,7 @@ def changed_settings(out: Path, cfg_dict: dict[str, Any], teachers: bool = True)
 def retrained_teachers(out: Path, cfg_dict: dict[str, Any]) -> list[str] | None:
     """Teachers whose best weights differ from those the run in `out` learned from; None when
     its config predates recording them."""
-    return _retrained(yaml_load((out / CONFIG).read_text()), cfg_dict)
+    return _retrained(saved_run_config(out), cfg_dict)
 
 
 def _retrained(saved: dict[str, Any], cfg_dict: dict[str, Any]) -> list[str] | None:
@@ -220,7 +238,7 @@ def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tu
     p = run_dir / CONFIG
     if not p.exists():
         raise MtkdError(f"{run_dir}: not an mtkd run (no {CONFIG}); train one with `mtkd train`")
-    saved = yaml_load(p.read_text())
+    saved = saved_run_config(run_dir)
     from mtkd.config_io import parse_model
 
     cfg = parse_model(TrainConfig, saved["train"], str(p))

@@ -15,7 +15,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from mtkd.config_io import yaml_load
 from mtkd.errors import MtkdError
 from mtkd.train.checkpoint import load_checkpoint
 
@@ -28,7 +27,9 @@ def init_from_run(model: nn.Module, src: str | Path, dataset_checksum: str,
     if not cfg_path.exists() or not best.exists():
         raise MtkdError(f"init_from {src}: not a finished mtkd run (needs config.yaml and best.pt); "
                         "point it at a run directory written by `mtkd train`")
-    saved = yaml_load(cfg_path.read_text()) or {}
+    from mtkd.train.run import saved_run_config  # run.py builds on this module
+
+    saved = saved_run_config(src)
     if saved.get("dataset_checksum") != dataset_checksum:
         raise MtkdError(f"init_from {src}: it was trained on dataset {saved.get('dataset_checksum')}, this run "
                         f"uses {dataset_checksum}; ids of different encodings do not line up, so warm-start "
