@@ -7,13 +7,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mtkd.cli_data import data_app
+from mtkd.cli_exit import run_app, sigterm_as_interrupt
 from mtkd.errors import ConfigError, MtkdError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -305,81 +306,21 @@ def _finish_train(summary: dict) -> None:
     end_process()
 
 
-def _click_exceptions() -> tuple[type[Exception], type[Exception]]:
-    """Click's usage-error and abort classes. Recent typer vendors click as `typer._click` and
-    does not install `click`, so importing `click` would turn a usage error into a traceback."""
-    try:
-        from click.exceptions import Abort, ClickException
-    except ModuleNotFoundError:
-        from typer import Abort
-        from typer._click.exceptions import ClickException
-    return ClickException, Abort
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
-    import torch
+    try:
+        import torch  # seconds: a Ctrl-C here is an interruption too, not a traceback
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
 
     torch.set_flush_denormal(True)  # before any thread pool starts: see train.trainer.configure_torch
-    terminated, previous = _sigterm_as_interrupt()
+    terminated, previous = sigterm_as_interrupt()
     try:
-        return _main(argv, terminated)
+        return run_app(app, argv, terminated)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _sigterm_as_interrupt() -> tuple[list[bool], Any]:
-    """SIGTERM (kill, timeout, systemd, Kubernetes) unwinds like Ctrl-C, so the same cleanup runs
-    (a prepare's .partial directory, predict's .tmp file); its default ends the process on the
-    spot and leaves them. Main thread only; `serve` installs its own stop."""
-    import threading
-
-    flag: list[bool] = []
-    if threading.current_thread() is not threading.main_thread():
-        return flag, None
-
-    def stop(signum: int, frame: Any) -> None:
-        flag.append(True)
-        raise KeyboardInterrupt
-
-    return flag, signal.signal(signal.SIGTERM, stop)
-
-
-def _main(argv: Optional[list[str]], terminated: list[bool]) -> int:
-    try:
-        # outside standalone mode typer returns what click's Exit carried instead of raising it:
-        # Ctrl-C arrives here as 130 and `typer.Exit(n)` as n
-        code = app(args=argv, standalone_mode=False)
-        if isinstance(code, int) and not isinstance(code, bool) and code:
-            if code == 130:
-                err.print("terminated" if terminated else "interrupted")
-                return 143 if terminated else 130
-            return code
-    except MtkdError as exc:
-        from rich.text import Text
-
-        # one write: under torchrun every rank reports, and two prints per rank interleaved
-        # ("error: error: ..."); each rank's line says which rank it is
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = f"rank {os.environ.get('RANK', '?')}: " if world > 1 else ""
-        err.print(Text.assemble(("error:", "bold red"), f" {rank}{exc}"), highlight=False, soft_wrap=True)
-        return 2
-    except KeyboardInterrupt:
-        err.print("terminated" if terminated else "interrupted")
-        return 143 if terminated else 130
-    except SystemExit as exc:  # typer/click exits
-        return int(exc.code or 0)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        click_error, abort = _click_exceptions()
-        if isinstance(exc, click_error):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, abort):
-            err.print("aborted")
-            return 1
-        raise
-    return 0
 
 
 if __name__ == "__main__":

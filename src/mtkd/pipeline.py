@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from mtkd.config import ExperimentConfig, ModelSpec, TrainConfig, load_experiment
 from mtkd.config_io import parse_model
-from mtkd.data.atomic import atomic_write_text
+from mtkd.data.atomic import atomic_write_text, exclusive
 from mtkd.data.batch import Batch
 from mtkd.data.store import Dataset
 from mtkd.errors import ConfigError, MtkdError
@@ -28,6 +28,26 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for k, v in over.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON file this pipeline wrote, or {} when missing or cut short (a full disk, a copy
+    interrupted): what it recorded is then made again."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _exported(dest: Path, run: Path) -> bool:
+    """Whether `dest` holds the export of `run`'s current best weights. The weights' hash, not
+    only the path: a run retrained by an interrupted `--rerun-changed` kept its path, and its
+    old export was then served beside the new run's scores."""
+    from mtkd.train.checkpoint import weights_digest
+
+    meta = _read_json(dest / "export.json")
+    return meta.get("run") == str(run.resolve()) and meta.get("weights") == weights_digest(run / "best.pt")
 
 
 class Experiment:
@@ -204,10 +224,6 @@ class Experiment:
 
     # ------------------------------------------------------------------ the whole path
     def run(self, force: bool = False, rerun_changed: bool = False) -> list[dict[str, Any]]:
-        from mtkd.report import summarise
-        from mtkd.serve.bench import batch_latency_ms, first_rows
-        from mtkd.train.run import load_run
-
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would prepare and write the same files
             raise MtkdError("`mtkd run` is one process; under torchrun start `mtkd train` per model "
                             "(`torchrun ... -m mtkd train --config ...`), or run the experiment without torchrun")
@@ -222,6 +238,15 @@ class Experiment:
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(f"{self.source}: out: {self.out} is a file; name a directory for the experiment")
         self.out.mkdir(parents=True, exist_ok=True)
+        with exclusive(self.out.parent, self.out.name, wait=False):  # two runs of one OUT would share its runs
+            return self._run(plan, configs, force, rerun_changed)
+
+    def _run(self, plan: list[tuple[str, ModelSpec, Any]], configs: dict[tuple[str, str, int], TrainConfig],
+             force: bool, rerun_changed: bool) -> list[dict[str, Any]]:
+        from mtkd.report import summarise
+        from mtkd.serve.bench import batch_latency_ms, first_rows
+        from mtkd.train.run import load_run
+
         ds = self.prepare(force)  # changed raw files are prepared again; --force prepares in any case
         task = ds.feature_map.task
         rows: list[dict[str, Any]] = []
@@ -290,7 +315,7 @@ class Experiment:
             key = hashlib.sha256("".join([ds.checksum, *((r / "summary.json").read_text() for r in runs)])
                                  .encode()).hexdigest()
             path = self.out / "ensemble" / f"seed{seed}.json"
-            saved = json.loads(path.read_text()) if path.exists() else {}
+            saved = _read_json(path)
             if saved.get("key") != key:
                 saved = {"key": key, "summary": ensemble_summary(runs, by_seed[seed], ds)}
                 atomic_write_text(path, json.dumps(saved, indent=1))
@@ -307,8 +332,7 @@ class Experiment:
         from mtkd.serve.scorer import Scorer, batch_arrays
 
         dest = self.out / "exports" / name
-        meta = dest / "export.json"
-        if force or not meta.exists() or json.loads(meta.read_text()).get("run") != str(run.resolve()):
+        if force or not _exported(dest, run):
             m = export_run(run, dest)
             self.log(f"[export {name}] {dest}: parity {m['parity']['max_abs_diff']:.1e} on {m['parity']['rows']} rows")
         return scorer_ms_per_row(Scorer.open(dest), batch_arrays(sample)) * 1000.0

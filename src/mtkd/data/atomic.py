@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -68,6 +69,35 @@ def sweep_partials(parent: Path, name: str) -> None:
                 shutil.rmtree(old, ignore_errors=True)
             else:  # the new one never arrived: the old one is put back
                 os.replace(old, parent / name)
+
+
+@contextmanager
+def exclusive(parent: Path, name: str, wait: bool = True) -> Iterator[None]:
+    """One process at a time writes `parent/name` (an export, an experiment): flock on
+    `.NAME.lock`, released by the kernel when the holder dies. `wait=False` raises MtkdError
+    naming the holder instead of waiting."""
+    import fcntl
+
+    from mtkd.errors import MtkdError
+
+    parent.mkdir(parents=True, exist_ok=True)
+    path = parent / f".{name}.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise MtkdError(f"{parent / name}: process {holder} is working on it now; wait for it to finish "
+                            f"(or stop it), then run again") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def replace_dir(tmp: Path, out: Path) -> None:

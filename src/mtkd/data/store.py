@@ -130,7 +130,7 @@ class Dataset:
                 path = self.root / name / meta["file"]
                 try:
                     arr = np.load(path, mmap_mode="r")
-                except (OSError, ValueError) as exc:  # missing, truncated, or not an .npy at all
+                except (OSError, ValueError, EOFError) as exc:  # missing, truncated, empty, or not an .npy
                     raise DataError(f"{path}: cannot be read ({exc}); the dataset is damaged: prepare it "
                                     "again (`mtkd data prepare ... --force`)") from None
                 if list(arr.shape) != meta["shape"]:
@@ -160,7 +160,7 @@ class Dataset:
             for meta in info["arrays"].values():
                 try:
                     arr = np.load(self.root / name / meta["file"], mmap_mode="r")
-                except (OSError, ValueError):  # missing, truncated, or not an .npy at all
+                except (OSError, ValueError, EOFError):  # missing, truncated, empty, or not an .npy
                     bad.append(f"{name}/{meta['file']}")
                     continue
                 h = hashlib.sha256()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mtkd.data.atomic import pid_alive
 from mtkd.data.batch import Batch
 from mtkd.dist import all_gather_rows, all_sum, barrier, world_from_env
 from mtkd.distill.losses import HintRegression, default_kd_loss, kd_loss
@@ -220,6 +221,9 @@ class Distillation(_KD):
     def _write_state(self, path: Path, hidden: list[Any]) -> bool:
         """Whether the encoded split could be written to `path`."""
         n = next(h.shape[0] for h in hidden if h is not None)
+        for stale in path.parent.glob(".policy_state-*.tmp"):  # killed encodings' (N x T x K floats each)
+            if not pid_alive(stale.name.rsplit(".", 2)[-2]):
+                stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,

@@ -28,6 +28,7 @@ from mtkd.data.store import Dataset
 from mtkd.distill.hidden import fit_code
 from mtkd.errors import ConfigError, MtkdError
 from mtkd.train.metrics import compute_metrics
+from mtkd.train.checkpoint import weights_digest
 from mtkd.train.device import current_cuda_devices
 
 CACHE_DIR = "teachers"
@@ -53,14 +54,6 @@ class TeacherSpec:
             raise ConfigError(f"teacher {self.name!r}: kind must be probability or logit")
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def teacher_ident(spec: TeacherSpec) -> str:
     """What the teacher is: the hash of its best weights, or its score column."""
     if spec.run is not None:
@@ -70,7 +63,7 @@ def teacher_ident(spec: TeacherSpec) -> str:
         if not (Path(spec.run) / "summary.json").exists():  # its best.pt is some epoch of a run cut short
             raise MtkdError(f"teacher {spec.name!r}: {spec.run} has not finished (no summary.json); finish it "
                             "first: run its `mtkd train` command again with --resume")
-        return f"run:{_file_hash(best)}"
+        return f"run:{weights_digest(best)}"
     return f"score:{spec.score}:{spec.kind}"
 
 
@@ -88,7 +81,7 @@ def find_cache(dataset: Dataset, spec: TeacherSpec, with_hidden: bool, hidden_co
     once for an average one otherwise (on full Criteo, hours of teacher inference)."""
     root, ident = dataset.root / CACHE_DIR, teacher_ident(spec)
     exact = root / f"{spec.name}-{_key(ident, dataset, with_hidden, hidden_code)}"
-    if (exact / "meta.json").exists():
+    if (exact / "meta.json").exists() and cache_damage(exact) is None:
         return exact, exact
     if not with_hidden:
         for other in sorted(root.glob(f"{spec.name}-*")):
@@ -97,9 +90,43 @@ def find_cache(dataset: Dataset, spec: TeacherSpec, with_hidden: bool, hidden_co
             except (OSError, json.JSONDecodeError):
                 continue
             code = int(m.get("hidden_code", 0))
-            if m.get("with_hidden") and other.name == f"{spec.name}-{_key(ident, dataset, True, code)}":
+            if m.get("with_hidden") and other.name == f"{spec.name}-{_key(ident, dataset, True, code)}" \
+                    and cache_damage(other) is None:
                 return exact, other
     return exact, None
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_record(path: Path, hashed: bool) -> dict[str, Any]:
+    """What meta.json records of a cache file: its size, and for the logits (N floats a split,
+    cheap to read) its hash. Hidden vectors (N x D, gigabytes) are checked by size alone."""
+    return {"bytes": path.stat().st_size, **({"blake2b": _digest(path)} if hashed else {})}
+
+
+def cache_damage(cache: Path) -> str | None:
+    """What is wrong with a finished cache (a file missing, cut short or changed since it was
+    written), or None. A damaged cache was read as if whole: a student learned from logits a
+    bad disk or a stray write had changed. Caches from before files were recorded pass."""
+    try:
+        files = json.loads((cache / "meta.json").read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return "meta.json unreadable"
+    for name, want in files.items():
+        p = cache / name
+        if not p.is_file():
+            return f"{name} missing"
+        if p.stat().st_size != want.get("bytes"):
+            return f"{name} is {p.stat().st_size:,} bytes, {want.get('bytes'):,} when written"
+        if "blake2b" in want and _digest(p) != want["blake2b"]:
+            return f"{name} changed since it was written"
+    return None
 
 
 def _batch_outputs(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int,
@@ -204,6 +231,9 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
             log(f"teacher {spec.name}: cached ({found.name})")
             continue
         dirs.append(out)
+        if (out / "meta.json").exists():  # finished once, refused by cache_damage now
+            log(f"teacher {spec.name}: cache {out.name} is damaged ({cache_damage(out)}); scoring it again")
+            shutil.rmtree(out)
         tmp = root / f".{out.name}.partial-{os.getpid()}"
         sweep_partials(root, out.name)  # killed scorings' leftovers and this process's own; never a live one
         tmp.mkdir(parents=True)
@@ -226,6 +256,8 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
                 labels = np.asarray(dataset.split(split).arrays["label"])
                 meta["splits"][split] = {"rows": int(logits.shape[0]),
                                          **compute_metrics(dataset.feature_map.task, labels, logits)}
+            meta["files"] = {p.name: _file_record(p, p.name.endswith("_logits.npy"))
+                             for p in sorted(tmp.iterdir()) if p.suffix in (".npy", ".npz")}
             atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
             _drop_stale(root, spec, with_hidden, hidden_code, out)
             try:
@@ -266,6 +298,14 @@ def _same_path(a: str | None, b: str | None) -> bool:
     return a == b or (a is not None and b is not None and Path(a).resolve() == Path(b).resolve())
 
 
+def _open_cached(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as e:  # cut short or gone since the cache was checked
+        raise MtkdError(f"{path}: cannot read this teacher output ({type(e).__name__}: {e}); delete "
+                        f"{path.parent} and run again, which scores the teacher again") from None
+
+
 class TeacherSet:
     """Cached outputs of several teachers, stacked per split: logits [N, T] or [N, T, C]."""
 
@@ -280,7 +320,7 @@ class TeacherSet:
             _, d = find_cache(dataset, spec, with_hidden, hidden_code)
             if d is None:
                 raise MtkdError(f"teacher {spec.name!r} has no cached outputs for {dataset.root} "
-                                f"(or its cache is stale); run `mtkd score` first")
+                                f"(or its cache is stale or damaged); run `mtkd score` first")
             self.dirs.append(d)
         self.meta = [json.loads((d / "meta.json").read_text()) for d in self.dirs]
         self.with_hidden = with_hidden
@@ -294,8 +334,8 @@ class TeacherSet:
         """One teacher's array for `split`; a MergedDataset's splits are gathered from base splits."""
         view = self.view
         if view is None:
-            return np.load(self.dirs[i] / f"{split}_{what}.npy", mmap_mode="r")
-        parts = {b: np.load(self.dirs[i] / f"{b}_{what}.npy", mmap_mode="r") for b, _ in view.row_map(split)}
+            return _open_cached(self.dirs[i] / f"{split}_{what}.npy")
+        parts = {b: _open_cached(self.dirs[i] / f"{b}_{what}.npy") for b, _ in view.row_map(split)}
         return view.gather(split, parts)
 
     def logits(self, split: str) -> np.ndarray:
@@ -315,7 +355,7 @@ class TeacherSet:
         """Hidden size per teacher; 0 for teachers without hidden vectors."""
         if not self.with_hidden:
             return [0] * len(self.dirs)
-        return [int(np.load(d / "train_hidden.npy", mmap_mode="r").shape[1]) if (d / "train_hidden.npy").exists()
+        return [int(_open_cached(d / "train_hidden.npy").shape[1]) if (d / "train_hidden.npy").exists()
                 else 0 for d in self.dirs]
 
     def metric(self, split: str, name: str) -> list[float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -25,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtkd.data.atomic import replace_dir, sweep_partials
-from mtkd.serve.bench import first_rows
+from mtkd.data.atomic import exclusive, replace_dir, sweep_partials
 from mtkd.errors import MtkdError
+from mtkd.serve.bench import first_rows
 from mtkd.serve.scorer import ONNX_FILE, TORCHSCRIPT_FILE, Scorer, batch_arrays, input_names, model_inputs, onnx_name
+from mtkd.train.checkpoint import weights_digest
 
 PARITY_ROWS = 4096
 ONNX_INLINE_BYTES = 1_800_000_000  # under protobuf's 2 GiB message limit, with room for the graph
@@ -74,8 +76,15 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
     split = "valid" if "valid" in dataset.split_names else dataset.split_names[0]
     sample = split_arrays(dataset, split, PARITY_ROWS)
     example = tuple(torch.from_numpy(a[:8]) for a in model_inputs(sample, names).values())
-    tmp = out.with_name(f".{out.name}.tmp")
-    sweep_partials(out.parent, out.name)  # an export cut off between replace_dir's renames returns
+    with exclusive(out.parent, out.name):  # a second export to the same --out waits for this one
+        return _export(run, out, tol, formats, torch_scorer, names, split, sample, example)
+
+
+def _export(run: Path, out: Path, tol: float, formats: tuple[str, ...], torch_scorer: Scorer, names: list[str],
+            split: str, sample: dict[str, np.ndarray], example: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    dataset = torch_scorer.dataset
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")  # this process's own: a peer never deletes it
+    sweep_partials(out.parent, out.name)  # a killed export's partial goes; one cut off between renames returns
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(dataset.root / "encoder.json", tmp / "encoder.json")
@@ -101,7 +110,8 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     worst = max(done.values(), key=lambda d: d["parity"]["max_abs_diff"])
-    meta = {"run": str(run.resolve()), "model": torch_scorer.model_name, "dataset_checksum": dataset.checksum,
+    meta = {"run": str(run.resolve()), "weights": weights_digest(run / "best.pt"),
+            "model": torch_scorer.model_name, "dataset_checksum": dataset.checksum,
             "task": torch_scorer.schema.task, "inputs": [onnx_name(n) for n in names], "output": "probability",
             "formats": done, "parity": worst["parity"],
             "source_columns": dataset.manifest.get("source_columns", [])}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,16 @@ import torch
 
 from mtkd.data.atomic import atomic_write_bytes
 from mtkd.errors import MtkdError
+
+
+def weights_digest(path: Path) -> str:
+    """What a checkpoint is (sha256 of its bytes): a teacher's cache and a run's export are keyed
+    by it, so a model retrained in place (same path) is told apart."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
