@@ -133,3 +133,23 @@ def test_set_values_and_keys_that_cannot_be_read(world, tmp_path, run_cli):
     rc, out, _ = run_cli("models", "--set", "params.embedding_dim=4")  # `mtkd train`'s spelling
     assert rc == 0 and "dnn" in out
     assert json.loads((world / "lr" / "summary.json").read_text())["test"]["auc"] > 0.5  # the fixture's run is intact
+
+
+def test_messages_name_the_real_cause(world, tmp_path, run_cli):
+    rc, _, err = run_cli("train", "--data", world / "ds", "--config", REPO / "configs/demo.yaml", "--out", tmp_path / "r")
+    assert rc == 2 and "is an experiment" in err and "mtkd run" in err
+    (tmp_path / "l.yaml").write_text("- x\n")
+    rc, _, err = run_cli("train", "--data", world / "ds", "--config", tmp_path / "l.yaml", "--out", tmp_path / "r")
+    assert rc == 2 and "expected a YAML mapping" in err
+    rc, _, err = run_cli("distill", "--data", world / "ds", "-t", "x=", "--out", tmp_path / "r")
+    assert rc == 2 and "no run directory after '='" in err
+    rc, _, err = run_cli("distill", "--data", world / "ds", "-t", world / "ds", "--out", tmp_path / "r")
+    assert rc == 2 and "is a prepared dataset, not a run" in err
+    exp = tmp_path / "e.yaml"
+    base = {"out": str(tmp_path / "out"), "data": {"schema": str(SCHEMA), "synth": {"rows": 100}}}
+    exp.write_text(yaml.safe_dump({**base, "students": [{"name": "kd", "distill": {"weighting": "average"}}]}))
+    rc, _, err = run_cli("run", exp)
+    assert rc == 2 and "the experiment has no `teachers:`" in err
+    exp.write_text(yaml.safe_dump({**base, "data": {"schema": "nope.yaml", "synth": {"rows": 100}}, "students": [{"name": "dnn"}]}))
+    rc, _, err = run_cli("run", exp)
+    assert rc == 2 and f"{exp}: data.schema: nope.yaml: file not found" in err

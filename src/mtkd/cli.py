@@ -59,7 +59,12 @@ def _teacher_refs(items: list[str]) -> list[dict]:
                 if col.endswith(":" + k):
                     col, kind = col[: -len(k) - 1], k
             refs.append({"name": name or col, "score": col, "kind": kind})
+        elif not target:
+            raise MtkdError(f"--teacher {item!r}: no run directory after '='; e.g. -t {name or 'deepfm'}=runs/deepfm")
         else:
+            if (Path(target) / "manifest.json").exists():
+                raise MtkdError(f"--teacher {item!r}: {target} is a prepared dataset, not a run; pass a run "
+                                "directory that `mtkd train` wrote, e.g. -t runs/deepfm")
             refs.append({"name": name or Path(target).resolve().name, "run": target})
     return refs
 
@@ -221,7 +226,8 @@ def serve_cmd(model: Path = typer.Argument(..., help="Run directory (PyTorch) or
 
 @app.command("bench")
 def bench_cmd(models: list[Path] = typer.Argument(..., help="Run and/or export directories."),
-              batches: str = typer.Option("1,256,4096", "--batches", help="Batch sizes, comma-separated.")) -> None:
+              batches: str = typer.Option("1,256,4096", "--batches", help="Batch sizes, comma-separated."),
+              data: Optional[Path] = typer.Option(None, "--data", help="A run's dataset, if it moved.")) -> None:
     """Serving latency: median / p99 ms and rows/s of encoded rows to probabilities, per batch size."""
     import torch
 
@@ -239,7 +245,7 @@ def bench_cmd(models: list[Path] = typer.Argument(..., help="Run and/or export d
         t.add_column(col, justify="left" if col in ("model", "engine") else "right")
     for m in models:
         for engine in Scorer.engines(m) or [None]:  # every format of an export; a run's PyTorch model
-            scorer = Scorer.open(m, engine)
+            scorer = Scorer.open(m, engine, data=data)
             for b, r in scorer_latency(scorer, sizes).items():
                 t.add_row("/".join(m.resolve().parts[-2:]), scorer.engine, str(b), f"{r['p50_ms']:.3f}",
                           f"{r['p99_ms']:.3f}", f"{r['rows_per_s']:,.0f}")

@@ -211,7 +211,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_train_config(path: Optional[Path], overrides: list[str], **fixed: Any) -> TrainConfig:
     """Config from an optional YAML file, then `--set` overrides, then explicit CLI options."""
-    data: dict[str, Any] = dict(load_yaml(path)) if path is not None else {}
+    data: Any = load_yaml(path) if path is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of training keys at the top level, got "
+                          f"{type(data).__name__}")
+    if {"teachers", "students"} & set(data) and "data" in data:
+        raise ConfigError(f"{path}: is an experiment (data, teachers, students), not a training config; "
+                          f"run it with `mtkd run {path}`")
     apply_overrides(data, overrides)
     for k, v in fixed.items():
         if v is not None:

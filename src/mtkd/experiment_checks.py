@@ -3,6 +3,8 @@ model's settings was found only at its turn, after the teachers had trained."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from mtkd.config import ExperimentConfig, TrainConfig
 from mtkd.errors import ConfigError
 from mtkd.train.metrics import logged_metrics
@@ -48,12 +50,20 @@ def check_params_of(configs: dict[tuple[str, str, int], TrainConfig], source: st
                 raise ConfigError(f"{source}: {where}: {exc}") from None
 
 
+def experiment_schema(cfg: ExperimentConfig, source: str) -> Any:
+    """The experiment's schema; a missing or bad one names the experiment file and its key."""
+    from mtkd.data.schema import load_schema
+
+    try:
+        return load_schema(cfg.data.schema_path)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: data.schema: {e}") from None
+
+
 def report_metrics(cfg: ExperimentConfig, source: str) -> tuple[str, ...]:
     """`metrics` for the report's extra columns: each must be one the task logs (`f1` of a
     multi-class task was a column of nan), and one already in the table is not repeated."""
-    from mtkd.data.schema import load_schema
-
-    schema = load_schema(cfg.data.schema_path)
+    schema = experiment_schema(cfg, source)
     logged = logged_metrics(schema.task, bool(schema.group))
     wrong = [m for m in cfg.metrics if m not in logged]
     if wrong == ["gauc"] and schema.task == "binary":

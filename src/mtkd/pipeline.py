@@ -20,7 +20,7 @@ from mtkd.data.atomic import atomic_write_text, exclusive
 from mtkd.data.batch import Batch
 from mtkd.data.store import Dataset
 from mtkd.errors import ConfigError, MtkdError
-from mtkd.experiment_checks import check_models, check_params_of, report_metrics
+from mtkd.experiment_checks import check_models, check_params_of, experiment_schema, report_metrics
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -61,11 +61,10 @@ class Experiment:
     # ------------------------------------------------------------------ steps
     def prepare(self, force: bool = False) -> Dataset:
         from mtkd.data.prepare import prepare
-        from mtkd.data.schema import load_schema
         from mtkd.data.synthetic import write_synthetic
 
         d = self.cfg.data
-        schema = load_schema(d.schema_path)
+        schema = experiment_schema(self.cfg, self.source)
         if d.synth is not None:
             csv = self.out / "raw" / "synth.csv"
             meta = csv.with_name(csv.name + ".meta.json")
@@ -136,6 +135,9 @@ class Experiment:
         by_name = {t.name: t for t in self.cfg.teachers}
         names = dist.get("teachers", "all")
         names = list(by_name) if names == "all" else names
+        if not by_name:
+            raise ConfigError(f"{self.source}: student {s.name} distils, but the experiment has no `teachers:`; "
+                              "add teachers, or drop the student's `distill:`")
         if not isinstance(names, list) or not names:
             raise ConfigError(f"{self.source}: student {s.name}: distill.teachers must be 'all' or a list of names")
         unknown = [n for n in names if n not in by_name]
