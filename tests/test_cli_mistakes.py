@@ -120,7 +120,7 @@ def test_names_that_are_paths_are_refused(tmp_path, run_cli):
         rc, _, err = run_cli("run", exp)
         assert rc == 2 and "students[0].name" in err, (name, err)
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
-    for name in ("../x", "a b", "."):
+    for name in ("../x", "a\\b", ".", ""):
         with pytest.raises(ConfigError, match="cache directory"):
             TeacherSpec(name, run="runs/x")
 
@@ -153,3 +153,42 @@ def test_messages_name_the_real_cause(world, tmp_path, run_cli):
     exp.write_text(yaml.safe_dump({**base, "data": {"schema": "nope.yaml", "synth": {"rows": 100}}, "students": [{"name": "dnn"}]}))
     rc, _, err = run_cli("run", exp)
     assert rc == 2 and f"{exp}: data.schema: nope.yaml: file not found" in err
+
+
+def test_two_synthetic_experiments_share_a_data_dir(tmp_path, run_cli):
+    """Each experiment writes its synthetic rows under its own OUT: the same data from other paths."""
+    for name in ("a", "b"):
+        exp = tmp_path / f"{name}.yaml"
+        exp.write_text(yaml.safe_dump({"out": str(tmp_path / name), "seeds": [1], "defaults": {"epochs": 1},
+                                       "data": {"schema": str(SCHEMA), "synth": {"rows": 800, "seed": 0},
+                                                "dir": str(tmp_path / "shared")},
+                                       "students": [{"name": "lr", "model": "lr"}]}))
+        rc, _, err = run_cli("run", exp)
+        assert rc == 0, err
+    checksum = json.loads((tmp_path / "shared" / "manifest.json").read_text())["checksum"]
+    other = dict(yaml.safe_load((tmp_path / "b.yaml").read_text()))
+    other["data"] = {**other["data"], "synth": {"rows": 900, "seed": 0}}  # another dataset: refused, kept
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**other, "out": str(tmp_path / "c")}))
+    rc, _, err = run_cli("run", tmp_path / "c.yaml")
+    assert rc == 2 and "already holds a different dataset" in err and "data.dir" in err
+    assert json.loads((tmp_path / "shared" / "manifest.json").read_text())["checksum"] == checksum
+
+
+def test_yaml_merge_keys_override_and_flow_duplicates_are_caught():
+    from mtkd.config_io import yaml_load
+
+    text = "base: &base {lr: 0.1}\nfast: &fast\n  <<: *base\n  lr: 0.5\noptimizer:\n  <<: *fast\n"
+    assert yaml_load(text)["optimizer"] == {"lr": 0.5}
+    with pytest.raises(yaml.YAMLError, match="'a' is given twice"):
+        yaml_load("p: {a: 1, a: 2}")
+
+
+def test_names_and_outs_that_used_to_work_still_do(world, tmp_path, run_cli):
+    TeacherSpec("lr+ln", run="runs/x")
+    TeacherSpec("2024-01-01T10:00", run="runs/x")
+    run = _copy_run(world, tmp_path)
+    for _ in range(2):  # a scores file beside the run, written again
+        rc, _, err = run_cli("predict", run, "--input", world / "s.csv", "--out", run / "scores.tsv")
+        assert rc == 0, err
+    with pytest.raises(ConfigError, match="belongs to a section: distill.mode"):
+        load_train_config(None, ["mode=cotrain"])  # not "did you mean 'model'"

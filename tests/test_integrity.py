@@ -118,7 +118,7 @@ def test_a_second_run_of_one_experiment_is_refused_while_the_first_works(world, 
     out = tmp_path / "out"
     exp.write_text(yaml.safe_dump({"out": str(out), "seeds": [1], "data": {"schema": str(SCHEMA), "synth": {"rows": 500}},
                                    "students": [{"name": "dnn"}]}))
-    with exclusive(out.parent, out.name, wait=False):
+    with exclusive(out.resolve(), "run", wait=False):
         rc, _, err = run_cli("run", exp)
     assert rc == 2 and "is working on it now" in err
     assert not (out / "data").exists()
@@ -139,3 +139,30 @@ def test_a_full_disk_is_one_line_naming_the_file(capsys):
     assert "error: /data/run/last.pt: No space left on device; free some space" in capsys.readouterr().err
     assert run_app(app, ["other"], []) == 2
     assert "give this user access" in capsys.readouterr().err
+
+
+def test_a_filesystem_without_flock_works_unlocked(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_flock(*a):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with exclusive(tmp_path, "x", wait=False):
+        (tmp_path / "written").write_text("1")
+    assert (tmp_path / "written").exists()
+
+
+def test_a_permission_error_of_no_file_keeps_its_traceback():
+    app = typer.Typer()
+
+    @app.command()
+    def kill() -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")  # os.kill of another user's process
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    with pytest.raises(PermissionError):
+        run_app(app, ["kill"], [])

@@ -65,7 +65,8 @@ def _teacher_refs(items: list[str]) -> list[dict]:
             if (Path(target) / "manifest.json").exists():
                 raise MtkdError(f"--teacher {item!r}: {target} is a prepared dataset, not a run; pass a run "
                                 "directory that `mtkd train` wrote, e.g. -t runs/deepfm")
-            refs.append({"name": name or Path(target).resolve().name, "run": target})
+            implicit = Path(target).name if Path(target).name not in ("", ".", "..") else Path(target).resolve().name
+            refs.append({"name": name or implicit, "run": target})
     return refs
 
 

@@ -79,8 +79,8 @@ def run_app(app: typer.Typer, argv: Optional[list[str]], terminated: list[bool])
         return int(exc.code or 0)
     except OSError as exc:
         code = exc.errno or _errno_in(str(exc))  # pyarrow's IO errors carry it in the text only
-        if code not in _NO_WRITE:
-            raise
+        if code not in _NO_WRITE or (code in (errno.EACCES, errno.EPERM) and not exc.filename):
+            raise  # a permission error without a file is no disk's: a bug keeps its traceback
         what = f"{exc.filename}: " if exc.filename else ""
         fix = "free some space" if code in (errno.ENOSPC, errno.EDQUOT) else \
             "give this user access, or choose another place (--out, data.dir)"

@@ -7,7 +7,7 @@ The dataset schema lives in `mtkd.data.schema`. Every run saves its resolved con
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -256,10 +256,19 @@ class DataSource(_Strict):
         return self
 
 
+def check_dir_name(name: str) -> str:
+    """A name that becomes one directory (a run under OUT/teachers|students, a teacher's cache):
+    no path separator, not `.` or `..` (`../../x` wrote a run outside OUT)."""
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ValueError(f"{name!r} names a directory of its own, so it cannot be empty, '.' or '..', or "
+                         "hold '/' or '\\'")
+    return name
+
+
 class ModelSpec(_Strict):
     """A teacher or student of an experiment; `set` holds any other training key for it alone."""
 
-    name: Annotated[str, Field(pattern=r"^[\w.-]+$")]  # a directory under OUT/teachers|students
+    name: str  # a directory under OUT/teachers|students
     model: Optional[str] = None
     params: dict[str, Any] = Field(default_factory=dict)
     distill: Optional[dict[str, Any]] = None  # students only: partial DistillConfig; teachers default to all
@@ -267,10 +276,8 @@ class ModelSpec(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _not_a_parent(cls, v: str) -> str:
-        if v in (".", ".."):
-            raise ValueError(f"{v!r} is not a run's name (it names a directory above the run)")
-        return v
+    def _one_directory(cls, v: str) -> str:
+        return check_dir_name(v)
 
 
 class StudentBase(_Strict):

@@ -22,21 +22,34 @@ class _Loader(yaml.SafeLoader):
     crashed in a comparison). A key given twice in one mapping is an error, as YAML 1.2 says:
     PyYAML kept the last one, so `epochs: 1` above `epochs: 3` trained 3 epochs without a word."""
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                line = first.setdefault(key, key_node.start_mark.line)
-            except TypeError:  # an unhashable key: the base class names it
-                continue
-            if line != key_node.start_mark.line:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (first on line {line + 1}); keep one",
-                    key_node.start_mark)
-        return super().construct_mapping(node, deep)
+    def construct_document(self, node: yaml.Node) -> Any:
+        _no_repeated_keys(node)  # on the node graph as written: merges (`<<: *base`) flatten later
+        return super().construct_document(node)
+
+
+def _no_repeated_keys(root: yaml.Node) -> None:
+    """A key written twice in one mapping (block or flow) is an error naming both lines; keys a
+    merge brings in (`<<: *base`, then `lr: 0.5`) are overrides, as YAML means them."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], yaml.Node] = {}
+            for key, value in node.value:
+                todo += [key, value]
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                was = first.setdefault((key.tag, key.value), key)
+                if was is not key:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key.value!r} is given twice (first on line {was.start_mark.line + 1}); "
+                        "keep one", key.start_mark)
+        elif isinstance(node, yaml.SequenceNode):
+            todo += node.value
 
 
 _Loader.add_implicit_resolver(
@@ -106,13 +119,12 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
         if e["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
             key = e["loc"][-1] if e["loc"] and isinstance(e["loc"][-1], str) else None
+            paths = _nested_paths(model, key) if key and len(e["loc"]) == 1 else []
             close = difflib.get_close_matches(key, _fields_at(model, e["loc"][:-1]), n=1, cutoff=0.75) if key else []
-            if close:
+            if paths:  # the exact key of a section (`mode` is distill.mode), before a near miss (`model`)
+                msg = f"unknown key here; it belongs to a section: {' or '.join(paths)}"
+            elif close:
                 msg = f"unknown key; did you mean {close[0]!r}?"
-            elif len(e["loc"]) == 1 and isinstance(e["loc"][0], str):
-                paths = _nested_paths(model, e["loc"][0])
-                if paths:
-                    msg = f"unknown key here; it belongs to a section: {' or '.join(paths)}"
         elif e["type"] == "missing":
             msg = "required key is missing"
         else:

@@ -83,21 +83,12 @@ class Experiment:
         else:
             train = list(d.train)
         # the experiment's own `OUT/data` is prepared again when its inputs change; a `data.dir`
-        # of the user's only when it holds this data from the same files (touched or edited):
+        # only when it holds this data (edited, touched, or another experiment's copy of it):
         # another dataset there (prepared by hand, or by another experiment) is refused
-        replace = d.dir is None or self._same_inputs([*train, *(f for f in (d.valid, d.test) if f)])
         prepare(schema, self.data_dir, train, d.valid, d.test, d.split, d.ordered, force=force, log=self.log,
-                replace_changed=replace)
+                replace_changed=True if d.dir is None else "same_data",
+                out_flag="`out`" if d.dir is None else "data.dir")
         return Dataset(self.data_dir)
-
-    def _same_inputs(self, files: list[Any]) -> bool:
-        """Whether `data.dir`'s dataset was prepared from exactly these raw files."""
-        try:
-            manifest = json.loads((self.data_dir / "manifest.json").read_text())
-            had = sorted(str(Path(f).resolve()) for i in manifest["inputs"] for f in i["files"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-        return had == sorted(str(Path(f).resolve()) for f in files)
 
     def run_dir(self, kind: str, name: str, seed: int) -> Path:
         return self.out / kind / name / f"seed{seed}"
@@ -240,7 +231,7 @@ class Experiment:
         if self.out.exists() and not self.out.is_dir():
             raise ConfigError(f"{self.source}: out: {self.out} is a file; name a directory for the experiment")
         self.out.mkdir(parents=True, exist_ok=True)
-        with exclusive(self.out.parent, self.out.name, wait=False):  # two runs of one OUT would share its runs
+        with exclusive(self.out.resolve(), "run", wait=False):  # OUT/.run.lock: two runs of one OUT share its runs
             return self._run(plan, configs, force, rerun_changed)
 
     def _run(self, plan: list[tuple[str, ModelSpec, Any]], configs: dict[tuple[str, str, int], TrainConfig],

@@ -5,6 +5,7 @@ A crash leaves either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -90,6 +91,11 @@ def exclusive(parent: Path, name: str, wait: bool = True) -> Iterator[None]:
             holder = f.read().strip() or "another process"
             raise MtkdError(f"{parent / name}: process {holder} is working on it now; wait for it to finish "
                             f"(or stop it), then run again") from None
+        except OSError as e:  # a filesystem without flock (Lustre -o noflock, some FUSE/CIFS): unlocked, as before
+            if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            yield
+            return
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))

@@ -114,11 +114,15 @@ def prepare(
     force: bool = False,
     block_size: int = DEFAULT_BLOCK,
     log: Callable[[str], None] = lambda s: None,
-    replace_changed: bool = False,
+    replace_changed: bool | str = False,
+    out_flag: str = "--out",
 ) -> dict[str, Any]:
     """Encode raw files into `out`. Returns the manifest (also when `out` is already up to date).
     `replace_changed`: a dataset in `out` prepared from other files is prepared again without
-    --force (an experiment owns its OUT/data; its runs' dataset checksums decide what is reused)."""
+    --force (an experiment owns its OUT/data; its runs' dataset checksums decide what is reused);
+    "same_data": only when it is this data (same schema; the same raw files, or files of the same
+    names and sizes, as two experiments' synthetic copies), as for a `data.dir` shared by several
+    experiments. `out_flag`: what names `out` in messages."""
     out = Path(out)
     here = Path.cwd().resolve()
     if out.resolve() == here or out.resolve() in here.parents:
@@ -130,7 +134,9 @@ def prepare(
     readers = [[open_reader(p, schema, block_size) for p in s.paths] for s in sources]
     fingerprint = _fingerprint(schema, sources)
     sweep_partials(out.parent, out.name)  # never a prepare still running; a dataset cut off mid-swap returns
-    existing = _check_out_dir(out, fingerprint, force, replace_changed, log)
+    if replace_changed == "same_data":
+        replace_changed = _same_data(out, schema, sources)
+    existing = _check_out_dir(out, fingerprint, force, bool(replace_changed), log, out_flag)
     if existing is not None:
         log(f"{out}: already prepared from the same files and schema; nothing to do")
         return existing
@@ -175,12 +181,29 @@ def _p(x: str | Path | None) -> Path | None:
     return None if x is None else Path(x)
 
 
+def _same_data(out: Path, schema: Schema, sources: list[Source]) -> bool:
+    """Whether `out` holds a dataset of this schema from these raw files (edited or touched), or
+    from files of the same names and sizes elsewhere (a copy, another experiment's synthetic rows)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        inputs = manifest["inputs"]
+        if manifest.get("schema_hash") != schema.hash() or len(inputs) != len(sources):
+            return False
+        had = [(sorted(str(Path(f).resolve()) for f in i["files"]), sorted(Path(f).name for f in i["files"]),
+                int(i["bytes"])) for i in inputs]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    now = [(sorted(str(p.resolve()) for p in s.paths), sorted(p.name for p in s.paths),
+            sum(p.stat().st_size for p in s.paths)) for s in sources]
+    return all(h[0] == n[0] or h[1:] == n[1:] for h, n in zip(had, now))
+
+
 def _check_out_dir(out: Path, fingerprint: str, force: bool, replace_changed: bool = False,
-                   log: Callable[[str], None] = lambda s: None) -> dict[str, Any] | None:
+                   log: Callable[[str], None] = lambda s: None, out_flag: str = "--out") -> dict[str, Any] | None:
     if not out.exists():
         return None
     if not out.is_dir():
-        raise MtkdError(f"{out}: exists and is not a directory; choose another --out")
+        raise MtkdError(f"{out}: exists and is not a directory; choose another {out_flag}")
     man = out / MANIFEST
     if man.exists():
         try:
@@ -195,10 +218,10 @@ def _check_out_dir(out: Path, fingerprint: str, force: bool, replace_changed: bo
         elif not force:
             raise MtkdError(
                 f"{out}: already holds a different dataset ({manifest.get('name', '?')}, prepared from other "
-                "files, schema or split); choose another --out, or pass --force to replace it"
+                f"files, schema or split); choose another {out_flag}, or pass --force to replace it"
             )
     elif any(out.iterdir()) and not force:
-        raise MtkdError(f"{out}: directory is not empty and is not an mtkd dataset; choose another --out "
+        raise MtkdError(f"{out}: directory is not empty and is not an mtkd dataset; choose another {out_flag} "
                         "or pass --force to replace it")
     return None
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from mtkd.config import check_dir_name
 from mtkd.data.atomic import atomic_write_text, sweep_partials
 from mtkd.data.loader import BatchLoader
 from mtkd.data.store import Dataset
@@ -45,9 +45,11 @@ class TeacherSpec:
     kind: str = "probability"
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[\w.-]+", self.name) or self.name in (".", ".."):
-            raise ConfigError(f"teacher name {self.name!r}: it names the teacher's cache directory, so letters, "
-                              "digits, '_', '-' and '.' only; give one as NAME=RUN_DIR or NAME=score:COLUMN")
+        try:
+            check_dir_name(self.name)
+        except ValueError as e:
+            raise ConfigError(f"teacher name: {e} (its cache directory); give another as NAME=RUN_DIR or "
+                              "NAME=score:COLUMN") from None
         if (self.run is None) == (self.score is None):
             raise ConfigError(f"teacher {self.name!r}: give exactly one of `run` or `score`")
         if self.kind not in ("probability", "logit"):
@@ -231,8 +233,13 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
             log(f"teacher {spec.name}: cached ({found.name})")
             continue
         dirs.append(out)
-        if (out / "meta.json").exists():  # finished once, refused by cache_damage now
-            log(f"teacher {spec.name}: cache {out.name} is damaged ({cache_damage(out)}); scoring it again")
+        if (out / "meta.json").exists():  # finished once, refused by cache_damage now, or a peer's just made
+            damage = cache_damage(out)
+            if damage is None:
+                dirs[-1] = out
+                log(f"teacher {spec.name}: cached ({out.name})")
+                continue
+            log(f"teacher {spec.name}: cache {out.name} is damaged ({damage}); scoring it again")
             shutil.rmtree(out)
         tmp = root / f".{out.name}.partial-{os.getpid()}"
         sweep_partials(root, out.name)  # killed scorings' leftovers and this process's own; never a live one

@@ -85,6 +85,7 @@ def _export(run: Path, out: Path, tol: float, formats: tuple[str, ...], torch_sc
     dataset = torch_scorer.dataset
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")  # this process's own: a peer never deletes it
     sweep_partials(out.parent, out.name)  # a killed export's partial goes; one cut off between renames returns
+    shutil.rmtree(out.with_name(f".{out.name}.tmp"), ignore_errors=True)  # a killed export left it before exports took turns
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copyfile(dataset.root / "encoder.json", tmp / "encoder.json")

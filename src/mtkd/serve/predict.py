@@ -114,17 +114,22 @@ def _to_stdout(scorer: Scorer, reader: Any) -> dict[str, Any]:
     return _result(scorer, rows, t0, "-")
 
 
+# what mtkd writes into runs, exports and datasets (weights, arrays, configs, metrics, ONNX and its data)
+_MODEL_SUFFIXES = {".pt", ".npy", ".npz", ".json", ".jsonl", ".yaml", ".yml", ".onnx", ".data", ".ts", ".log"}
+
+
 def _outside_model(target: Path, model: Path, dataset: Any) -> None:
     """The scores never replace a file of the run or export being scored, or of its dataset:
-    `--out RUN/best.pt` replaced the weights it was computed with. A new scores file there, or
-    an earlier one (CSV, Parquet), is fine: mtkd writes neither into runs, exports or datasets."""
+    `--out RUN/best.pt` replaced the weights it was computed with. A scores file there (new, or
+    an earlier one: any name but those of the files mtkd writes into runs, exports and datasets)
+    is fine."""
     homes = [("the model being scored", model)]
     if dataset is not None:
         homes.append(("the model's dataset", Path(dataset.root)))
     where = target.resolve()
     for what, home in homes:
         inside = home.resolve() in where.parents
-        if inside and where.exists() and where.suffix.lower() not in (".csv", ".parquet"):
+        if inside and where.exists() and (where.suffix.lower() in _MODEL_SUFFIXES or "teachers" in where.parts):
             raise MtkdError(f"--out {target}: is a file of {home}, {what}; the scores would replace it, "
                             "so name a new file, e.g. --out scores.csv")
 
