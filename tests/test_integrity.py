@@ -8,6 +8,7 @@ import errno
 import json
 import multiprocessing as mp
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,25 @@ def test_a_permission_error_of_no_file_keeps_its_traceback():
 
     with pytest.raises(PermissionError):
         run_app(app, ["kill"], [])
+
+
+def test_a_waiter_says_whom_it_waits_for(tmp_path):
+    import threading
+
+    said: list[str] = []
+    entered = threading.Event()
+
+    def second() -> None:
+        with exclusive(tmp_path, "export", log=said.append):
+            entered.set()
+
+    with exclusive(tmp_path, "export"):
+        t = threading.Thread(target=second)
+        t.start()
+        for _ in range(200):  # until the second one has found the lock held
+            if said:
+                break
+            time.sleep(0.05)
+        assert said and "waiting for process" in said[0] and not entered.is_set()
+    t.join(10)
+    assert entered.is_set()

@@ -181,7 +181,8 @@ def export_cmd(run: Path = typer.Argument(..., help="Run directory (its best wei
     """Export a run to ONNX and/or TorchScript with its encoder and schema; each checked against PyTorch."""
     from mtkd.serve.export import export_run
 
-    meta = export_run(run, out_dir, tol, tuple(f.strip() for f in formats.split(",") if f.strip()), data)
+    meta = export_run(run, out_dir, tol, tuple(f.strip() for f in formats.split(",") if f.strip()), data,
+                      log=lambda s: err.print(s, markup=False, highlight=False))
     dest = out_dir or run / "export"
     for fmt, d in meta["formats"].items():
         out.print(f"{dest}: {meta['model']} -> {d['file']} ({fmt}, {d['bytes']:,} bytes), parity on "

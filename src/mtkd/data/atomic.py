@@ -73,10 +73,11 @@ def sweep_partials(parent: Path, name: str) -> None:
 
 
 @contextmanager
-def exclusive(parent: Path, name: str, wait: bool = True) -> Iterator[None]:
+def exclusive(parent: Path, name: str, wait: bool = True,
+              log: Callable[[str], None] = lambda s: None) -> Iterator[None]:
     """One process at a time writes `parent/name` (an export, an experiment): flock on
-    `.NAME.lock`, released by the kernel when the holder dies. `wait=False` raises MtkdError
-    naming the holder instead of waiting."""
+    `.NAME.lock`, released by the kernel when the holder dies. A waiter says whom it waits for;
+    `wait=False` raises MtkdError naming the holder instead."""
     import fcntl
 
     from mtkd.errors import MtkdError
@@ -85,12 +86,16 @@ def exclusive(parent: Path, name: str, wait: bool = True) -> Iterator[None]:
     path = parent / f".{name}.lock"
     with open(path, "a+") as f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            raise MtkdError(f"{parent / name}: process {holder} is working on it now; wait for it to finish "
-                            f"(or stop it), then run again") from None
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                if not wait:
+                    raise MtkdError(f"{parent / name}: process {holder} is working on it now; wait for it to "
+                                    "finish (or stop it), then run again") from None
+                log(f"{parent / name}: waiting for process {holder}, which is writing it")
+                fcntl.flock(f, fcntl.LOCK_EX)
         except OSError as e:  # a filesystem without flock (Lustre -o noflock, some FUSE/CIFS): unlocked, as before
             if e.errno not in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                 raise

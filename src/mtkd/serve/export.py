@@ -21,7 +21,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -59,7 +59,8 @@ def _check_out(run: Path, out: Path) -> None:
 
 
 def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4,
-               formats: tuple[str, ...] = ("onnx",), data: str | Path | None = None) -> dict[str, Any]:
+               formats: tuple[str, ...] = ("onnx",), data: str | Path | None = None,
+               log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Export `run`'s best weights to `out` (default RUN/export) in each of `formats`; returns
     what export.json holds. Every format must match PyTorch on validation rows within `tol`."""
     run = Path(run)
@@ -76,7 +77,7 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
     split = "valid" if "valid" in dataset.split_names else dataset.split_names[0]
     sample = split_arrays(dataset, split, PARITY_ROWS)
     example = tuple(torch.from_numpy(a[:8]) for a in model_inputs(sample, names).values())
-    with exclusive(out.parent, out.name):  # a second export to the same --out waits for this one
+    with exclusive(out.parent, out.name, log=log):  # a second export to the same --out waits for this one
         return _export(run, out, tol, formats, torch_scorer, names, split, sample, example)
 
 
