@@ -147,10 +147,24 @@ def _batch_outputs(model: torch.nn.Module, dataset: Dataset, split: str, batch_s
 def predict_split(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int = 8192,
                   device: torch.device | str = "cpu", with_hidden: bool = False
                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits (and hidden vectors) of a whole split in row order, in memory."""
-    parts = list(_batch_outputs(model, dataset, split, batch_size, device, with_hidden))
-    return (np.concatenate([z for z, _ in parts]),
-            np.concatenate([h for _, h in parts]) if with_hidden else None)  # type: ignore[misc]
+    """Logits (and hidden vectors) of a whole split in row order, in memory: arrays sized once
+    and filled (a list of per-batch arrays pinned the heap between the forward passes' freed
+    blocks; see `Trainer.predict`)."""
+    n = dataset.split(split).rows
+    logits: np.ndarray | None = None
+    hidden: np.ndarray | None = None
+    at = 0
+    for z, h in _batch_outputs(model, dataset, split, batch_size, device, with_hidden):
+        if logits is None:
+            logits = np.empty((n, *z.shape[1:]), np.float32)
+            hidden = np.empty((n, *h.shape[1:]), np.float32) if h is not None else None
+        logits[at : at + len(z)] = z
+        if hidden is not None:
+            hidden[at : at + len(z)] = h
+        at += len(z)
+    if logits is None:
+        logits = np.empty((0,), np.float32)
+    return logits, hidden
 
 
 def _write_split(model: torch.nn.Module, dataset: Dataset, split: str, dest: Path, device: str,

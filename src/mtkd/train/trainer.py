@@ -176,20 +176,26 @@ class Trainer:
                              world_size=self.world_size, pad_shards=False, **self.objective.loader_extra(split))
         self.model.eval()
         self.objective.train(False)
-        logits, labels, index, groups = [], [], [], []
+        n = len(loader.shard_indices())
+        # outputs go into arrays sized once: a list of every batch's small tensors, joined at the
+        # end, pinned the heap between the forward passes' big freed blocks (glibc), and a
+        # 2.4M-row evaluation grew to 5.7 GB of RSS (10 GB a validation pass at full Criteo)
+        parts: list[torch.Tensor | None] = [None, None, None, None]
+        at = 0
         for batch in loader:
             b = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 out = self.model(b)
                 self.objective.eval_batch(split, self.model, b, out)
-            logits.append(out.logits.float().cpu())
-            labels.append(batch.label)
-            index.append(batch.index)
-            if batch.group is not None:
-                groups.append(batch.group)
+            outs = (out.logits.float().cpu(), batch.label, batch.index, batch.group)
+            if parts[0] is None:
+                parts = [None if t is None else torch.empty((n, *t.shape[1:]), dtype=t.dtype) for t in outs]
+            for whole, t in zip(parts, outs):
+                if whole is not None:
+                    whole[at : at + len(t)] = t
+            at += len(batch)
         self.model.train()
         self.objective.train(True)
-        parts = [torch.cat(t) if t else None for t in (logits, labels, index, groups)]
         if self.world_size > 1:  # contiguous blocks in rank order: concatenated they are in row order
             got = iter(all_gather_rows(*(t for t in parts if t is not None)))
             parts = [None if t is None else next(got) for t in parts]
