@@ -288,6 +288,30 @@ class Distillation(_KD):
             self._held_out_epoch = 1000 * epoch  # a fresh, repeatable order of valid rows per epoch
             self._held_out = self._held_out_iter(self._held_out_epoch)
 
+class _Rows:
+    """Per-batch tensors appended into buffers that double when full: a list of every batch's
+    small tensors, joined at the end, pinned glibc's heap between the forward passes' big freed
+    blocks (see `Trainer.predict`)."""
+
+    def __init__(self) -> None:
+        self.bufs: list[Tensor] = []
+        self.n = 0
+
+    def add(self, *ts: Tensor) -> None:
+        k = len(ts[0])
+        if not self.bufs:
+            self.bufs = [torch.empty((max(k, 1) * 64, *t.shape[1:]), dtype=t.dtype) for t in ts]
+        elif self.n + k > len(self.bufs[0]):
+            size = max(2 * len(self.bufs[0]), self.n + k)
+            self.bufs = [torch.cat([b[: self.n], b.new_empty((size - self.n, *b.shape[1:]))]) for b in self.bufs]
+        for b, t in zip(self.bufs, ts):
+            b[self.n : self.n + k] = t
+        self.n += k
+
+    def tensors(self) -> list[Tensor]:
+        return [b[: self.n] for b in self.bufs]
+
+
 class CoTraining(_KD):
     """Teachers and student trained together from scratch in one run."""
 
@@ -309,7 +333,7 @@ class CoTraining(_KD):
                 linear_dim = t.embedding.linear_dim
                 t.embedding = SharedFields(shared, student.feature_map, linear_dim, shared.table is not None
                                            and shared.table.sparse) if linear_dim else shared
-        self._teacher_eval: dict[str, list] = {}
+        self._teacher_eval: dict[str, _Rows] = {}
 
     def modules(self) -> list[nn.Module]:
         return [self.teacher_models, self.weighting]
@@ -330,14 +354,13 @@ class CoTraining(_KD):
         with torch.no_grad():
             tl = torch.stack([t(batch).logits.float() for t in self.teacher_models.values()], 1)
         self._eval_kd(split, model, batch, out, tl)
-        self._teacher_eval.setdefault(split, []).append((tl.cpu(), batch.label.cpu()))
+        self._teacher_eval.setdefault(split, _Rows()).add(tl.cpu(), batch.label.cpu())
 
     def eval_result(self, split: str) -> dict[str, float]:
         res = super().eval_result(split)
-        parts = self._teacher_eval.pop(split, [])
-        if parts:
-            tl, y = (t.numpy() for t in all_gather_rows(torch.cat([p[0] for p in parts]),
-                                                         torch.cat([p[1] for p in parts])))
+        rows = self._teacher_eval.pop(split, None)
+        if rows is not None:
+            tl, y = (t.numpy() for t in all_gather_rows(*rows.tensors()))
             for i, n in enumerate(self.names):
                 for k, v in compute_metrics(self.task, y, tl[:, i]).items():
                     if k in ("auc", "logloss", "accuracy"):
