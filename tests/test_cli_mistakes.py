@@ -192,3 +192,9 @@ def test_names_and_outs_that_used_to_work_still_do(world, tmp_path, run_cli):
         assert rc == 0, err
     with pytest.raises(ConfigError, match="belongs to a section: distill.mode"):
         load_train_config(None, ["mode=cotrain"])  # not "did you mean 'model'"
+
+
+def test_a_weighting_over_one_teacher_is_warned(world, tmp_path, run_cli):
+    rc, _, err = run_cli("distill", "--data", world / "ds", "-t", world / "lr", "--weighting", "gate",
+                         "--set", "epochs=1", "--out", tmp_path / "s", "--quiet")
+    assert rc == 0 and "weighting gate over one teacher" in err

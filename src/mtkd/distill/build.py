@@ -70,6 +70,9 @@ def build_objective(cfg: TrainConfig, dataset: Dataset, model: CTRModel, device:
     if d is None:
         return Supervised(task)
     names = [t.name for t in d.teachers]
+    if len(names) == 1 and d.weighting not in ("average", "single", "policy"):  # policy still selects or skips
+        log(f"warning: distill.weighting {d.weighting} over one teacher ({names[0]}) gives it weight 1 on "
+            "every row, as `average` does; it weighs teachers against each other, so give it two or more")
     common = dict(alpha=d.alpha, temperature=d.temperature, kd=d.kd_loss, combine=d.combine,
                   gate_features=bool(d.weighting_params.get("use_features", False)))
     if d.mode == "cotrain":
