@@ -78,7 +78,7 @@ def score_cmd(
     hidden_code: int = typer.Option(0, "--hidden-code",
                                     help="With --hidden: cache each vector's K-float code, as the policy reads "
                                          "it (its hidden_proj, 16), instead of the vector."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (auto: a GPU when there is one)."),
 ) -> None:
     """Compute and cache teacher outputs for every split (skipped when the cache is current)."""
     from mtkd.data.store import Dataset
@@ -86,7 +86,7 @@ def score_cmd(
 
     from mtkd.train.device import resolve_device
 
-    resolve_device(device)  # a bad --device is an error even when every cache is current
+    device = str(resolve_device(device))  # a bad --device is an error even when every cache is current
     ds = Dataset(data)
     specs = [TeacherSpec(r["name"], run=r.get("run"), score=r.get("score"), kind=r.get("kind", "probability"))
              for r in _teacher_refs(teachers)]
@@ -153,7 +153,8 @@ def run_cmd(experiment: Path = typer.Argument(..., help="Experiment YAML (see co
 @app.command("evaluate")
 def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
                  split: str = typer.Option("test", "--split", help="train, valid or test."),
-                 device: str = typer.Option("cpu", "--device"),
+                 device: str = typer.Option("auto", "--device",
+                                            help="auto, cpu, cuda or cuda:N (auto: a GPU when there is one)."),
                  data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved "
                                                      "(default: the path in its config.yaml)."),
                  as_json: bool = typer.Option(False, "--json")) -> None:
