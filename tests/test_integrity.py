@@ -189,3 +189,19 @@ def test_a_waiter_says_whom_it_waits_for(tmp_path):
         assert said and "waiting for process" in said[0] and not entered.is_set()
     t.join(10)
     assert entered.is_set()
+
+
+@pytest.mark.parametrize("capacity", [None, 1329])
+def test_rows_fill_every_batch_in_order(capacity):
+    import torch
+
+    from mtkd.train.rows import Rows
+
+    g = torch.Generator().manual_seed(0)
+    rows, parts = Rows(capacity), []
+    for k in (5, 300, 1, 700, 320, 3):  # past the first doubling when the size is not known
+        parts.append((torch.randn(k, 3, generator=g), torch.randint(0, 2, (k,), generator=g)))
+        rows.add(*parts[-1], None)
+    logits, labels, groups = rows.tensors()
+    assert torch.equal(logits, torch.cat([p[0] for p in parts])) and torch.equal(labels, torch.cat([p[1] for p in parts]))
+    assert groups is None

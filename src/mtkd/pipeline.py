@@ -44,10 +44,10 @@ def _exported(dest: Path, run: Path) -> bool:
     """Whether `dest` holds the export of `run`'s current best weights. The weights' hash, not
     only the path: a run retrained by an interrupted `--rerun-changed` kept its path, and its
     old export was then served beside the new run's scores."""
-    from mtkd.train.checkpoint import weights_digest
+    from mtkd.train.checkpoint import file_digest
 
     meta = _read_json(dest / "export.json")
-    return meta.get("run") == str(run.resolve()) and meta.get("weights") == weights_digest(run / "best.pt")
+    return meta.get("run") == str(run.resolve()) and meta.get("weights") == file_digest(run / "best.pt")
 
 
 class Experiment:

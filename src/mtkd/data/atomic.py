@@ -111,6 +111,14 @@ def exclusive(parent: Path, name: str, wait: bool = True,
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def sweep_dead_files(parent: Path, pattern: str) -> None:
+    """Remove `.NAME.PID.tmp` files matching `pattern` whose writer is no longer running: what a
+    killed write left (a policy state is N x T x K floats, gigabytes on full Criteo)."""
+    for stale in parent.glob(pattern):
+        if not pid_alive(stale.name.rsplit(".", 2)[-2]):
+            stale.unlink(missing_ok=True)
+
+
 def replace_dir(tmp: Path, out: Path) -> None:
     """`tmp` (complete) takes the place of directory `out`: the old one is renamed aside first and
     put back if the second rename is interrupted; after a kill between the two, `sweep_partials`

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from mtkd.data.atomic import atomic_write_text
+from mtkd.data.atomic import atomic_write_text, sweep_dead_files
 from mtkd.errors import MtkdError
 
 N_NUM, N_CAT = 13, 26
@@ -138,6 +138,7 @@ def write_synthetic(out: str | Path, rows: int, seed: int, task: str = "binary",
     if out.is_dir():
         raise MtkdError(f"--out {out}: is a directory; name the CSV file to write, e.g. {out / 'synth.csv'}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    sweep_dead_files(out.parent, f".{out.name}.*.tmp")
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         pcsv.write_csv(table, tmp, pcsv.WriteOptions(quoting_style="none"))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mtkd.data.atomic import pid_alive
+from mtkd.data.atomic import sweep_dead_files
 from mtkd.data.batch import Batch
 from mtkd.dist import all_gather_rows, all_sum, barrier, world_from_env
 from mtkd.distill.losses import HintRegression, default_kd_loss, kd_loss
@@ -26,6 +26,7 @@ from mtkd.models.base import CTRModel, ModelOutput
 from mtkd.models.embedding import SharedFields
 from mtkd.train.metrics import compute_metrics
 from mtkd.train.objectives import Objective, task_loss
+from mtkd.train.rows import Rows
 
 
 class _KD(Objective):
@@ -221,9 +222,7 @@ class Distillation(_KD):
     def _write_state(self, path: Path, hidden: list[Any]) -> bool:
         """Whether the encoded split could be written to `path`."""
         n = next(h.shape[0] for h in hidden if h is not None)
-        for stale in path.parent.glob(".policy_state-*.tmp"):  # killed encodings' (N x T x K floats each)
-            if not pid_alive(stale.name.rsplit(".", 2)[-2]):
-                stale.unlink(missing_ok=True)
+        sweep_dead_files(path.parent, ".policy_state-*.tmp")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
@@ -288,30 +287,6 @@ class Distillation(_KD):
             self._held_out_epoch = 1000 * epoch  # a fresh, repeatable order of valid rows per epoch
             self._held_out = self._held_out_iter(self._held_out_epoch)
 
-class _Rows:
-    """Per-batch tensors appended into buffers that double when full: a list of every batch's
-    small tensors, joined at the end, pinned glibc's heap between the forward passes' big freed
-    blocks (see `Trainer.predict`)."""
-
-    def __init__(self) -> None:
-        self.bufs: list[Tensor] = []
-        self.n = 0
-
-    def add(self, *ts: Tensor) -> None:
-        k = len(ts[0])
-        if not self.bufs:
-            self.bufs = [torch.empty((max(k, 1) * 64, *t.shape[1:]), dtype=t.dtype) for t in ts]
-        elif self.n + k > len(self.bufs[0]):
-            size = max(2 * len(self.bufs[0]), self.n + k)
-            self.bufs = [torch.cat([b[: self.n], b.new_empty((size - self.n, *b.shape[1:]))]) for b in self.bufs]
-        for b, t in zip(self.bufs, ts):
-            b[self.n : self.n + k] = t
-        self.n += k
-
-    def tensors(self) -> list[Tensor]:
-        return [b[: self.n] for b in self.bufs]
-
-
 class CoTraining(_KD):
     """Teachers and student trained together from scratch in one run."""
 
@@ -333,7 +308,7 @@ class CoTraining(_KD):
                 linear_dim = t.embedding.linear_dim
                 t.embedding = SharedFields(shared, student.feature_map, linear_dim, shared.table is not None
                                            and shared.table.sparse) if linear_dim else shared
-        self._teacher_eval: dict[str, _Rows] = {}
+        self._teacher_eval: dict[str, Rows] = {}
 
     def modules(self) -> list[nn.Module]:
         return [self.teacher_models, self.weighting]
@@ -354,7 +329,7 @@ class CoTraining(_KD):
         with torch.no_grad():
             tl = torch.stack([t(batch).logits.float() for t in self.teacher_models.values()], 1)
         self._eval_kd(split, model, batch, out, tl)
-        self._teacher_eval.setdefault(split, _Rows()).add(tl.cpu(), batch.label.cpu())
+        self._teacher_eval.setdefault(split, Rows()).add(tl.cpu(), batch.label.cpu())
 
     def eval_result(self, split: str) -> dict[str, float]:
         res = super().eval_result(split)

@@ -28,8 +28,9 @@ from mtkd.data.store import Dataset
 from mtkd.distill.hidden import fit_code
 from mtkd.errors import ConfigError, MtkdError
 from mtkd.train.metrics import compute_metrics
-from mtkd.train.checkpoint import weights_digest
+from mtkd.train.checkpoint import file_digest
 from mtkd.train.device import current_cuda_devices
+from mtkd.train.rows import Rows
 
 CACHE_DIR = "teachers"
 CACHE_VERSION = 1
@@ -65,7 +66,7 @@ def teacher_ident(spec: TeacherSpec) -> str:
         if not (Path(spec.run) / "summary.json").exists():  # its best.pt is some epoch of a run cut short
             raise MtkdError(f"teacher {spec.name!r}: {spec.run} has not finished (no summary.json); finish it "
                             "first: run its `mtkd train` command again with --resume")
-        return f"run:{weights_digest(best)}"
+        return f"run:{file_digest(best)}"
     return f"score:{spec.score}:{spec.kind}"
 
 
@@ -98,18 +99,10 @@ def find_cache(dataset: Dataset, spec: TeacherSpec, with_hidden: bool, hidden_co
     return exact, None
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _file_record(path: Path, hashed: bool) -> dict[str, Any]:
     """What meta.json records of a cache file: its size, and for the logits (N floats a split,
     cheap to read) its hash. Hidden vectors (N x D, gigabytes) are checked by size alone."""
-    return {"bytes": path.stat().st_size, **({"blake2b": _digest(path)} if hashed else {})}
+    return {"bytes": path.stat().st_size, **({"sha256": file_digest(path)} if hashed else {})}
 
 
 def cache_damage(cache: Path) -> str | None:
@@ -126,7 +119,7 @@ def cache_damage(cache: Path) -> str | None:
             return f"{name} missing"
         if p.stat().st_size != want.get("bytes"):
             return f"{name} is {p.stat().st_size:,} bytes, {want.get('bytes'):,} when written"
-        if "blake2b" in want and _digest(p) != want["blake2b"]:
+        if "sha256" in want and file_digest(p) != want["sha256"]:
             return f"{name} changed since it was written"
     return None
 
@@ -147,24 +140,13 @@ def _batch_outputs(model: torch.nn.Module, dataset: Dataset, split: str, batch_s
 def predict_split(model: torch.nn.Module, dataset: Dataset, split: str, batch_size: int = 8192,
                   device: torch.device | str = "cpu", with_hidden: bool = False
                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits (and hidden vectors) of a whole split in row order, in memory: arrays sized once
-    and filled (a list of per-batch arrays pinned the heap between the forward passes' freed
-    blocks; see `Trainer.predict`)."""
-    n = dataset.split(split).rows
-    logits: np.ndarray | None = None
-    hidden: np.ndarray | None = None
-    at = 0
+    """Logits (and hidden vectors) of a whole split in row order, in memory (buffers sized once:
+    see `train.rows`)."""
+    rows = Rows(dataset.split(split).rows)
     for z, h in _batch_outputs(model, dataset, split, batch_size, device, with_hidden):
-        if logits is None:
-            logits = np.empty((n, *z.shape[1:]), np.float32)
-            hidden = np.empty((n, *h.shape[1:]), np.float32) if h is not None else None
-        logits[at : at + len(z)] = z
-        if hidden is not None:
-            hidden[at : at + len(z)] = h
-        at += len(z)
-    if logits is None:
-        logits = np.empty((0,), np.float32)
-    return logits, hidden
+        rows.add(torch.from_numpy(z), None if h is None else torch.from_numpy(h))
+    logits, hidden = rows.tensors() or (torch.empty(0), None)
+    return logits.numpy(), None if hidden is None else hidden.numpy()
 
 
 def _write_split(model: torch.nn.Module, dataset: Dataset, split: str, dest: Path, device: str,

@@ -30,7 +30,7 @@ from mtkd.data.atomic import exclusive, replace_dir, sweep_partials
 from mtkd.errors import MtkdError
 from mtkd.serve.bench import first_rows
 from mtkd.serve.scorer import ONNX_FILE, TORCHSCRIPT_FILE, Scorer, batch_arrays, input_names, model_inputs, onnx_name
-from mtkd.train.checkpoint import weights_digest
+from mtkd.train.checkpoint import file_digest
 
 PARITY_ROWS = 4096
 ONNX_INLINE_BYTES = 1_800_000_000  # under protobuf's 2 GiB message limit, with room for the graph
@@ -69,6 +69,11 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise MtkdError(f"export format(s) {unknown or '(none)'}: choose from {', '.join(FORMATS)}")
+    with exclusive(out.parent, out.name, log=log):  # a second export to the same --out waits for this one
+        return _export(run, out, tol, formats, data)
+
+
+def _export(run: Path, out: Path, tol: float, formats: tuple[str, ...], data: str | Path | None) -> dict[str, Any]:
     torch_scorer = Scorer.open(run, data=data)
     if torch_scorer.engine != "torch":
         raise MtkdError(f"{run}: is already an export; point `mtkd export` at a run directory")
@@ -77,13 +82,6 @@ def export_run(run: str | Path, out: str | Path | None = None, tol: float = 1e-4
     split = "valid" if "valid" in dataset.split_names else dataset.split_names[0]
     sample = split_arrays(dataset, split, PARITY_ROWS)
     example = tuple(torch.from_numpy(a[:8]) for a in model_inputs(sample, names).values())
-    with exclusive(out.parent, out.name, log=log):  # a second export to the same --out waits for this one
-        return _export(run, out, tol, formats, torch_scorer, names, split, sample, example)
-
-
-def _export(run: Path, out: Path, tol: float, formats: tuple[str, ...], torch_scorer: Scorer, names: list[str],
-            split: str, sample: dict[str, np.ndarray], example: tuple[torch.Tensor, ...]) -> dict[str, Any]:
-    dataset = torch_scorer.dataset
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")  # this process's own: a peer never deletes it
     sweep_partials(out.parent, out.name)  # a killed export's partial goes; one cut off between renames returns
     shutil.rmtree(out.with_name(f".{out.name}.tmp"), ignore_errors=True)  # a killed export left it before exports took turns
@@ -112,7 +110,7 @@ def _export(run: Path, out: Path, tol: float, formats: tuple[str, ...], torch_sc
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     worst = max(done.values(), key=lambda d: d["parity"]["max_abs_diff"])
-    meta = {"run": str(run.resolve()), "weights": weights_digest(run / "best.pt"),
+    meta = {"run": str(run.resolve()), "weights": file_digest(run / "best.pt"),
             "model": torch_scorer.model_name, "dataset_checksum": dataset.checksum,
             "task": torch_scorer.schema.task, "inputs": [onnx_name(n) for n in names], "output": "probability",
             "formats": done, "parity": worst["parity"],

@@ -13,9 +13,10 @@ from mtkd.data.atomic import atomic_write_bytes
 from mtkd.errors import MtkdError
 
 
-def weights_digest(path: Path) -> str:
-    """What a checkpoint is (sha256 of its bytes): a teacher's cache and a run's export are keyed
-    by it, so a model retrained in place (same path) is told apart."""
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (SHA-NI: about twice blake2b here). What a checkpoint is: a
+    teacher's cache and a run's export are keyed by it, so a model retrained in place (same path)
+    is told apart; and what a cached teacher output was when written."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(8 << 20):

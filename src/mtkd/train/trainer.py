@@ -34,6 +34,7 @@ from mtkd.train.metrics import check_monitor, compute_metrics, metric_mode
 from mtkd.train.objectives import Objective
 from mtkd.train.optimizers import EmbeddingL2, build_optimizers  # noqa: F401  (re-exported)
 from mtkd.train.progress import Progress
+from mtkd.train.rows import Rows
 from mtkd.train.running import RunningMeans
 from mtkd.data.atomic import atomic_write_text
 
@@ -176,26 +177,16 @@ class Trainer:
                              world_size=self.world_size, pad_shards=False, **self.objective.loader_extra(split))
         self.model.eval()
         self.objective.train(False)
-        n = len(loader.shard_indices())
-        # outputs go into arrays sized once: a list of every batch's small tensors, joined at the
-        # end, pinned the heap between the forward passes' big freed blocks (glibc), and a
-        # 2.4M-row evaluation grew to 5.7 GB of RSS (10 GB a validation pass at full Criteo)
-        parts: list[torch.Tensor | None] = [None, None, None, None]
-        at = 0
+        rows = Rows(len(loader.shard_indices()))  # buffers sized once (see train.rows)
         for batch in loader:
             b = batch.to(self.device, non_blocking=True)
             with self._autocast():
                 out = self.model(b)
                 self.objective.eval_batch(split, self.model, b, out)
-            outs = (out.logits.float().cpu(), batch.label, batch.index, batch.group)
-            if parts[0] is None:
-                parts = [None if t is None else torch.empty((n, *t.shape[1:]), dtype=t.dtype) for t in outs]
-            for whole, t in zip(parts, outs):
-                if whole is not None:
-                    whole[at : at + len(t)] = t
-            at += len(batch)
+            rows.add(out.logits.float().cpu(), batch.label, batch.index, batch.group)
         self.model.train()
         self.objective.train(True)
+        parts = rows.tensors()
         if self.world_size > 1:  # contiguous blocks in rank order: concatenated they are in row order
             got = iter(all_gather_rows(*(t for t in parts if t is not None)))
             parts = [None if t is None else next(got) for t in parts]
