@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -192,6 +193,21 @@ def test_autoint_wide_term_is_first_order() -> None:
     expected = len(fmap.categorical) + (batch.seq["hist"] != 0).any(1).float()
     assert torch.allclose(shifted - out.logits, expected, atol=1e-5)
 
+
+
+def test_autoint_wide_dense_numerics_get_one_weight() -> None:
+    """With use_wide and numeric_input=dense (no DNN), a numeric value reaches the logit through its
+    first-order weight only; it was also fed to the output layer, a second weight for the same term."""
+    torch.manual_seed(0)
+    fmap = feature_map()
+    model = build_model("autoint", fmap, use_wide=True, numeric_input="dense", embedding_dim=4).eval()
+    batch = random_batch(8, fmap)
+    assert model.out.in_features == model.embedding.num_fields * model.attention[-1].output_dim
+    shifted = replace(batch, num=batch.num + 1.0)
+    with torch.no_grad():
+        delta = model(shifted).logits - model(batch).logits
+        expected = model.embedding.numeric_linear.sum(0)
+    assert torch.allclose(delta, expected.expand_as(delta), atol=1e-5)
 
 VARIANTS = [
     ("dnn", {"batch_norm": True, "dropout": 0.2}),

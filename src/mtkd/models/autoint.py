@@ -56,8 +56,11 @@ class AutoInt(CTRModel):
             dim = layers[-1].output_dim
         self.attention = nn.Sequential(*layers)
         self.mlp = MLP(self.embedding.flat_dim, hidden_units, dropout, batch_norm) if use_dnn else None
-        # without the DNN, dense numerics (numeric_input=dense) reach the output layer directly
-        out_in = num_fields * dim + (self.mlp.output_dim if self.mlp is not None else self.embedding.n_dense)
+        # without the DNN, dense numerics (numeric_input=dense) reach the output layer directly,
+        # unless use_wide already gives them their first-order weight (a second would be redundant)
+        self.dense_to_out = self.mlp is None and not use_wide
+        out_in = num_fields * dim + (self.mlp.output_dim if self.mlp is not None else
+                                     self.embedding.n_dense if self.dense_to_out else 0)
         self.out = nn.Linear(out_in, self.output_dim)
         self.hidden_dim = out_in + (self.output_dim if use_wide else 0)
 
@@ -71,7 +74,7 @@ class AutoInt(CTRModel):
         if self.mlp is not None:
             parts.append(self.mlp(self.embedding.flat(e, batch)))
         deep = torch.cat(parts, dim=1)
-        if self.mlp is None:
+        if self.dense_to_out:
             deep = self.embedding.with_dense(deep, batch)
         logits = self.out(deep)
         if first is None:
