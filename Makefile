@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+# the independent implementation tests/test_transplant.py checks the zoo against (its declared
+# dependencies are ours, or an unpinned torch: --no-deps keeps the pinned one)
+	$(PY) -m pip install -q -c constraints.txt --no-deps deepctr-torch==0.3.0 tqdm
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -83,13 +83,13 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import deepctr_offline  # benchmarks/, the folder of this script, is on sys.path
 from mtkd.train.device import native_bf16
 from mtkd.train.trainer import configure_torch
 
@@ -566,31 +566,12 @@ def profile_mtkd(kind: str, d: Data, sparse: bool, amp: bool, device: torch.devi
 # ------------------------------------------------------------------------------------------ DeepCTR-Torch
 
 
-def _offline_requests() -> types.ModuleType:
-    """Stand-in for `requests` while deepctr_torch imports: its __init__ starts a thread that asks
-    PyPI for a newer version. This answers 'no' without a network call (and without printing)."""
-    stub = types.ModuleType("requests")
-    stub.codes = types.SimpleNamespace(ok=200)
-    stub.get = lambda *a, **k: types.SimpleNamespace(status_code=0, text="{}")
-    return stub
-
-
 def import_deepctr():
-    if "deepctr_torch" not in sys.modules:
-        saved = sys.modules.get("requests")
-        sys.modules["requests"] = _offline_requests()
-        try:
-            import deepctr_torch  # noqa: F401
-        finally:
-            if saved is None:
-                sys.modules.pop("requests", None)
-            else:
-                sys.modules["requests"] = saved
-    import deepctr_torch  # noqa: F401
+    dc = deepctr_offline.import_deepctr()
     from deepctr_torch.inputs import DenseFeat, SparseFeat
     from deepctr_torch.models import DCN, PNN, DeepFM
 
-    return deepctr_torch, SparseFeat, DenseFeat, PNN, DeepFM, DCN
+    return dc, SparseFeat, DenseFeat, PNN, DeepFM, DCN
 
 
 def build_deepctr(kind: str, d: Data, device: torch.device):

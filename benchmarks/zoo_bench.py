@@ -67,7 +67,6 @@ import math
 import statistics
 import sys
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +75,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import deepctr_offline  # noqa: E402
 from zoo_kd import KD_STUDENTS, choose_teachers, kd_lines, run_kd_cell  # noqa: E402
 SHARED = REPO.parent / "shared" / "data"
 PRESETS = REPO / "configs" / "datasets"
@@ -221,14 +221,7 @@ def run_zoo_cell(data_dir: Path, runs: Path, model: str, profile: str, seed: int
 
 def import_deepctr():
     try:
-        import requests  # noqa: F401
-    except ImportError:  # only used by deepctr_torch's version check against PyPI: stub it, stay offline
-        stub = types.ModuleType("requests")
-        stub.codes = types.SimpleNamespace(ok=200)
-        stub.get = lambda *a, **k: types.SimpleNamespace(status_code=0, text="{}")
-        sys.modules["requests"] = stub
-    try:
-        import deepctr_torch  # noqa: F401
+        deepctr_offline.import_deepctr()
         from deepctr_torch.inputs import DenseFeat, SparseFeat
         from deepctr_torch.models import DeepFM
     except ImportError as e:
