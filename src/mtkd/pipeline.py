@@ -57,6 +57,7 @@ class Experiment:
         self.out = Path(cfg.out)
         self.log = log
         self.data_dir = Path(cfg.data.dir) if cfg.data.dir else self.out / "data"
+        self._said: set[tuple[str, str]] = set()  # warnings given once, not once per seed
 
     # ------------------------------------------------------------------ steps
     def prepare(self, force: bool = False) -> Dataset:
@@ -112,17 +113,23 @@ class Experiment:
         return parse_model(TrainConfig, d, f"{self.source}: teacher {t.name}")
 
     def student_config(self, s: ModelSpec, seed: int) -> TrainConfig:
+        """The layers, each over the one before: `defaults`, `student.params`, `student.set`, the
+        entry's `params`, the entry's `set`. `distill` keys from the shared layers (`defaults`,
+        `student.set`) go to every distilling student under its own `distill`, and the entry's
+        `set.distill` over that; a student without `distill:` trains without teachers."""
         base = self.cfg.student
         model = s.model or base.model or "dnn"
-        d = _merge(self._defaults_for(model), {"model": model, "params": _merge(base.params, s.params)})
-        d = _merge(_merge(d, base.set), s.set)
+        shared = _merge(_merge(self._defaults_for(model), {"model": model, "params": base.params}), base.set)
+        d = _merge(_merge(shared, {"params": s.params}), s.set)
+        d.pop("distill", None)
         d["seed"] = seed
         if s.distill is not None:
-            d["distill"] = self._distill(s, seed)
+            inherited = shared.get("distill") or {}
+            d["distill"] = self._distill(s, _merge(_merge(inherited, s.distill), s.set.get("distill") or {}), seed)
         return parse_model(TrainConfig, d, f"{self.source}: student {s.name}")
 
-    def _distill(self, s: ModelSpec, seed: int) -> dict[str, Any]:
-        dist = copy.deepcopy(s.distill or {})
+    def _distill(self, s: ModelSpec, dist: dict[str, Any], seed: int) -> dict[str, Any]:
+        dist = copy.deepcopy(dist)
         by_name = {t.name: t for t in self.cfg.teachers}
         names = dist.get("teachers", "all")
         names = list(by_name) if names == "all" else names
@@ -136,15 +143,27 @@ class Experiment:
             raise ConfigError(f"{self.source}: student {s.name}: unknown teacher(s) {unknown}; "
                               f"teachers are {list(by_name)}")
         if dist.get("mode", "offline") == "cotrain":
-            dist["teachers"] = [{"name": n, "model": by_name[n].model,
-                                 "params": _merge(self._defaults_for(by_name[n].model or "").get("params", {}),
-                                                  by_name[n].params)}
-                                for n in names]
+            dist["teachers"] = [self._cotrained(s, by_name[n]) for n in names]
         else:
             dist["teachers"] = [{"name": n, "run": str(self.run_dir("teachers", n, seed))} for n in names]
         if dist.get("weighting") == "single" and len(names) == 1:  # of several, the config must name one
             dist.setdefault("weighting_params", {}).setdefault("teacher", names[0])
         return dist
+
+    def _cotrained(self, s: ModelSpec, t: ModelSpec) -> dict[str, Any]:
+        """A teacher trained inside the student's run: its model and params (`defaults`, its own,
+        its `set.params`). Its other `set` keys (an optimiser, epochs, ...) have no run of their
+        own to apply to: the student's run trains it, with the student's optimiser; said, not dropped
+        in silence."""
+        params = _merge(_merge(self._defaults_for(t.model or "").get("params", {}), t.params),
+                        t.set.get("params") or {})
+        other = sorted(k for k in t.set if k != "params")
+        if other and (s.name, t.name) not in self._said:
+            self._said.add((s.name, t.name))
+            self.log(f"warning: student {s.name} co-trains teacher {t.name} inside its own run, so the teacher's "
+                     f"set: {other} do not apply to it there (the student's settings do); they apply to "
+                     f"its own run (offline students)")
+        return {"name": t.name, "model": t.model, "params": params}
 
     def _train(self, cfg: TrainConfig, data: Path, out: Path, force: bool,
                rerun_changed: bool = False) -> tuple[dict[str, Any], bool]:

@@ -1,0 +1,52 @@
+"""Every accepted setting reaches the run it names: the layers of an experiment, the devices a
+run may move between, and keys that would be accepted yet do nothing (refused instead)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mtkd.config import ExperimentConfig
+from mtkd.pipeline import Experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def experiment(tmp_path: Path, students: list[dict], log=print, **extra) -> Experiment:
+    cfg = {"out": str(tmp_path / "exp"),
+           "data": {"schema": str(REPO / "configs/datasets/synthetic.yaml"), "synth": {"rows": 3000, "seed": 1}},
+           "defaults": {"params": {"embedding_dim": 4, "hidden_units": [16]}},
+           "teachers": [{"name": "deepfm", "model": "deepfm"}, {"name": "fm", "model": "fm"}],
+           "students": students, **extra}
+    return Experiment(ExperimentConfig.model_validate(cfg), log=log)
+
+
+def test_distill_keys_of_shared_layers_reach_every_distilling_student(tmp_path):
+    exp = experiment(tmp_path, [
+        {"name": "a", "distill": {"weighting": "average"}, "set": {"distill": {"alpha": 0.1}}},
+        {"name": "b", "distill": {"weighting": "average", "temperature": 3.0}},
+        {"name": "plain"},
+    ], defaults={"params": {"embedding_dim": 4}, "distill": {"alpha": 0.9}},
+        student={"model": "dnn", "set": {"distill": {"temperature": 2.0}}})
+    a, b, plain = (exp.student_config(s, 1) for s in exp.cfg.students)
+    assert (a.distill.alpha, a.distill.temperature) == (0.1, 2.0)
+    assert (b.distill.alpha, b.distill.temperature) == (0.9, 3.0)
+    assert plain.distill is None  # inherited distill keys do not make a plain student distil
+
+
+def test_an_entrys_params_beat_the_shared_student_set(tmp_path):
+    exp = experiment(tmp_path, [{"name": "s1", "params": {"dropout": 0.3}}, {"name": "s2"},
+                                {"name": "s3", "params": {"dropout": 0.3}, "set": {"params": {"dropout": 0.4}}}],
+                     student={"model": "dnn", "set": {"params": {"dropout": 0.1}}})
+    assert [exp.student_config(s, 1).params["dropout"] for s in exp.cfg.students] == [0.3, 0.1, 0.4]
+
+
+def test_cotrained_teachers_take_their_set_params_and_say_what_else_does_not_apply(tmp_path):
+    said: list[str] = []
+    exp = experiment(tmp_path, [{"name": "co", "distill": {"mode": "cotrain", "teachers": ["fm"]}}], log=said.append)
+    exp.cfg.teachers[1].set = {"params": {"embedding_dim": 6}, "optimizer": {"lr": 0.01}}
+    for seed in (1, 2):
+        cfg = exp.student_config(exp.cfg.students[0], seed)
+    assert cfg.distill.teachers[0].params["embedding_dim"] == 6
+    assert len(said) == 1 and "['optimizer']" in said[0] and "co-trains teacher fm" in said[0]
