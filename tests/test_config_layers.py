@@ -50,3 +50,29 @@ def test_cotrained_teachers_take_their_set_params_and_say_what_else_does_not_app
         cfg = exp.student_config(exp.cfg.students[0], seed)
     assert cfg.distill.teachers[0].params["embedding_dim"] == 6
     assert len(said) == 1 and "['optimizer']" in said[0] and "co-trains teacher fm" in said[0]
+
+
+@pytest.fixture
+def toy_data(tmp_path, toy_csv, toy_schema_file, run_cli) -> Path:
+    assert run_cli("data", "prepare", "--schema", toy_schema_file, "--train", toy_csv, "--out", tmp_path / "ds")[0] == 0
+    return tmp_path / "ds"
+
+
+def test_cuda_n_is_a_device_the_config_takes():
+    from mtkd.config import TrainConfig
+    from mtkd.errors import ConfigError
+
+    assert TrainConfig(device="cuda:1").device == "cuda:1"
+    with pytest.raises((ValueError, ConfigError), match="auto, cpu, cuda or cuda:N"):
+        TrainConfig(device="gpu")
+
+
+def test_a_run_resumes_on_another_device(tmp_path, toy_data, run_cli):
+    """Where a run trains is not what it learns: a run killed on one machine goes on on another."""
+    run = tmp_path / "run"
+    args = ("train", "--data", toy_data, "--model", "lr", "--out", run, "--set", "epochs=1")
+    assert run_cli(*args, "--device", "auto", "--set", "data_on_device=auto")[0] == 0
+    rc, out, err = run_cli(*args, "--device", "cpu", "--set", "data_on_device=false", "--resume")
+    assert rc == 0, err
+    rc, _, err = run_cli(*args, "--device", "cpu", "--set", "epochs=2", "--resume")
+    assert rc == 2 and "different configuration (epochs)" in err  # what it learns still counts

@@ -6,6 +6,7 @@ The dataset schema lives in `mtkd.data.schema`. Every run saves its resolved con
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -127,7 +128,7 @@ class TrainConfig(_Strict):
     lr_factor: float = Field(0.1, gt=0, lt=1)
     min_lr: float = Field(1e-6, ge=0)
     seed: int = 2026
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     amp: Literal["none", "bf16", "auto"] = Field(
         "none", description="bf16 autocast; auto = bf16 where the chip computes it natively (CUDA bf16, "
                             "CPU AVX-512 BF16 / AMX), fp32 elsewhere")
@@ -148,6 +149,13 @@ class TrainConfig(_Strict):
         None, gt=0, le=1, description="train on this seeded fraction of the training rows (learning curves, "
                                       "a deliberately weak teacher)")
     distill: Optional[DistillConfig] = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError("expected auto, cpu, cuda or cuda:N")
+        return v
 
     @field_validator("init_from")
     @classmethod

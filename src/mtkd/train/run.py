@@ -72,6 +72,14 @@ def _normalised(saved: dict[str, Any]) -> dict[str, Any]:
     return {**saved, "train": _train_dict(cfg)}
 
 
+# where a run trains, not what it learns: a run killed on one machine may go on on another
+_PLACEMENT = ("device", "data_on_device")
+
+
+def _what_it_learns(train: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in train.items() if k not in _PLACEMENT}
+
+
 def check_run_dir(out: Path, resume: bool, force: bool, cfg_dict: dict[str, Any]) -> None:
     """Refuse to overwrite a run by accident; on --resume, refuse a changed config."""
     if out.exists() and not out.is_dir():
@@ -107,6 +115,7 @@ def changed_settings(out: Path, cfg_dict: dict[str, Any], teachers: bool = True)
     saved = saved_run_config(out)
     retrained = (_retrained(saved, cfg_dict) or []) if teachers else []
     old, new = ({k: v for k, v in d.items() if k != "teachers"} for d in (_normalised(saved), cfg_dict))
+    old, new = ({**d, "train": _what_it_learns(d.get("train", {}))} for d in (old, new))
     if old == new and not retrained:
         return []
     diff = sorted(k for k in set(old.get("train", {})) | set(new["train"])
