@@ -376,3 +376,28 @@ def test_mtkd_score_with_hidden_code_writes_the_cache_the_policy_reads(world, ca
                           log=lambda s: None)
     assert printed == "".join(str(d) for d in obj.teachers.dirs)
     assert main(["score", "--data", str(world / "ds"), *teachers, "--hidden-code", "16"]) != 0  # needs --hidden
+
+
+def test_bf16_reward_is_not_rounding(world, tmp_path):
+    """Under `amp: bf16` the reward's "after" forward ran in fp32 and its "before" (the training
+    forward) in bf16: with a student that does not move (lr 1e-9) the reward was their rounding
+    gap, ~5e-4 a row, as large as a real step's effect. Both now run as the trainer runs."""
+    c = _cfg(world, **{"distill.weighting_params": {"warmup_epochs": 0}, "epochs": 1, "amp": "bf16",
+                       "optimizer.lr": 1e-9})
+    train_run(c, world / "ds", tmp_path / "bf16", **QUIET)
+    last = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert abs(last["train.reward"]) < 1e-6
+
+
+def test_ce_kd_reward_uses_the_runs_kd_loss_and_temperature(world):
+    from mtkd.data.store import Dataset
+    from mtkd.distill.build import build_objective
+    from mtkd.models import build_model
+
+    c = _cfg(world, **{"distill.weighting_params": {"reward": "ce_kd"}, "distill.temperature": 4.0,
+                       "distill.kd_loss": "bce"})
+    ds = Dataset(world / "ds")
+    policy = build_objective(c, ds, build_model("dnn", ds.feature_map, embedding_dim=4), log=lambda s: None).weighting
+    z, label, tl = torch.randn(6), torch.randint(0, 2, (6,)).float(), torch.randn(6, 2)
+    assert torch.allclose(policy._reward(z, label, tl), reward_ce_kd(z, label, tl, "binary", 4.0, "bce"))
+    assert not torch.allclose(policy._reward(z, label, tl), reward_ce_kd(z, label, tl, "binary", 1.0))

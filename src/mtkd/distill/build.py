@@ -34,6 +34,7 @@ def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, mode
         p = 1 if fmap.task == "binary" else fmap.output_dim
         params["hidden_dims"] = hidden
         params["num_classes"] = p
+        params["kd_loss"], params["kd_temperature"] = d.kd_loss, d.temperature  # reward ce_kd
     if d.weighting == "gate":
         params["num_classes"] = fmap.output_dim
         if params.get("use_features") and hasattr(model, "embedding"):

@@ -137,6 +137,8 @@ class _KD(Objective):
 
     def bind(self, trainer: Any) -> None:
         self._trainer = trainer
+        if hasattr(self.weighting, "autocast"):  # the policy measures the student as the trainer runs it
+            self.weighting.autocast = trainer._autocast
 
     def _valid_probe(self) -> Any:
         """A fixed slice of up to 4,096 validation rows and a function scoring the student on it."""

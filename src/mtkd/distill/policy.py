@@ -43,9 +43,10 @@ instead of 0.35 in five epochs), so the default is 1.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import weakref
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ class Policy(Weighting):
                  warmup_epochs: Count = 1, episode_steps: AtLeastOne = 20, use_hidden: bool = True,
                  reward_sample: Annotated[float, Field(gt=0, le=1)] = 0.25, baseline: str = "instance",
                  update_every: AtLeastOne = 1,
-                 hidden_coded: bool = False, **kw: Any):
+                 hidden_coded: bool = False, kd_loss: str | None = None, kd_temperature: float = 1.0, **kw: Any):
         super().__init__(num_teachers, task)
         if action not in ("bernoulli", "categorical"):
             raise ConfigError("policy action must be bernoulli or categorical")
@@ -111,6 +112,10 @@ class Policy(Weighting):
         self.reward_sample = reward_sample
         self.baseline_kind = baseline
         self.update_every = update_every
+        self.kd_loss, self.kd_temperature = kd_loss, kd_temperature  # reward ce_kd: the run's KD term
+        # the trainer's autocast (bf16 or none; `_KD.bind`): the reward's forward after the update
+        # runs in the precision of the one before it, or their difference is rounding, not learning
+        self.autocast: Callable[[], Any] = contextlib.nullcontext
         self._pending: list[dict[str, Tensor]] = []  # ce / ce_kd: steps rewarded, not yet learned from
         self.epoch = 0
         self.baseline: Tensor | float | None = None  # a float when read back from a checkpoint
@@ -272,7 +277,7 @@ class Policy(Weighting):
     def _reward(self, z: Tensor, label: Tensor, tl: Tensor) -> Tensor:
         if self.reward_kind == "ce":
             return reward_ce(z, label, self.task)
-        return reward_ce_kd(z, label, tl, self.task)
+        return reward_ce_kd(z, label, tl, self.task, self.kd_temperature, self.kd_loss)
 
     def _toggles(self, student: nn.Module) -> bool:
         """Whether measuring this student needs eval mode (it trains with dropout or batch norm)."""
@@ -334,8 +339,8 @@ class Policy(Weighting):
         toggle = self._toggles(student)
         if toggle:
             student.eval()  # the reward measures the student, not its dropout noise
-        with torch.no_grad():
-            z = student(batch).logits
+        with torch.no_grad(), self.autocast():
+            z = student(batch).logits.float()
         if toggle:
             student.train()
         rewards = self._reward(z, label, tl)

@@ -53,10 +53,11 @@ def reward_ce(student_logits: Tensor, label: Tensor, task: str) -> Tensor:
 
 
 def reward_ce_kd(student_logits: Tensor, label: Tensor, teacher_logits: Tensor, task: str,
-                 temperature: float = 1.0) -> Tensor:
-    """-(CE + KD to the average of all teachers) per instance."""
+                 temperature: float = 1.0, loss: str | None = None) -> Tensor:
+    """-(CE + KD to the average of all teachers) per instance; the KD term is the run's own
+    (`distill.kd_loss` at `distill.temperature`), what the student learns by."""
     target = teacher_logits.float().mean(1)
-    return reward_ce(student_logits, label, task) - kd_loss(default_kd_loss(task), student_logits, target,
+    return reward_ce(student_logits, label, task) - kd_loss(loss or default_kd_loss(task), student_logits, target,
                                                             temperature)
 
 

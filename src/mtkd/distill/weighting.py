@@ -279,7 +279,8 @@ class LREnsemble(Weighting):
 
 
 # constructor arguments the objective fills in from the data and the teachers, not the user
-_FILLED_IN = {"self", "num_teachers", "task", "teacher_scores", "hidden_dims", "feature_dim", "hidden_coded", "num_classes"}
+_FILLED_IN = {"self", "num_teachers", "task", "teacher_scores", "hidden_dims", "feature_dim", "hidden_coded",
+              "num_classes", "kd_loss", "kd_temperature"}
 
 
 def weighting_params(name: str) -> list[str]:
