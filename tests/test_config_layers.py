@@ -76,3 +76,39 @@ def test_a_run_resumes_on_another_device(tmp_path, toy_data, run_cli):
     assert rc == 0, err
     rc, _, err = run_cli(*args, "--device", "cpu", "--set", "epochs=2", "--resume")
     assert rc == 2 and "different configuration (epochs)" in err  # what it learns still counts
+
+
+@pytest.mark.parametrize("distill, message", [
+    ({"teachers": [{"name": "t", "run": "runs/t"}], "share_embedding": True}, "share_embedding"),
+    ({"teachers": [{"name": "t", "run": "runs/t", "params": {"embedding_dim": 8}}]}, "`params` are for a co-trained"),
+    ({"teachers": [{"name": "t", "run": "runs/t", "kind": "logit"}]}, "`kind` says what a score column holds"),
+])
+def test_keys_that_would_do_nothing_are_refused(distill, message):
+    from mtkd.config import DistillConfig
+
+    with pytest.raises(ValueError, match=message):
+        DistillConfig.model_validate(distill)
+
+
+def test_gate_features_of_a_student_without_embedding_are_refused(tmp_path, toy_data, run_cli):
+    assert run_cli("train", "--data", toy_data, "--model", "lr", "--out", tmp_path / "t1", "--set", "epochs=1")[0] == 0
+    assert run_cli("train", "--data", toy_data, "--model", "lr", "--out", tmp_path / "t2", "--set", "epochs=1",
+                   "--seed", "3")[0] == 0
+    rc, _, err = run_cli("distill", "--data", toy_data, "-t", tmp_path / "t1", "-t", tmp_path / "t2", "--model", "lr",
+                         "--weighting", "gate", "--set", "distill.weighting_params.use_features=true",
+                         "--out", tmp_path / "s", "--set", "epochs=1")
+    assert rc == 2 and "use_features reads the student's embedded fields" in err
+
+
+def test_teachers_are_scored_at_their_own_eval_batch_size(tmp_path, toy_data, run_cli, monkeypatch):
+    """eval_batch_size bounds CIN and attention memory: scoring a teacher for distillation used 8192."""
+    import mtkd.distill.teachers as teachers
+
+    sizes: list[int] = []
+    real = teachers._batch_outputs
+    monkeypatch.setattr(teachers, "_batch_outputs", lambda m, d, s, batch_size, *a: sizes.append(batch_size)
+                        or real(m, d, s, batch_size, *a))
+    assert run_cli("train", "--data", toy_data, "--model", "lr", "--out", tmp_path / "t", "--set", "epochs=1",
+                   "--set", "eval_batch_size=128")[0] == 0
+    assert run_cli("score", "--data", toy_data, "-t", tmp_path / "t")[0] == 0
+    assert sizes and set(sizes) == {128}

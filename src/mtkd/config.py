@@ -44,6 +44,12 @@ class TeacherRef(_Strict):
     def _one(self) -> "TeacherRef":
         if sum(x is not None for x in (self.run, self.score, self.model)) != 1:
             raise ValueError(f"teacher {self.name!r}: give exactly one of run, score or model")
+        if self.params and self.model is None:  # a run's parameters are in its config.yaml
+            raise ValueError(f"teacher {self.name!r}: `params` are for a co-trained `model` teacher; a run teacher "
+                             "has its own (its config.yaml) and a score column has none: drop params")
+        if "kind" in self.model_fields_set and self.score is None:
+            raise ValueError(f"teacher {self.name!r}: `kind` says what a score column holds (probability or "
+                             "logit); a run or model teacher gives logits: drop kind")
         return self
 
 
@@ -83,6 +89,9 @@ class DistillConfig(_Strict):
                     if self.weighting == "policy" else "needs labels")
             raise ValueError(f"valid_holdout stops on a slice whose labels no KD target may read; weighting "
                              f"{self.weighting!r} {what} (use average, fixed with weights, learned, gate or single)")
+        if self.share_embedding and self.mode != "cotrain":
+            raise ValueError("share_embedding makes co-trained teachers and the student share one embedding "
+                             "table; offline teachers were trained with their own: use mode: cotrain or drop it")
         if self.hint > 0 and self.mode == "cotrain":
             raise ValueError("hint regression is for offline distillation (it matches the cached hidden vectors "
                              "of run teachers); co-training has none: drop distill.hint")

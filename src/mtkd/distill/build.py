@@ -37,7 +37,11 @@ def _weighting_params(d: DistillConfig, names: list[str], dataset: Dataset, mode
         params["kd_loss"], params["kd_temperature"] = d.kd_loss, d.temperature  # reward ce_kd
     if d.weighting == "gate":
         params["num_classes"] = fmap.output_dim
-        if params.get("use_features") and hasattr(model, "embedding"):
+        if params.get("use_features"):
+            if not hasattr(model, "embedding"):
+                raise ConfigError(f"weighting gate use_features reads the student's embedded fields; the student "
+                                  f"{type(model).__name__} has no embedding (LR): drop use_features or use "
+                                  "another student")
             params["feature_dim"] = model.embedding.flat_dim
     return params
 

@@ -37,8 +37,8 @@ def ensemble_metrics(runs: list[Path], dataset: Dataset, split: str = "test") ->
 
     outs = []
     for run in runs:
-        _, _, model = load_run(run, data=dataset.root)
-        outs.append(predict_split(model, dataset, split)[0])
+        cfg, _, model = load_run(run, data=dataset.root)
+        outs.append(predict_split(model, dataset, split, cfg.eval_batch_size)[0])
     task = dataset.feature_map.task
     logits = average_probabilities(task, np.stack(outs, axis=1))
     arrays = dataset.split(split).arrays

@@ -244,15 +244,16 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
             meta: dict[str, Any] = {"name": spec.name, "run": spec.run, "score": spec.score, "kind": spec.kind,
                                     "dataset_checksum": dataset.checksum, "with_hidden": with_hidden,
                                     "hidden_code": hidden_code if with_hidden else 0, "splits": {}}
-            model, code = None, None
+            model, code, batch_size = None, None, 8192
             if spec.run is not None:
-                _, _, model = load_run(Path(spec.run), device, data=dataset.root)
+                run_cfg, _, model = load_run(Path(spec.run), device, data=dataset.root)
+                batch_size = run_cfg.eval_batch_size  # the teacher's own: its CIN or attention sets the memory
                 if with_hidden and hidden_code:
-                    code = fit_code(model, dataset, hidden_code, device)
+                    code = fit_code(model, dataset, hidden_code, device, batch_size=batch_size)
                     code.save(tmp / "hidden_code.npz")
             for split in dataset.split_names:
                 if model is not None:
-                    logits = _write_split(model, dataset, split, tmp, device, with_hidden, code)
+                    logits = _write_split(model, dataset, split, tmp, device, with_hidden, code, batch_size)
                 else:
                     logits = _score_column_logits(dataset, split, spec)
                     np.save(tmp / f"{split}_logits.npy", logits)
