@@ -528,8 +528,7 @@ def auc_check(kind: str, d: Data, sparse: bool, device: torch.device) -> tuple[f
             for b in d.batches(k, min(16, n_steps - k), device):
                 mtkd_step(model, opts, objective, b, amp, device)
         model.eval()
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode():  # scored in fp32, as mtkd evaluates (and serves) a bf16-trained model
             logits = model(test).logits.float().cpu().numpy()
         aucs.append(auc_score(d.label[lo:], logits))
         del model, opts
