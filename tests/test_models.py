@@ -97,6 +97,21 @@ def test_output_starts_at_the_label_prior(name: str, task: str) -> None:
     assert not model.init_output_prior(None)  # no counts (an unlabelled split): left as it is
 
 
+
+@pytest.mark.parametrize("name", ["dnn", "deepfm"])
+def test_one_outlier_does_not_move_the_output_prior(name: str) -> None:
+    """An unscaled count of 1e12 in one row (transform: none) gave that row a huge logit; the mean
+    over the batch then set the bias for it, and every other row started far from the prior."""
+    torch.manual_seed(0)
+    fmap = feature_map()
+    model = build_model(name, fmap, numeric_input="dense").eval()
+    batch = random_batch(256, fmap)
+    batch.num[3, 0] = 1e12
+    assert model.init_output_prior(torch.tensor([0.95, 0.05]), batch)
+    with torch.no_grad():
+        p = torch.sigmoid(model(batch).logits)
+    assert abs(torch.cat([p[:3], p[4:]]).mean().item() - 0.05) < 0.01
+
 @pytest.mark.parametrize("name", [n for n in ALL if n not in TEXT])
 def test_sparse_embeddings_and_reg_loss(name: str) -> None:
     torch.manual_seed(0)

@@ -36,3 +36,37 @@ def test_a_bf16_run_is_evaluated_in_fp32(tmp_path, toy_data, run_cli):
     with torch.no_grad():
         logits = predict_split(model.eval(), ds, "test")[0]
     assert summary["test"]["auc"] == pytest.approx(auc(np.asarray(split.arrays["label"]), logits), abs=1e-9)
+
+
+@pytest.fixture
+def synth_data(tmp_path, run_cli) -> Path:
+    from mtkd.data.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "s.csv", rows=4000, seed=3)
+    assert run_cli("data", "prepare", "--schema", REPO / "configs/datasets/synthetic.yaml", "--train",
+                   tmp_path / "s.csv", "--out", tmp_path / "synth")[0] == 0
+    return tmp_path / "synth"
+
+
+def test_a_useless_model_is_warned_about(tmp_path, synth_data, run_cli):
+    """Finite, so nothing stopped it, and worse than the label rate alone: said, not kept in silence."""
+    rc, out, err = run_cli("train", "--data", synth_data, "--model", "dnn", "--out", tmp_path / "hot", "--set", "epochs=2",
+                           "--set", "optimizer.lr=30", "--set", "output_prior=false")
+    assert rc == 0 and "worse than predicting the training label rate" in out + err
+    rc, out, err = run_cli("train", "--data", synth_data, "--model", "lr", "--out", tmp_path / "ok", "--set", "epochs=2")
+    assert rc == 0 and "worse than predicting" not in out + err
+
+
+def test_metrics_of_nan_and_infinite_logits():
+    from mtkd.train.metrics import compute_metrics, prior_logloss
+
+    y = np.array([0, 1, 0, 1])
+    assert all(np.isnan(v) for v in compute_metrics("binary", y, np.array([0.1, np.nan, 0.3, 0.2])).values())
+    assert all(np.isnan(v) for v in compute_metrics("binary", y, np.full(4, np.nan)).values())  # not the negative rate
+    logits = np.array([[np.inf, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    m = compute_metrics("multiclass", np.array([0, 1, 2]), logits)
+    expected = -(np.log(np.exp(1) / (2 + np.exp(1))) + np.log(np.exp(2) / (2 + np.exp(2)))) / 3  # row 0 costs 0
+    assert m["logloss"] == pytest.approx(expected) and m["accuracy"] == 1.0
+    assert prior_logloss("binary", [0.75, 0.25], y) == pytest.approx(-(np.log(0.25) + np.log(0.75)) / 2)
+    assert prior_logloss("multiclass", [0.5, 0.25, 0.25], np.array([0, 1])) == pytest.approx(
+        -(np.log(0.5) + np.log(0.25)) / 2)

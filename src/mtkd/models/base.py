@@ -86,9 +86,11 @@ class CTRModel(nn.Module):
         centred log class frequencies (multi-class). A zero bias means p = 0.5 where CTR data has
         a few percent positives: the first steps of Adam (~lr per step) then go to moving the
         output to the base rate, and a small dataset's epochs run out before the model learns.
-        With `batch` (training rows) the untrained model's own mean logit on it is taken off
-        (the MLP's and CIN's biases give it an offset: +0.6 for xDeepFM), so its mean prediction
-        starts at the prior. Returns whether it was set (the model has such a bias, the
+        With `batch` (training rows) the untrained model's own median logit on it is taken off
+        (the MLP's and CIN's biases give it an offset: +0.6 for xDeepFM), so its predictions
+        start at the prior. The median, not the mean: one unscaled outlier (a count of 1e12 under
+        `transform: none`) moved the mean by orders of magnitude and every other row with it
+        (valid logloss 76). Returns whether it was set (the model has such a bias, the
         frequencies are known)."""
         bias = self.output_bias()
         if bias is None or frequencies is None:
@@ -101,8 +103,10 @@ class CTRModel(nn.Module):
             self.eval()
             logits = self(batch).logits.double()
             self.train(was_training)
-            offset = logits.mean().reshape(1) - bias.double() if self.output_dim == 1 else \
-                logits.mean(0) - logits.mean() - (bias.double() - bias.double().mean())
+            logits = logits.masked_fill(~torch.isfinite(logits), float("nan"))
+            mid = logits.reshape(logits.shape[0], -1).nanmedian(0).values.nan_to_num(0.0)
+            offset = mid.reshape(1) - bias.double() if self.output_dim == 1 else \
+                mid - mid.mean() - (bias.double() - bias.double().mean())
         bias.copy_((prior - offset).to(bias.dtype))
         return True
 

@@ -267,8 +267,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax, shifted by the row maximum for stability."""
-    z = x - x.max(axis=1, keepdims=True)
+    """Row-wise log-softmax, shifted by the row maximum for stability; a row with a +inf logit
+    is its limit (all mass on its infinite classes), not inf - inf = nan."""
+    m = x.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        z = np.where(np.isposinf(m), np.where(np.isposinf(x), 0.0, -np.inf), x - np.where(np.isinf(m), 0.0, m))
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
@@ -312,9 +315,22 @@ def multiclass_metrics(y_true: Any, logits: Any) -> dict[str, float]:
 
 
 def compute_metrics(task: str, y_true: Any, logits: Any, groups: Any = None) -> dict[str, float]:
-    """Metrics of a task ("binary" or "multiclass") from model logits; ``groups`` is binary only."""
+    """Metrics of a task ("binary" or "multiclass") from model logits; ``groups`` is binary only.
+    A NaN logit makes every metric NaN: counted as a row on either side of a threshold it gave an
+    accuracy (all-NaN logits scored the negative rate)."""
+    if task not in ("binary", "multiclass"):
+        raise ValueError(f"unknown task {task!r}; expected 'binary' or 'multiclass'")
+    out = binary_metrics(y_true, logits, groups) if task == "binary" else multiclass_metrics(y_true, logits)
+    if np.isnan(_np(logits)).any():
+        out = {k: float("nan") for k in out}
+    return out
+
+
+def prior_logloss(task: str, frequencies: Any, y_true: Any) -> float:
+    """The logloss of predicting the training label frequencies on every row: the bar any model
+    must clear (one above it predicts worse than knowing nothing of the row)."""
+    f = np.clip(np.asarray(frequencies, dtype=np.float64), 1e-12, 1.0)
+    y = _np(y_true)
     if task == "binary":
-        return binary_metrics(y_true, logits, groups)
-    if task == "multiclass":
-        return multiclass_metrics(y_true, logits)
-    raise ValueError(f"unknown task {task!r}; expected 'binary' or 'multiclass'")
+        return _binary_logloss(y > 0.5, np.full(y.shape, np.log(f[1] / max(1 - f[1], 1e-12))))
+    return float(-np.log(f[y.astype(np.int64)]).mean())
