@@ -70,3 +70,24 @@ def test_metrics_of_nan_and_infinite_logits():
     assert prior_logloss("binary", [0.75, 0.25], y) == pytest.approx(-(np.log(0.25) + np.log(0.75)) / 2)
     assert prior_logloss("multiclass", [0.5, 0.25, 0.25], np.array([0, 1])) == pytest.approx(
         -(np.log(0.5) + np.log(0.25)) / 2)
+
+
+def test_a_nan_score_is_an_error_naming_the_row_not_a_probability(tmp_path, toy_data, run_cli):
+    """A finite input can overflow inside a model (DeepFM's FM squares value * v: 1e29 gives inf,
+    inf - inf NaN): predict wrote `nan` with exit 0 and serve answered {"probabilities": [NaN]}."""
+    from conftest import TOY_COLUMNS, toy_rows, write_delimited
+    from mtkd.errors import MtkdError
+    from mtkd.serve.scorer import Scorer
+
+    run = tmp_path / "deepfm"
+    assert run_cli("train", "--data", toy_data, "--model", "deepfm", "--out", run, "--set", "epochs=1")[0] == 0
+    rows = toy_rows(5, seed=2)
+    rows[3][TOY_COLUMNS.index("rid")] = "1.2e29"
+    new = write_delimited(tmp_path / "new.csv", rows)
+    rc, _, err = run_cli("predict", run, "--input", new, "--out", tmp_path / "p.csv")
+    assert rc == 2 and "new.csv" in err and "line 5" in err and "'rid'" in err and "not a number" in err
+    assert not (tmp_path / "p.csv").exists()
+    scorer = Scorer.open(run)
+    with pytest.raises(MtkdError, match=r"row 0, column 'rid'.*not a number"):
+        scorer.score_batch(scorer.rows_to_batch([{"rid": 1.2e29, "x": 1.0, "c1": "v1", "c2": "k1"}]))
+    assert np.isfinite(scorer.score_batch(scorer.rows_to_batch([{"rid": 3.0, "c1": "v1"}]))).all()

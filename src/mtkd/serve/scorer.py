@@ -190,7 +190,26 @@ class Scorer:
             return self.head(*(torch.from_numpy(x[n]) for n in self.names)).numpy()
 
     def score_batch(self, batch: pa.RecordBatch) -> np.ndarray:
-        return self.score_arrays(self.encoder.transform(batch))
+        arrays = self.encoder.transform(batch)
+        p = self.score_arrays(arrays)
+        if not np.isfinite(p).all():  # NaN would leave as a probability (and as invalid JSON)
+            self._not_a_number(p, arrays)
+        return p
+
+    def _not_a_number(self, p: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+        """Name the row the model gave NaN, and its numeric value farthest from 0 after encoding:
+        finite inputs overflow inside the model (an FM's square of 1e29 is inf, inf - inf NaN)."""
+        from mtkd.data.value_checks import OutOfRange
+
+        row = int(np.flatnonzero(~np.isfinite(p.reshape(len(p), -1)).all(1))[0])
+        numeric = [name for name, _ in self.schema.numeric()]
+        if numeric and "num" in arrays:
+            j = int(np.abs(arrays["num"][row]).argmax())
+            raise OutOfRange(row, numeric[j], f"the model's output for this row is not a number: its value "
+                             f"{arrays['num'][row, j]:g} (encoded) overflows inside the model; add `log` to the "
+                             "column's transforms (or clip it), prepare and train again")
+        raise OutOfRange(row, "(all)", "the model's output for this row is not a number; its weights may hold "
+                                       "NaN or inf: train it again")
 
     def rows_to_batch(self, rows: list[dict[str, Any]], booleans: bool = True) -> pa.RecordBatch:
         """JSON-style rows -> a typed record batch of the feature columns; a missing key is a missing value.

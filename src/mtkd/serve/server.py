@@ -181,7 +181,7 @@ class PredictHandler(BaseHTTPRequestHandler):
     def _send(self, code: int, body: dict[str, Any] | str) -> None:
         """A JSON answer, or plain text (GET /metrics)."""
         text = isinstance(body, str)
-        data = (body if text else json.dumps(body)).encode()
+        data = (body if text else json.dumps(body, allow_nan=False)).encode()  # NaN is not JSON
         self.send_response(code)
         self.send_header("Content-Type", "text/plain; version=0.0.4" if text else "application/json")
         self.send_header("Content-Length", str(len(data)))
