@@ -91,3 +91,37 @@ def test_a_nan_score_is_an_error_naming_the_row_not_a_probability(tmp_path, toy_
     with pytest.raises(MtkdError, match=r"row 0, column 'rid'.*not a number"):
         scorer.score_batch(scorer.rows_to_batch([{"rid": 1.2e29, "x": 1.0, "c1": "v1", "c2": "k1"}]))
     assert np.isfinite(scorer.score_batch(scorer.rows_to_batch([{"rid": 3.0, "c1": "v1"}]))).all()
+
+
+def test_metrics_and_summary_are_strict_json_with_null_for_nan(tmp_path, toy_csv, toy_schema_file, run_cli):
+    """A valid split of one class has no AUC: it was written as a bare NaN, which strict parsers
+    (jq, JSON.parse) refuse for the whole file."""
+    from conftest import toy_rows, write_delimited
+
+    rows = toy_rows(200, seed=5)
+    for r in rows:
+        r[0] = "0"
+    valid = write_delimited(tmp_path / "raw" / "negatives.csv", rows)
+    assert run_cli("data", "prepare", "--schema", toy_schema_file, "--train", toy_csv, "--valid", valid,
+                   "--out", tmp_path / "ds", "--split", "0.9,0.1")[0] == 0
+    run = tmp_path / "run"
+    assert run_cli("train", "--data", tmp_path / "ds", "--model", "lr", "--out", run, "--set", "epochs=1",
+                   "--set", "monitor=valid.logloss")[0] == 0
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+
+    lines = [strict(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = strict((run / "summary.json").read_text())
+    assert lines[-1]["valid.auc"] is None and summary["valid"]["auc"] is None
+    assert summary["valid"]["logloss"] > 0
+    rc, out, _ = run_cli("evaluate", run, "--split", "valid", "--json")
+    assert rc == 0 and strict(out)["auc"] is None
+
+
+def test_a_report_row_missing_a_seed_is_nan_not_the_mean_of_the_others():
+    from mtkd.report import _mean_std
+
+    assert _mean_std([0.7, 0.8])[0] == pytest.approx(0.75)
+    assert all(np.isnan(v) for v in _mean_std([0.7, None, 0.8]))
+    assert all(np.isnan(v) for v in _mean_std([0.7, float("nan")]))

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mtkd import jsonout
 from mtkd.cli_data import data_app
 from mtkd.cli_exit import run_app, sigterm_as_interrupt
 from mtkd.errors import ConfigError, MtkdError
@@ -163,7 +164,7 @@ def evaluate_cmd(run: Path = typer.Argument(..., help="Run directory."),
 
     metrics = evaluate_run(run, split, device, data)
     if as_json:
-        out.print_json(json.dumps(metrics))
+        out.print_json(jsonout.dumps(metrics))
         return
     t = Table(title=f"{run} on {split}")
     t.add_column("metric")

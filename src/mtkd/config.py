@@ -47,7 +47,7 @@ class TeacherRef(_Strict):
         if self.params and self.model is None:  # a run's parameters are in its config.yaml
             raise ValueError(f"teacher {self.name!r}: `params` are for a co-trained `model` teacher; a run teacher "
                              "has its own (its config.yaml) and a score column has none: drop params")
-        if "kind" in self.model_fields_set and self.score is None:
+        if self.kind != "probability" and self.score is None:  # (saved configs hold the default)
             raise ValueError(f"teacher {self.name!r}: `kind` says what a score column holds (probability or "
                              "logit); a run or model teacher gives logits: drop kind")
         return self

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from mtkd import jsonout
 from mtkd.config import ExperimentConfig, ModelSpec, TrainConfig, load_experiment
 from mtkd.config_io import parse_model
 from mtkd.data.atomic import atomic_write_text, exclusive
@@ -330,7 +331,7 @@ class Experiment:
             saved = _read_json(path)
             if saved.get("key") != key:
                 saved = {"key": key, "summary": ensemble_summary(runs, by_seed[seed], ds)}
-                atomic_write_text(path, json.dumps(saved, indent=1))
+                atomic_write_text(path, jsonout.dumps(saved, indent=1))
             summaries.append(saved["summary"])
         latency = sum(r["ms_per_1000_rows"] for r in rows if r["kind"] == "teacher")
         return summarise("ensemble", "ensemble", f"average of {len(names)} teachers' probabilities", summaries,
@@ -375,7 +376,7 @@ class Experiment:
         atomic_write_text(self.out / "report.md", to_markdown(rows, title, notes, task, images))
         atomic_write_text(self.out / "report.html", to_html(rows, title, notes, task, images))
         atomic_write_text(self.out / "report.csv", to_csv(rows))
-        atomic_write_text(self.out / "results.json", json.dumps(rows, indent=1))
+        atomic_write_text(self.out / "results.json", jsonout.dumps(rows, indent=1))
 
 
 def _method(cfg: TrainConfig) -> str:

@@ -17,9 +17,9 @@ COLUMNS = ["model", "kind", "method", "seeds", "test_auc", "test_auc_std", "test
 
 def _mean_std(xs: list[float]) -> tuple[float, float | None]:
     """Mean and sample std; the std of one seed is None (unknown, not 0: one seed says nothing
-    about the spread)."""
-    xs = [x for x in xs if x is not None and not math.isnan(x)]
-    if not xs:
+    about the spread). A seed without the value (NaN, or null in its summary) makes both NaN:
+    a mean of the others would pass for one over every seed the row counts."""
+    if not xs or any(x is None or math.isnan(x) for x in xs):
         return float("nan"), float("nan")
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
 

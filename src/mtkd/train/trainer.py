@@ -9,7 +9,6 @@ ends exactly where an uninterrupted run would (same data order, same RNG state).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -26,6 +25,7 @@ from mtkd.data.batch import Batch
 from mtkd.data.loader import BatchLoader, keep_on_device
 from mtkd.data.store import Dataset
 from mtkd.dist import all_gather_rows, barrier, check_in_sync, mark_sparse_tables, sync_gradients
+from mtkd import jsonout
 from mtkd.errors import MtkdError
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
@@ -335,7 +335,7 @@ class Trainer:
         if self.rank != 0:
             return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(jsonout.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
         self.state.logged += 1
@@ -389,5 +389,5 @@ class Trainer:
                 summary[split] = self.evaluate(split)
         self._check_against_prior(summary.get("valid", {}).get("logloss"))
         if self.rank == 0:
-            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+            atomic_write_text(self.run_dir / "summary.json", jsonout.dumps(summary, indent=1))
         return summary
