@@ -125,3 +125,19 @@ def test_a_report_row_missing_a_seed_is_nan_not_the_mean_of_the_others():
     assert _mean_std([0.7, 0.8])[0] == pytest.approx(0.75)
     assert all(np.isnan(v) for v in _mean_std([0.7, None, 0.8]))
     assert all(np.isnan(v) for v in _mean_std([0.7, float("nan")]))
+
+
+@pytest.mark.parametrize("value, what", [("inf", "infinite"), ("1e39", "past float32's range")])
+def test_an_infinite_teacher_score_is_refused_at_prepare_with_its_line(tmp_path, run_cli, value, what):
+    """A score column (a teacher's output) of inf, or of 1e39 (inf as float32), was prepared without a
+    word; the student's KD loss was then NaN, blamed on the learning rate."""
+    import yaml
+
+    from conftest import TOY_COLUMNS, toy_rows, write_delimited, toy_schema_dict
+
+    rows = [r + ["0.3"] for r in toy_rows(300, seed=7)]
+    rows[41][-1] = value
+    raw = write_delimited(tmp_path / "t.csv", rows, header=TOY_COLUMNS + ["tp"])
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(toy_schema_dict(scores=["tp"])))
+    rc, _, err = run_cli("data", "prepare", "--schema", tmp_path / "s.yaml", "--train", raw, "--out", tmp_path / "ds")
+    assert rc == 2 and "t.csv" in err and "line 43" in err and "'tp'" in err and what in err

@@ -25,7 +25,7 @@ import yaml
 import mtkd
 from mtkd.data.atomic import atomic_write_text, replace_dir, sweep_partials
 from mtkd.data.encoder import Encoder, EncoderFitter, binary_labels, dictionary_encode
-from mtkd.data.value_checks import OutOfRange
+from mtkd.data.value_checks import FLOAT32_MAX, OutOfRange
 from mtkd.data.readers import DEFAULT_BLOCK, RawReader, open_reader
 from mtkd.data.schema import Schema
 from mtkd.data.splits import Source, plan_sources
@@ -164,17 +164,23 @@ def prepare(
 
 
 def check_finite(reader: RawReader, batch: pa.RecordBatch, start: int, schema: Schema) -> None:
-    """Infinite values would turn standardised columns into NaN: refuse them with their line."""
-    for name, spec in schema.specs():
-        if spec.type != "numeric":
-            continue
+    """Infinite values would turn standardised columns into NaN: refuse them with their line.
+    Score columns (teacher outputs kept as float32) too, and past float32's range, where they
+    would turn infinite and make the student's KD loss NaN."""
+    present = set(batch.schema.names)
+    numeric = [name for name, spec in schema.specs() if spec.type == "numeric"]
+    for name in numeric + [n for n in schema.scores if n in present]:
         x = batch.column(name).to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(np.isinf(x))
+        score = name not in numeric
+        bad = np.flatnonzero(np.isinf(x) | (np.abs(np.nan_to_num(x)) > FLOAT32_MAX) if score else np.isinf(x))
         if bad.size:
             i = int(bad[0])
-            raise DataError(f"{reader.path}: {reader.where(start + i)}, column {name!r}: the value is infinite "
-                            "(inf, or a number past float64's 1.8e308 such as 1e400), not a finite number; fix the value "
-                            "or leave the field empty (missing values get fill_na)")
+            what = (f"{x[i]:g} is past float32's range (3.4e38), in which teacher scores are kept" if score and
+                    np.isfinite(x[i]) else "the value is infinite (inf, or a number past float64's 1.8e308 such "
+                    "as 1e400), not a finite number")
+            fix = ("fix the teacher's output there, or leave it empty (a teacher needs every row: drop the row)"
+                   if score else "fix the value or leave the field empty (missing values get fill_na)")
+            raise DataError(f"{reader.path}: {reader.where(start + i)}, column {name!r}: {what}; {fix}")
 
 
 def _p(x: str | Path | None) -> Path | None:

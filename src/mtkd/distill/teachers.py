@@ -194,6 +194,9 @@ def _score_column_logits(dataset: Dataset, split: str, spec: TeacherSpec) -> np.
         raise MtkdError(f"teacher {spec.name!r}: column {spec.score!r} is missing in {missing:,} of the "
                         f"{s.size:,} rows of the {split} split (KD needs a teacher output for every row); fill "
                         "them in the raw files, or drop those rows, and prepare again")
+    if not np.isfinite(s.astype(np.float32)).all():  # (prepare refuses them; a dataset of an older version)
+        raise MtkdError(f"teacher {spec.name!r}: column {spec.score!r} holds infinite values in the {split} split "
+                        "(or values past float32's 3.4e38); fix them in the raw files and prepare again")
     if spec.kind == "logit":
         return s.astype(np.float32)
     if s.min() < 0 or s.max() > 1:

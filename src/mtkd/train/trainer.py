@@ -39,6 +39,10 @@ from mtkd.train.running import RunningMeans
 from mtkd.data.atomic import atomic_write_text
 
 
+DIVERGED = ("lower the learning rate, scale huge numeric columns (add `log` to their transforms) or check the "
+            "teachers' outputs; then start the run over (`--force`: it saved no best weights)")
+
+
 @dataclass
 class TrainState:
     """Everything the loop needs to continue after a restart (saved in last.pt)."""
@@ -237,8 +241,8 @@ class Trainer:
             loss, logs = self._step(batch.to(self.device, non_blocking=True))
             st.step += 1
             running.add(loss, logs, len(batch))
-            if i % 100 == 0 and not math.isfinite(float(loss.detach())):
-                raise MtkdError(f"training loss is {float(loss)} at step {st.step}; lower the learning rate")
+            if i % 100 == 0 and not math.isfinite(value := float(loss.detach())):
+                raise MtkdError(f"training loss is {value} at step {st.step}; {DIVERGED}")
             if self.progress.due(i + 1 == n_batches):
                 synchronize(self.device)
                 busy = time.perf_counter() - t0 - (self.eval_seconds - evals_before)
@@ -297,7 +301,7 @@ class Trainer:
             raise MtkdError(f"monitor {self.monitor!r} is not logged; logged: {sorted(k for k in record if '.' in k)}")
         value = float(record[self.monitor])
         if not math.isfinite(train_logs["train.loss"]):  # a NaN run must not save its weights as "best"
-            raise MtkdError(f"training loss is {train_logs['train.loss']} by step {st.step}; lower the learning rate")
+            raise MtkdError(f"training loss is {train_logs['train.loss']} by step {st.step}; {DIVERGED}")
         if not math.isfinite(value):
             raise MtkdError(f"monitor {self.monitor} is {value} at step {st.step} (a validation split with one class "
                             "has no AUC); monitor another quantity, e.g. --set monitor=valid.logloss")
