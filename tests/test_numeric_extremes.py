@@ -141,3 +141,37 @@ def test_an_infinite_teacher_score_is_refused_at_prepare_with_its_line(tmp_path,
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(toy_schema_dict(scores=["tp"])))
     rc, _, err = run_cli("data", "prepare", "--schema", tmp_path / "s.yaml", "--train", raw, "--out", tmp_path / "ds")
     assert rc == 2 and "t.csv" in err and "line 43" in err and "'tp'" in err and what in err
+
+
+def test_huge_values_get_the_error_of_their_transform(tmp_path, run_cli):
+    """1e308 overflows a column's float64 mean and spread: that was the error (without a line)
+    for every transform, though only standardize reads them. Now `none` names the value's line
+    (past float32), and `bucketize` (quantile edges) prepares."""
+    import yaml
+
+    from conftest import TOY_COLUMNS, toy_rows, write_delimited, toy_schema_dict
+
+    rows = toy_rows(300, seed=9)
+    for i in (10, 11):
+        rows[i][TOY_COLUMNS.index("rid")] = "1e308"
+    raw = write_delimited(tmp_path / "t.csv", rows)
+    for transform, ok in (("none", False), ("bucketize", True)):
+        d = toy_schema_dict()
+        d["features"][0] = {"name": "rid", "type": "numeric", "transform": transform}
+        (tmp_path / f"{transform}.yaml").write_text(yaml.safe_dump(d))
+        rc, _, err = run_cli("data", "prepare", "--schema", tmp_path / f"{transform}.yaml", "--train", raw,
+                             "--out", tmp_path / transform)
+        if ok:
+            assert rc == 0, err
+        else:
+            assert rc == 2 and "line 12" in err and "past float32's range" in err, err
+
+
+def test_a_nan_label_is_named_as_missing_not_as_empty(tmp_path, toy_schema_file, run_cli):
+    from conftest import toy_rows, write_delimited
+
+    rows = toy_rows(100, seed=4)
+    rows[5][0] = "nan"
+    rc, _, err = run_cli("data", "prepare", "--schema", toy_schema_file, "--train",
+                         write_delimited(tmp_path / "t.csv", rows), "--out", tmp_path / "ds")
+    assert rc == 2 and "line 7" in err and "a spelling of missing such as NA or nan" in err

@@ -122,12 +122,13 @@ class EncoderFitter:
             else:
                 st = self.stats[name]
                 ts = spec.transforms
-                if not (math.isfinite(st.mean) and math.isfinite(st.std)):  # NaN is not even JSON
+                finite = math.isfinite(st.mean) and math.isfinite(st.std)
+                if not finite and "standardize" in ts:  # only standardize reads them (and NaN is not JSON)
                     raise DataError(f"column {name!r} (numeric, transforms {ts}): its values are too large for "
                                     f"their mean and spread ({st.mean:g}, {st.std:g}) in float64; add `log` "
                                     "before its other transforms, or scale the column in the file")
                 entry = {"type": "numeric", "transforms": ts, "fill_na": numeric_fill(spec, name),
-                         "count": st.n, "mean": st.mean, "std": st.std}
+                         "count": st.n, "mean": st.mean if finite else None, "std": st.std if finite else None}
                 if ts[-1] == "bucketize":
                     entry["edges"] = st.edges(spec.bins)
             state["features"][name] = entry

@@ -96,7 +96,7 @@ def _check_labels(reader: RawReader, encoder_or_none: Encoder | None, batch: pa.
             hint = "this class never occurs in the training split; add training rows for it or drop the row"
         else:
             hint = "every row needs a label"
-        shown = ("an empty value" if what == "missing" or value is None else
+        shown = ("missing (empty, or a spelling of missing such as NA or nan)" if what == "missing" or value is None else
                  f"{value:g}" if isinstance(value, float) else repr(value))  # the file's 2, not 2.0
         raise DataError(f"{reader.path}: {line}, column {schema.label!r} (label): {shown}; {hint}. "
                         f"({bad.size} such row(s) in this block)")

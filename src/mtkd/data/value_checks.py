@@ -35,7 +35,8 @@ def check_float32(x: np.ndarray, col: pa.Array, name: str, transforms: list[str]
         raw = col[i].as_py()
         now = "" if raw == x[i] else f" (as {x[i]:g} after its transforms {transforms})"
         raise OutOfRange(i, name, f"{raw!r}{now} is past float32's range (3.4e38), in which it is stored; "
-                                  "add `log` to its transforms, or scale the column")
+                                  "add `log` to its transforms or scale the column, and prepare again (a model "
+                                  "trained without cannot score such a value)")
 
 
 def check_class_spellings(classes: list[str], label: str) -> None:
