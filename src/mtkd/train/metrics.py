@@ -334,3 +334,22 @@ def prior_logloss(task: str, frequencies: Any, y_true: Any) -> float:
     if task == "binary":
         return _binary_logloss(y > 0.5, np.full(y.shape, np.log(f[1] / max(1 - f[1], 1e-12))))
     return float(-np.log(f[y.astype(np.int64)]).mean())
+
+
+def worse_than_prior(dataset: Any, task: str, valid: dict[str, float]) -> str | None:
+    """A warning when the kept model predicts worse than the training label rate alone: finite,
+    so no error stopped it, and yet useless (a learning rate far too high, unscaled inputs)."""
+    ll = valid.get("logloss")
+    if ll is None or not dataset.split("train").rows:
+        return None
+    freqs = getattr(dataset, "label_frequencies", lambda: None)()  # the manifest's, without a pass
+    if freqs is None:  # a merged or subset dataset: from its own training labels
+        train = np.asarray(dataset.split("train").arrays["label"])
+        freqs = np.array([1 - train.mean(), train.mean()]) if task == "binary" else \
+            np.bincount(train.astype(np.int64), minlength=dataset.feature_map.output_dim) / train.size
+    prior = prior_logloss(task, freqs, np.asarray(dataset.split("valid").arrays["label"]))
+    if ll <= prior:
+        return None
+    return (f"warning: the kept model's valid logloss {ll:.4f} is worse than predicting the training label rate "
+            f"on every row ({prior:.4f}): it learned nothing usable. Check the learning rate and the numeric "
+            "columns' transforms (unscaled counts), then train again")

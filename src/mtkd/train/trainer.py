@@ -30,7 +30,7 @@ from mtkd.errors import MtkdError
 from mtkd.models.base import CTRModel
 from mtkd.train.checkpoint import load_checkpoint, save_checkpoint
 from mtkd.train.device import cuda_rng_state, native_bf16, resolve_device, set_cuda_rng_state, synchronize
-from mtkd.train.metrics import check_monitor, compute_metrics, metric_mode, prior_logloss
+from mtkd.train.metrics import check_monitor, compute_metrics, metric_mode, worse_than_prior
 from mtkd.train.objectives import Objective
 from mtkd.train.optimizers import EmbeddingL2, build_optimizers  # noqa: F401  (re-exported)
 from mtkd.train.progress import Progress
@@ -344,20 +344,6 @@ class Trainer:
             os.fsync(f.fileno())
         self.state.logged += 1
 
-    def _check_against_prior(self, valid_logloss: float | None) -> None:
-        """Say so when the kept model predicts worse than the training label rate alone: finite,
-        so no error stopped it, and yet useless (a learning rate far too high, unscaled inputs)."""
-        if valid_logloss is None or self.rank != 0 or not self.dataset.split("train").rows:
-            return
-        train = np.asarray(self.dataset.split("train").arrays["label"])  # any dataset: merged, a subset, ...
-        freqs = np.array([1 - train.mean(), train.mean()]) if self.task == "binary" else \
-            np.bincount(train.astype(np.int64), minlength=self.dataset.feature_map.output_dim) / train.size
-        prior = prior_logloss(self.task, freqs, np.asarray(self.dataset.split("valid").arrays["label"]))
-        if not valid_logloss <= prior:
-            self.log(f"warning: the kept model's valid logloss {valid_logloss:.4f} is worse than predicting the "
-                     f"training label rate on every row ({prior:.4f}): it learned nothing usable. Check the "
-                     "learning rate and the numeric columns' transforms (unscaled counts), then train again")
-
     def _finish(self) -> dict[str, Any]:
         if self.world_size > 1:
             # every weight of the model and the objective (the policy's included, which trains itself)
@@ -391,7 +377,8 @@ class Trainer:
         for split in ("valid", "test"):
             if split in self.dataset.split_names:
                 summary[split] = self.evaluate(split)
-        self._check_against_prior(summary.get("valid", {}).get("logloss"))
+        if self.rank == 0 and (warning := worse_than_prior(self.dataset, self.task, summary.get("valid", {}))):
+            self.log(warning)
         if self.rank == 0:
             atomic_write_text(self.run_dir / "summary.json", jsonout.dumps(summary, indent=1))
         return summary
