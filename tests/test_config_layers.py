@@ -112,3 +112,31 @@ def test_teachers_are_scored_at_their_own_eval_batch_size(tmp_path, toy_data, ru
                    "--set", "eval_batch_size=128")[0] == 0
     assert run_cli("score", "--data", toy_data, "-t", tmp_path / "t")[0] == 0
     assert sizes and set(sizes) == {128}
+
+
+def test_runs_saved_with_keys_now_refused_stay_usable_and_reused(tmp_path, toy_data, run_cli):
+    """An earlier version accepted `share_embedding` offline, `kind` on a run teacher and `params`
+    on it, and ignored them. Its runs must still evaluate, and a resume without those keys (the
+    fix the new error asks for) must find the same run, not retrain it."""
+    import yaml
+
+    t = tmp_path / "t"
+    assert run_cli("train", "--data", toy_data, "--model", "lr", "--out", t, "--set", "epochs=1")[0] == 0
+    student = tmp_path / "s"
+    args = ("distill", "--data", toy_data, "-t", t, "--model", "lr", "--out", student, "--set", "epochs=1")
+    assert run_cli(*args)[0] == 0
+    saved = yaml.safe_load((student / "config.yaml").read_text())
+    saved["train"]["distill"]["share_embedding"] = True  # as the earlier version saved them
+    saved["train"]["distill"]["teachers"][0].update(kind="logit", params={"embedding_dim": 8})
+    (student / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert run_cli("evaluate", student)[0] == 0
+    rc, out, err = run_cli(*args, "--resume")
+    assert rc == 0 and "already finished" in out + err
+
+
+def test_a_changed_setting_is_named_down_to_its_key_with_both_values(tmp_path, toy_data, run_cli):
+    run = tmp_path / "r"
+    args = ("train", "--data", toy_data, "--model", "dnn", "--out", run, "--set", "epochs=1")
+    assert run_cli(*args, "--set", "params.hidden_units=[8]")[0] == 0
+    rc, _, err = run_cli(*args, "--set", "params.hidden_units=[24]", "--resume")
+    assert rc == 2 and "params.hidden_units: [8] -> [24]" in err

@@ -193,8 +193,9 @@ def test_changed_experiment_is_refused(tmp_path):
     path.write_text(yaml.safe_dump(data))
     from mtkd.errors import MtkdError
 
-    with pytest.raises(MtkdError, match="different configuration"):
+    with pytest.raises(MtkdError, match="settings changed since they ran") as e:  # every changed run, at once
         Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    assert str(e.value).count(": epochs\n") == 6  # 2 teachers and a student, 2 seeds each
 
 
 def test_rerun_changed_starts_over_only_what_changed(tmp_path):
@@ -216,13 +217,14 @@ def test_rerun_changed_starts_over_only_what_changed(tmp_path):
 
     data["students"][1]["set"] = {"optimizer": {"lr": 0.003}}  # kd_dcn changes
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(MtkdError, match=r"settings changed.*different configuration: optimizer.*--rerun-changed"):
+    with pytest.raises(MtkdError, match=r"(?s)settings changed since they ran:\n.*kd_dcn/seed1: optimizer.lr: "
+                       r"0.001 -> 0.003\n.*--rerun-changed"):
         Experiment(load_experiment(path), str(path), log=lambda s: None).run()
     logs: list[str] = []
     Experiment(load_experiment(path), str(path), log=logs.append).run(rerun_changed=True)
     after = stamp()
     assert [n for n in runs if after[n] != before[n]] == ["kd_dcn"]
-    assert any("settings changed (optimizer): starting this run over" in line for line in logs)
+    assert any("settings changed (optimizer.lr: 0.001 -> 0.003): starting this run over" in line for line in logs)
     assert export_stamp() != onnx_before  # the export follows its retrained run
 
     data["teachers"][1]["set"] = {"epochs": 1}  # the dcn teacher changes: its students follow

@@ -12,7 +12,7 @@ from mtkd.train.metrics import logged_metrics
 
 def check_models(cfg: ExperimentConfig, source: str) -> None:
     """An unknown model name, and a shared hyper-parameter that no model of the experiment
-    takes (`embeding_dim`, which `Experiment._defaults_for` would drop without a word): refused, naming
+    takes (`embeding_dim`, which `RunConfigs._defaults_for` would drop without a word): refused, naming
     the model and the file."""
     from mtkd.models import model_params
 

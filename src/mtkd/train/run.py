@@ -44,7 +44,25 @@ def saved_run_config(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{e}; {fix}") from None
     if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict) or not isinstance(saved.get("data"), str):
         raise ConfigError(f"{path}: damaged (not the mapping with `train` and `data` that mtkd saves); {fix}")
+    _without_idle_keys(saved["train"])
     return saved
+
+
+def _without_idle_keys(train: dict[str, Any]) -> None:
+    """Keys earlier versions accepted and ignored, refused for new configs now, read back as the
+    run used them: a finished run stays usable and reused, not refused or trained again for them
+    (a run or score teacher's `params`, a run teacher's `kind`, `share_embedding` offline)."""
+    d = train.get("distill")
+    if not isinstance(d, dict):
+        return
+    if d.get("mode", "offline") != "cotrain" and d.get("share_embedding"):
+        d["share_embedding"] = False
+    for t in d.get("teachers") or []:
+        if isinstance(t, dict) and t.get("model") is None:
+            if t.get("params"):
+                t["params"] = {}
+            if t.get("score") is None and t.get("kind", "probability") != "probability":
+                t["kind"] = "probability"
 
 
 def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
@@ -118,12 +136,27 @@ def changed_settings(out: Path, cfg_dict: dict[str, Any], teachers: bool = True)
     old, new = ({**d, "train": _what_it_learns(d.get("train", {}))} for d in (old, new))
     if old == new and not retrained:
         return []
-    diff = sorted(k for k in set(old.get("train", {})) | set(new["train"])
-                  if old.get("train", {}).get(k) != new["train"].get(k))
+    diff = _differences(old.get("train", {}), new["train"])
     if old.get("dataset_checksum") != new["dataset_checksum"]:
         diff.append("dataset")
     diff += [f"teacher {n} (retrained)" for n in retrained]
     return diff or ["data path"]
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key` or `key.sub: old -> new` for each setting that differs, down into nested sections
+    (params, optimizer, distill): `params.hidden_units: [8] -> [24]`, not only `params`."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{k}.")
+        else:
+            show = lambda v: "unset" if v is None else str(v) if len(str(v)) <= 40 else str(v)[:37] + "..."  # noqa: E731
+            out.append(f"{prefix}{k}: {show(a)} -> {show(b)}" if prefix else k)
+    return out
 
 
 def retrained_teachers(out: Path, cfg_dict: dict[str, Any]) -> list[str] | None:
