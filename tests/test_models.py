@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import replace
 
 import pytest
@@ -256,6 +257,22 @@ def test_variants(name: str, params: dict) -> None:
 def test_odd_cin_units_rejected() -> None:
     with pytest.raises(ConfigError, match="even"):
         build_model("xdeepfm", feature_map(), cin_layer_units=[7, 5])
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("dcnv2", {"structure": "foo"}, "params.structure = 'foo': Input should be 'parallel'"),
+    ("fibinet", {"bilinear_type": "each"}, "params.bilinear_type = 'each': Input should be 'field_all'"),
+    ("dnn", {"numeric_input": "dens"}, "params.numeric_input = 'dens': Input should be 'embed' or 'dense'"),
+    ("xdeepfm", {"cin_layer_units": [15, 15]}, "sizes must be even"),
+    ("text_transformer", {"embedding_dim": 10}, "must be a multiple of params.heads 4"),
+])
+def test_bad_values_are_refused_without_a_dataset(name: str, params: dict, message: str) -> None:
+    """Checked up front (an experiment before it trains anything, `mtkd models`), not only when a
+    model is built on data: a wrong choice string passed as `str`, and sizes that must agree."""
+    from mtkd.models import check_params
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_params(name, params)
 
 
 @pytest.mark.parametrize("kind", ["categorical_only", "numeric_only"])

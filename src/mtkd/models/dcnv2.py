@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -11,7 +11,7 @@ from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.errors import ConfigError
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.embedding import FeatureEmbedding, NumericInput
 from mtkd.models.layers import MLP, CrossNetV2
 from mtkd.models.registry import register_model
 
@@ -27,13 +27,13 @@ class DCNv2(CTRModel):
         feature_map: FeatureMap,
         embedding_dim: int = 16,
         num_cross_layers: int = 3,
-        structure: str = "parallel",
+        structure: Literal["parallel", "stacked", "crossnet_only"] = "parallel",
         hidden_units: Sequence[int] = (64, 64, 64),
         dropout: float = 0.0,
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
-        numeric_input: str = "embed",
+        numeric_input: NumericInput = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         if structure not in STRUCTURES:

@@ -14,7 +14,7 @@ from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.errors import ConfigError
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.embedding import FeatureEmbedding, NumericInput
 from mtkd.models.layers import MLP
 from mtkd.models.registry import register_model
 
@@ -36,7 +36,7 @@ class DNN(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
-        numeric_input: str = "embed",
+        numeric_input: NumericInput = "embed",
         pair_features: bool = False,
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)

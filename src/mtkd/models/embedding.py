@@ -6,7 +6,7 @@ through here, and co-training shares these tables between models.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,6 +16,9 @@ from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.errors import ConfigError
 
+
+
+NumericInput = Literal["embed", "dense"]  # how numeric fields enter a model (README, Models)
 
 class FeatureEmbedding(nn.Module):
     """Every field of a FeatureMap as one [B, F, D] tensor: categorical, numeric, then sequence fields.

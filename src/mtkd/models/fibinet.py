@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -10,7 +10,7 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.embedding import FeatureEmbedding, NumericInput
 from mtkd.models.layers import MLP, Bilinear, SENet
 from mtkd.models.registry import register_model
 
@@ -28,13 +28,13 @@ class FiBiNET(CTRModel):
         feature_map: FeatureMap,
         embedding_dim: int = 16,
         reduction_ratio: float = 3.0,
-        bilinear_type: str = "field_interaction",
+        bilinear_type: Literal["field_all", "field_each", "field_interaction"] = "field_interaction",
         hidden_units: Sequence[int] = (64, 64, 64),
         dropout: float = 0.0,
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
-        numeric_input: str = "embed",
+        numeric_input: NumericInput = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,

@@ -45,3 +45,32 @@ def check_ranges(model: str, params: dict[str, Any]) -> None:
         why = rule(value) if rule is not None and value is not None else None
         if why:
             raise ConfigError(f"model {model!r}: params.{name} = {value!r} {why}")
+
+
+def _cin_halves(p: dict[str, Any]) -> str | None:
+    units = list(p.get("cin_layer_units") or [])
+    odd = [u for u in units[:-1] if u % 2]
+    if p.get("split_half", True) and odd:
+        return (f"params.cin_layer_units = {units}: with split_half each layer but the last passes half its "
+                f"maps on, so those sizes must be even (got {odd[0]})")
+    return None
+
+
+def _heads_divide(p: dict[str, Any]) -> str | None:
+    if "heads" in p and "embedding_dim" in p and p["embedding_dim"] % p["heads"]:
+        return f"params.embedding_dim {p['embedding_dim']} must be a multiple of params.heads {p['heads']}"
+    return None
+
+
+# rules over several parameters at once, given the model's defaults for those not set
+TOGETHER: dict[str, list[Callable[[dict[str, Any]], str | None]]] = {
+    "xdeepfm": [_cin_halves],
+    "text_transformer": [_heads_divide],
+}
+
+
+def check_together(model: str, params: dict[str, Any]) -> None:
+    """`params` (the model's defaults updated with the given values) consistent with each other."""
+    for rule in TOGETHER.get(model, []):
+        if why := rule(params):
+            raise ConfigError(f"model {model!r}: {why}")

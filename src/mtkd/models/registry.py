@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from mtkd.config_io import typed_params
 from mtkd.errors import ConfigError
-from mtkd.models.param_ranges import check_ranges
+from mtkd.models.param_ranges import check_ranges, check_together
 
 if TYPE_CHECKING:
     from mtkd.data.feature_map import FeatureMap
@@ -91,6 +91,8 @@ def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
         )
     typed = typed_params(cls, params, f"model {name!r}: params")
     check_ranges(name, typed)
+    defaults = {k: p.default for k, p in valid.items() if p.default is not inspect.Parameter.empty}
+    check_together(name, {**defaults, **typed})
     return typed
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
 from mtkd.models.base import CTRModel, ModelOutput
-from mtkd.models.embedding import FeatureEmbedding
+from mtkd.models.embedding import FeatureEmbedding, NumericInput
 from mtkd.models.layers import MLP
 from mtkd.models.registry import register_model
 
@@ -28,7 +28,7 @@ class WideDeep(CTRModel):
         batch_norm: bool = False,
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
-        numeric_input: str = "embed",
+        numeric_input: NumericInput = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,
