@@ -51,3 +51,14 @@ def test_din_finds_the_candidate_in_the_history(clicks: Path) -> None:
         (din["test"]["auc"], dnn["test"]["auc"])
     meta = export_run(clicks / "din", clicks / "export", formats=("onnx", "torchscript"))
     assert max(f["parity"]["max_abs_diff"] for f in meta["formats"].values()) <= 1e-4
+
+
+def test_din_with_dice_learns_and_exports(clicks: Path) -> None:
+    """Dice (the paper's activation) in both MLPs: the same task learnt, ONNX and TorchScript
+    parity with its running statistics in eval mode."""
+    sets = ["epochs=15", "batch_size=256", "patience=15", "device=cpu", "params.embedding_dim=16",
+            "optimizer.lr=0.003", "params.activation=dice", "params.attention_activation=dice"]
+    din = train_run(load_train_config(None, sets, model="din"), clicks / "ds", clicks / "din_dice", **QUIET)
+    assert din["test"]["auc"] > 0.95, din["test"]["auc"]
+    meta = export_run(clicks / "din_dice", clicks / "export_dice", formats=("onnx", "torchscript"))
+    assert max(f["parity"]["max_abs_diff"] for f in meta["formats"].values()) <= 1e-4

@@ -229,13 +229,16 @@ VARIANTS = [
     ("dnn", {"batch_norm": True, "dropout": 0.2}),
     ("deepfm", {"batch_norm": True, "dropout": 0.2, "hidden_units": []}),
     ("nfm", {"batch_norm": True, "dropout": 0.2, "hidden_units": []}),
+    ("nfm", {"dropout": 0.2, "bi_dropout": 0.5}),
     ("dcn", {"hidden_units": []}),
     ("dcnv2", {"structure": "stacked"}),
     ("dcnv2", {"structure": "crossnet_only"}),
+    ("dcnv2", {"low_rank": 4, "num_experts": 2}),
     ("xdeepfm", {"split_half": False, "cin_layer_units": [7, 5]}),
     ("autoint", {"use_scale": True, "use_residual": False, "num_heads": 1}),
     ("autoint", {"use_wide": True}),
     ("autoint_plus", {"use_wide": True, "numeric_input": "dense"}),
+    ("din", {"activation": "dice", "attention_activation": "dice"}),
     ("fibinet", {"bilinear_type": "field_all"}),
     ("fibinet", {"bilinear_type": "field_each", "batch_norm": True}),
 ]
@@ -466,3 +469,11 @@ def test_bilinear_weights_start_at_the_scale_of_one_d_by_d_matrix() -> None:
     for kind in Bilinear.TYPES:
         w = Bilinear(39, 10, kind).weight
         assert abs(float(w.detach().std()) - 10 ** -0.5) < 0.05, kind
+
+
+def test_nfm_bi_interaction_takes_its_own_dropout() -> None:
+    """The authors drop 0.5 of the bi-interaction vector and 0.2 after the hidden layer."""
+    model = build_model("nfm", feature_map(), dropout=0.2, bi_dropout=0.5)
+    assert [m.p for m in model.bi if isinstance(m, torch.nn.Dropout)] == [0.5]
+    assert [m.p for m in model.mlp.modules() if isinstance(m, torch.nn.Dropout)] == [0.2]
+    assert [m.p for m in build_model("nfm", feature_map(), dropout=0.2).bi if isinstance(m, torch.nn.Dropout)] == [0.2]

@@ -171,6 +171,25 @@ def cross(name: str) -> Callable:
     return build
 
 
+def dcn_mix(fmap, cols, **_):
+    """DCN-Mix (dcnv2 with low_rank) against DeepCTR's DCNMix, whose gate is one per expert shared by
+    every layer (mtkd has one per layer: given the same weights here)."""
+    m, ref = pair("dcnv2", dc.models.DCNMix, cols, fmap,
+                  {"cross_num": 3, "dnn_hidden_units": H, "low_rank": 4, "num_experts": 3},
+                  {"num_cross_layers": 3, "hidden_units": list(H), "low_rank": 4, "num_experts": 3}, lr_part=False)
+    copy_embedding(m.embedding, ref)
+    copy_mlp(m.mlp, ref.dnn)
+    with torch.no_grad():
+        c = ref.crossnet
+        m.cross.U.copy_(c.U_list)
+        m.cross.V.copy_(c.V_list)
+        m.cross.C.copy_(c.C_list)
+        m.cross.bias.copy_(c.bias.squeeze(-1))
+        m.cross.gate.copy_(torch.cat([g.weight for g in c.gating]).expand_as(m.cross.gate))
+    copy_out(m, ref)
+    return m, ref
+
+
 def xdeepfm(fmap, cols, cin=(6, 4), split=True, **_):
     m, ref = pair("xdeepfm", dc.models.xDeepFM, cols, fmap,
                   {"dnn_hidden_units": H, "cin_layer_size": cin, "cin_split_half": split, "cin_activation": "linear"},
@@ -258,6 +277,7 @@ CASES: dict[str, tuple[Callable, dict[str, Any]]] = {
     "deepfm-bn": (mlp_model("deepfm", dc.models.DeepFM, lr_part=True), {"bn": True}),
     "dcn": (cross("dcn"), {}),
     "dcnv2": (cross("dcnv2"), {}),
+    "dcnv2-mix": (dcn_mix, {}),
     "xdeepfm": (xdeepfm, {}),
     "xdeepfm-3-layers": (xdeepfm, {"cin": (6, 8, 5)}),
     "xdeepfm-no-split": (xdeepfm, {"cin": (5, 3), "split": False}),
@@ -306,3 +326,21 @@ def test_fm_with_numeric_fields_is_rendles_fm() -> None:
     expected = m.linear_bias + x @ w + 0.5 * ((x @ v) ** 2 - (x ** 2) @ (v ** 2)).sum(1)
     with torch.no_grad():
         assert torch.allclose(m(batch).logits, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(64, 6), (16, 5, 6)], ids=["2d", "3d"])
+def test_dice_matches_deepctr_torch(shape: tuple[int, ...]) -> None:
+    """DIN's Dice in training (batch statistics) and eval mode (running ones), 2-D and 3-D inputs;
+    DeepCTR's batch norm has an affine part at its identity init, mtkd's none (the paper's)."""
+    from mtkd.models.layers import Dice
+
+    ref = dc.layers.activation.Dice(shape[-1], dim=len(shape)).double()
+    mine = Dice(shape[-1]).double()
+    with torch.no_grad():
+        ref.alpha.copy_(torch.linspace(-0.5, 0.5, shape[-1]).reshape(ref.alpha.shape))
+        mine.alpha.copy_(ref.alpha.reshape(-1))
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3)) * 2 + 0.5
+    torch.testing.assert_close(mine(x), ref(x), atol=1e-10, rtol=0)  # train: the batch's statistics
+    mine.eval()
+    ref.eval()
+    torch.testing.assert_close(mine(x), ref(x), atol=1e-10, rtol=0)  # eval: the running ones, updated alike

@@ -9,7 +9,7 @@ the query; the other fields enter the MLP as in the DNN.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,9 +27,9 @@ class ActivationUnit(nn.Module):
     """DIN's local activation unit: an MLP over [q, k, q - k, q * k] gives each history item's
     weight; weights are not normalised (the paper keeps the intensity of interest), padding is 0."""
 
-    def __init__(self, dim: int, units: Sequence[int], softmax: bool = False) -> None:
+    def __init__(self, dim: int, units: Sequence[int], softmax: bool = False, activation: str = "prelu") -> None:
         super().__init__()
-        self.mlp = MLP(4 * dim, units, activation="prelu")
+        self.mlp = MLP(4 * dim, units, activation=activation)
         self.score = nn.Linear(self.mlp.output_dim, 1)
         self.softmax = softmax
 
@@ -46,8 +46,11 @@ class ActivationUnit(nn.Module):
 
 @register_model("din")
 class DIN(CTRModel):
-    """Defaults from the paper: attention MLP 80-40 (PReLU), MLP 200-80 (PReLU). hidden: the MLP's
-    last layer. The mean-pooled history stays in the input beside the attended one.
+    """MLP 200-80 as in the paper; attention MLP 80-40 as in the authors' code (sigmoid there).
+    `activation` / `attention_activation`: `prelu` (the default; the paper's baseline activation)
+    or `dice`, the paper's data-adaptive one (`Dice`); the attention unit also takes `sigmoid`.
+    hidden: the MLP's last layer. The mean-pooled history stays in the input beside the attended
+    one (the paper and the authors' code feed the attended one alone).
 
     Embeddings start at std 0.05, not the CTR models' 1e-4: the activation unit compares q and k
     through q * k, which is ~1e-8 at 1e-4 and gives no gradient to grow from (the AutoInt lesson).
@@ -66,6 +69,8 @@ class DIN(CTRModel):
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
         embedding_init_std: float = 0.05,
+        activation: Literal["prelu", "dice"] = "prelu",
+        attention_activation: Literal["prelu", "dice", "sigmoid"] = "prelu",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         cats = [f.name for f in feature_map.categorical]
@@ -74,10 +79,10 @@ class DIN(CTRModel):
             raise ConfigError("DIN attends over a history that shares the candidate's embedding; declare the "
                               "history as a sequence with `share_embedding: ITEM` (ITEM a categorical feature)")
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, init_std=embedding_init_std)
-        self.attention = nn.ModuleList(ActivationUnit(embedding_dim, attention_units, attention_softmax)
-                                       for _ in self.pairs)
+        self.attention = nn.ModuleList(ActivationUnit(embedding_dim, attention_units, attention_softmax,
+                                                      attention_activation) for _ in self.pairs)
         self.mlp = MLP(self.embedding.flat_dim + embedding_dim * len(self.pairs), hidden_units, dropout, batch_norm,
-                       activation="prelu")
+                       activation=activation)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)
         self.hidden_dim = self.mlp.output_dim
 

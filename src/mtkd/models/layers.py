@@ -19,6 +19,23 @@ from torch import Tensor, nn
 from mtkd.errors import ConfigError
 from mtkd.models.embedding import FeatureEmbedding, LinearTerm, SharedFields  # noqa: F401  (DESIGN: layers.py)
 
+class Dice(nn.Module):
+    """DIN's data-adaptive activation (Zhou et al. 2018, Eq. 9): f(s) = p(s) s + (1 - p(s)) alpha s,
+    p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)): PReLU with its rectifying point following
+    the data. E and Var are the batch's in training and running averages in eval mode (batch norm
+    without its affine part, as the paper has none); alpha per unit, from 0. Over the last
+    dimension of a 2-D or 3-D input (the activation unit scores [B, L, 4D])."""
+
+    def __init__(self, dim: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim, eps=eps, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = torch.sigmoid(self.bn(x.reshape(-1, x.shape[-1]))).reshape(x.shape)
+        return p * x + (1 - p) * self.alpha * x
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -26,6 +43,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
+    "dice": Dice,  # built with its width
 }
 
 
@@ -51,7 +69,7 @@ class MLP(nn.Module):
             layers.append(nn.Linear(dim, int(units)))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(int(units)))
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(Dice(int(units)) if activation == "dice" else ACTIVATIONS[activation]())
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             dim = int(units)
@@ -146,6 +164,36 @@ class CrossNetV2(nn.Module):
         x = x0
         for layer in self.layers:
             x = x0 * layer(x) + x
+        return x
+
+
+class CrossNetMix(nn.Module):
+    """DCN-Mix, DCN-V2's low-rank mixture of cross experts (Wang et al. 2021, Eq. 4):
+    x_{l+1} = sum_i G_i(x_l) E_i(x_l) + x_l, E_i(x_l) = x_0 * (U_i g(C_i g(V_i^T x_l)) + b_l),
+    with g = tanh and G the softmax over the experts of a linear gate on x_l. Each expert costs
+    2 d r + r^2 weights instead of the full-rank layer's d^2; every expert of a layer runs in one
+    batched product."""
+
+    def __init__(self, input_dim: int, num_layers: int, low_rank: int, num_experts: int) -> None:
+        super().__init__()
+
+        def xavier(*shape: int) -> nn.Parameter:  # per expert matrix [a, b]: std sqrt(2 / (a + b))
+            return nn.Parameter(torch.randn(*shape) * math.sqrt(2.0 / (shape[-1] + shape[-2])))
+
+        self.U = xavier(num_layers, num_experts, input_dim, low_rank)
+        self.V = xavier(num_layers, num_experts, input_dim, low_rank)
+        self.C = xavier(num_layers, num_experts, low_rank, low_rank)
+        self.gate = nn.Parameter(torch.randn(num_layers, num_experts, input_dim) / math.sqrt(input_dim))
+        self.bias = nn.Parameter(torch.zeros(num_layers, input_dim))
+
+    def forward(self, x0: Tensor) -> Tensor:
+        x = x0
+        for layer in range(self.U.shape[0]):
+            v = torch.tanh(torch.einsum("bd,edr->ber", x, self.V[layer]))
+            v = torch.tanh(torch.einsum("ers,bes->ber", self.C[layer], v))
+            experts = x0.unsqueeze(1) * (torch.einsum("edr,ber->bed", self.U[layer], v) + self.bias[layer])
+            weights = torch.softmax(x @ self.gate[layer].t(), dim=1)  # [B, experts]
+            x = torch.einsum("bed,be->bd", experts, weights) + x
         return x
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -19,8 +19,10 @@ from mtkd.models.registry import register_model
 class NFM(CTRModel):
     """hidden: [first-order logits (C), DNN last hidden layer (the bi-interaction vector if no layers)].
 
-    One hidden layer by default: the paper found NFM-1 best. `batch_norm` / `dropout` also
-    apply to the bi-interaction vector, as the paper does.
+    One hidden layer of 64 by default: the paper found NFM-1 best (the authors' `--layers [64]`).
+    `batch_norm` also applies to the bi-interaction vector, as the paper does; so does `dropout`
+    unless `bi_dropout` gives that vector its own rate (the authors': 0.5 there, 0.2 after the
+    hidden layer).
     """
 
     def __init__(
@@ -33,6 +35,7 @@ class NFM(CTRModel):
         embedding_regularizer: float = 0.0,
         sparse: bool = False,
         numeric_input: NumericInput = "embed",
+        bi_dropout: Optional[float] = None,
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input,
@@ -41,8 +44,8 @@ class NFM(CTRModel):
         bi_post: list[nn.Module] = [BiInteraction()]
         if batch_norm:
             bi_post.append(nn.BatchNorm1d(embedding_dim))
-        if dropout > 0:
-            bi_post.append(nn.Dropout(dropout))
+        if (rate := dropout if bi_dropout is None else bi_dropout) > 0:
+            bi_post.append(nn.Dropout(rate))
         self.bi = nn.Sequential(*bi_post)
         self.mlp = MLP(embedding_dim + self.embedding.n_dense, hidden_units, dropout, batch_norm)
         self.out = nn.Linear(self.mlp.output_dim, self.output_dim)

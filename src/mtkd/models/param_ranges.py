@@ -32,9 +32,12 @@ RANGES: dict[str, Callable[[Any], str | None]] = {
     "cin_layer_units": _units(empty_ok=False),
     "kernel_sizes": _units(empty_ok=False),
     "dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
+    "bi_dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)",
     "embedding_regularizer": lambda v: None if v >= 0 else "must be 0 or more",
     "embedding_init_std": lambda v: None if v > 0 else "must be more than 0",
     "reduction_ratio": lambda v: None if v > 0 else "must be more than 0",
+    "low_rank": lambda v: None if v >= 0 else "must be 0 (full rank) or more",
+    "num_experts": _count,
 }
 
 
