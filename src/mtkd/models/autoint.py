@@ -21,6 +21,8 @@ class AutoInt(CTRModel):
     attention_dim), DNN last hidden if use_dnn].
 
     Defaults follow the paper: 3 interacting layers, 2 heads, 32 dims per head, residuals.
+    `attention_dim` is per head (FuxiCTR's parameter of that name is the total over heads: its 64
+    with 2 heads is this 32).
     `use_wide` adds a first-order (logistic regression) term, as FuxiCTR's and DeepCTR-Torch's
     AutoInt do: without it every first-order effect must pass through the attention stack.
     `layer_norm` normalises each interacting layer's output before its ReLU (FuxiCTR's option).

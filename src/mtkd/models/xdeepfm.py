@@ -17,7 +17,11 @@ from mtkd.models.registry import register_model
 
 @register_model("xdeepfm")
 class XDeepFM(CTRModel):
-    """hidden: [first-order logits (C), CIN pooled maps, DNN last hidden layer]."""
+    """hidden: [first-order logits (C), CIN pooled maps, DNN last hidden layer].
+
+    CIN 16-16-16 by default (FuxiCTR's; DeepCTR-Torch's is 256-128), linear as in the paper's
+    Eq. 6 (DeepCTR's default adds a ReLU); the paper tuned the CIN's depth and width per dataset,
+    with far wider layers (a few hundred maps)."""
 
     def __init__(
         self,
