@@ -75,7 +75,7 @@ def test_a_run_resumes_on_another_device(tmp_path, toy_data, run_cli):
     rc, out, err = run_cli(*args, "--device", "cpu", "--set", "data_on_device=false", "--resume")
     assert rc == 0, err
     rc, _, err = run_cli(*args, "--device", "cpu", "--set", "epochs=2", "--resume")
-    assert rc == 2 and "different configuration (epochs)" in err  # what it learns still counts
+    assert rc == 2 and "different configuration (epochs: 1 -> 2)" in err  # what it learns still counts
 
 
 @pytest.mark.parametrize("distill, message", [
@@ -140,3 +140,41 @@ def test_a_changed_setting_is_named_down_to_its_key_with_both_values(tmp_path, t
     assert run_cli(*args, "--set", "params.hidden_units=[8]")[0] == 0
     rc, _, err = run_cli(*args, "--set", "params.hidden_units=[24]", "--resume")
     assert rc == 2 and "params.hidden_units: [8] -> [24]" in err
+
+
+def test_set_distill_without_distill_is_refused(tmp_path):
+    from mtkd.errors import ConfigError
+
+    exp = experiment(tmp_path, [{"name": "s", "set": {"distill": {"weighting": "average", "alpha": 0.2}}}])
+    with pytest.raises(ConfigError, match="set.distill without `distill:` on the entry"):
+        exp.student_config(exp.cfg.students[0], 1)
+
+
+def test_differences_name_each_changed_key_with_its_values():
+    from mtkd.train.run import _differences, _without_idle_keys
+
+    old = {"epochs": 1, "params": {"hidden_units": [8]}, "distill": {"teachers": [
+        {"name": "fm", "model": "fm", "params": {"embedding_dim": 4}}, {"name": "lr", "model": "lr", "params": {}}]}}
+    new = {"epochs": 2, "params": {"hidden_units": [24]}, "distill": {"teachers": [
+        {"name": "fm", "model": "fm", "params": {"embedding_dim": 8}}, {"name": "lr", "model": "lr", "params": {}}]},
+        "init_from": "runs/x"}
+    assert _differences(old, new) == ["distill.teachers.fm.params.embedding_dim: 4 -> 8", "epochs: 1 -> 2",
+                                      "init_from: (not set) -> 'runs/x'", "params.hidden_units: [8] -> [24]"]
+    saved = {"distill": {"mode": "cotrain", "teachers": [{"name": "fm", "model": "fm", "kind": "logit"}]}}
+    _without_idle_keys(saved)  # an earlier version took `kind` on a co-trained teacher, and ignored it
+    assert saved["distill"]["teachers"][0]["kind"] == "probability"
+
+
+def test_weights_of_another_form_of_the_model_are_named(tmp_path, toy_data, run_cli):
+    """AutoInt with use_wide and dense numerics lost an output input this release: its older runs'
+    weights no longer fit, which was a torch size-mismatch traceback."""
+    import yaml
+
+    run = tmp_path / "r"
+    assert run_cli("train", "--data", toy_data, "--model", "dnn", "--out", run, "--set", "epochs=1",
+                   "--set", "params.hidden_units=[8]")[0] == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["train"]["params"]["hidden_units"] = [9]  # as if the model's form changed under the weights
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    rc, _, err = run_cli("evaluate", run)
+    assert rc == 2 and "its weights do not fit the dnn these settings build now" in err and "Traceback" not in err

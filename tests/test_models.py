@@ -268,6 +268,7 @@ def test_odd_cin_units_rejected() -> None:
     ("dnn", {"numeric_input": "dens"}, "params.numeric_input = 'dens': Input should be 'embed' or 'dense'"),
     ("xdeepfm", {"cin_layer_units": [15, 15]}, "sizes must be even"),
     ("text_transformer", {"embedding_dim": 10}, "must be a multiple of params.heads 4"),
+    ("dcnv2", {"num_experts": 2}, "params.num_experts is for DCN-Mix"),
 ])
 def test_bad_values_are_refused_without_a_dataset(name: str, params: dict, message: str) -> None:
     """Checked up front (an experiment before it trains anything, `mtkd models`), not only when a
@@ -477,3 +478,24 @@ def test_nfm_bi_interaction_takes_its_own_dropout() -> None:
     assert [m.p for m in model.bi if isinstance(m, torch.nn.Dropout)] == [0.5]
     assert [m.p for m in model.mlp.modules() if isinstance(m, torch.nn.Dropout)] == [0.2]
     assert [m.p for m in build_model("nfm", feature_map(), dropout=0.2).bi if isinstance(m, torch.nn.Dropout)] == [0.2]
+
+
+def test_dcn_mix_gates_each_layer_with_its_own_weights() -> None:
+    """DCN-Mix against a plain loop over layers and experts (the transplant test shares one gate
+    across layers, as DeepCTR does, so it cannot tell layers' gates apart)."""
+    torch.manual_seed(0)
+    cross = build_model("dcnv2", feature_map(), low_rank=3, num_experts=2, structure="crossnet_only").cross
+    with torch.no_grad():
+        cross.gate.normal_()
+        cross.bias.normal_()
+        x0 = torch.randn(5, cross.U.shape[2])
+        x = x0
+        for layer in range(cross.U.shape[0]):
+            out = torch.zeros_like(x)
+            for i in range(len(x)):
+                g = torch.softmax(cross.gate[layer] @ x[i], 0)
+                for e in range(2):
+                    v = torch.tanh(cross.C[layer, e] @ torch.tanh(cross.V[layer, e].T @ x[i]))
+                    out[i] += g[e] * x0[i] * (cross.U[layer, e] @ v + cross.bias[layer])
+            x = out + x
+        torch.testing.assert_close(cross(x0), x, atol=1e-5, rtol=1e-5)

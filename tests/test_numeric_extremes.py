@@ -117,6 +117,9 @@ def test_metrics_and_summary_are_strict_json_with_null_for_nan(tmp_path, toy_csv
     assert summary["valid"]["logloss"] > 0
     rc, out, _ = run_cli("evaluate", run, "--split", "valid", "--json")
     assert rc == 0 and strict(out)["auc"] is None
+    rc, out, err = run_cli("train", "--data", tmp_path / "ds", "--model", "lr", "--out", run, "--set", "epochs=1",
+                           "--set", "monitor=valid.logloss", "--resume")  # prints the finished run's table
+    assert rc == 0 and "already finished" in out + err and "nan" in out, err
 
 
 def test_a_report_row_missing_a_seed_is_nan_not_the_mean_of_the_others():

@@ -195,7 +195,7 @@ def test_changed_experiment_is_refused(tmp_path):
 
     with pytest.raises(MtkdError, match="settings changed since they ran") as e:  # every changed run, at once
         Experiment(load_experiment(path), str(path), log=lambda s: None).run()
-    assert str(e.value).count(": epochs\n") == 6  # 2 teachers and a student, 2 seeds each
+    assert str(e.value).count(": epochs: 2 -> 3\n") == 6  # 2 teachers and a student, 2 seeds each
 
 
 def test_rerun_changed_starts_over_only_what_changed(tmp_path):
@@ -385,3 +385,21 @@ def test_run_prepares_changed_raw_files_again(tmp_path):
     assert not any("reused:" in x for x in lines), lines
     rows = Experiment(load_experiment(path), str(path), log=lambda s: None).run(force=True)
     assert [r["model"] for r in rows] == ["deepfm", "dnn", "kd"]
+
+
+def test_a_changed_student_is_named_before_a_new_teacher_trains(tmp_path):
+    """The up-front check read every teacher's weights, so a student of a teacher not trained yet was
+    skipped, and refused only after that teacher had trained."""
+    from mtkd.errors import MtkdError
+
+    path = _experiment(tmp_path, [{"name": "kd", "distill": {"weighting": "average"}}])
+    data = yaml.safe_load(path.read_text())
+    data["seeds"], data["teachers"] = [1], data["teachers"][:1]
+    path.write_text(yaml.safe_dump(data))
+    Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    data["teachers"].append({"name": "dcn", "model": "dcn"})
+    data["students"][0]["set"] = {"optimizer": {"lr": 0.05}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(MtkdError, match=r"kd/seed1: .*optimizer.lr: 0.001 -> 0.05"):
+        Experiment(load_experiment(path), str(path), log=lambda s: None).run()
+    assert not (tmp_path / "exp" / "teachers" / "dcn").exists()

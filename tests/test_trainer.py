@@ -316,7 +316,7 @@ def test_resume_accepts_a_config_written_before_a_new_option(tmp_path):
     # as output_prior false, so the new default does not pass for what that run did
     del saved["train"]["output_prior"]
     (tmp_path / "r" / "config.yaml").write_text(yaml.safe_dump(saved))
-    with pytest.raises(MtkdError, match=r"different configuration \(output_prior\)"):
+    with pytest.raises(MtkdError, match=r"different configuration \(output_prior: False -> True\)"):
         train_run(cfg, tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None)
     old = cfg.model_copy(update={"output_prior": False})
     assert train_run(old, tmp_path / "ds", tmp_path / "r", resume=True, progress=False, log=lambda s: None) == first

@@ -309,7 +309,7 @@ def _finish_train(summary: dict) -> None:
         cols = [c.header for c in t.columns][1:]
         for s in ("valid", "test"):
             if s in summary:
-                t.add_row(s, *(f"{summary[s].get(c, float('nan')):.5f}" for c in cols))
+                t.add_row(s, *("nan" if (v := summary[s].get(c)) is None else f"{v:.5f}" for c in cols))  # null: NaN
         out.print(t)
         out.print(f"params {summary.get('params'):,}  train {summary.get('train_seconds')}s "
                   f"({summary.get('train_samples_per_s'):,.0f} samples/s)")

@@ -53,6 +53,9 @@ class RunConfigs:
         base = self.cfg.student
         model = s.model or base.model or "dnn"
         shared = _merge(_merge(self._defaults_for(model), {"model": model, "params": base.params}), base.set)
+        if s.distill is None and s.set.get("distill"):  # it would train without teachers, in silence
+            raise ConfigError(f"{self.source}: student {s.name}: set.distill without `distill:` on the entry; a "
+                              "student distils when its entry has `distill:` (put these keys there)")
         d = _merge(_merge(shared, {"params": s.params}), s.set)
         d.pop("distill", None)
         d["seed"] = seed

@@ -188,16 +188,17 @@ class Experiment:
         trains (one at a time, each fix found the next only after the runs before it)."""
         from mtkd.train.run import CONFIG, changed_settings, run_config_dict
 
-        if not (self.data_dir / "manifest.json").exists():
+        try:
+            ds, changed = Dataset(self.data_dir), []
+        except (MtkdError, OSError, ValueError):  # not prepared yet, or by an older version: prepare first
             return
-        ds, changed = Dataset(self.data_dir), []
         for (kind, name, seed), cfg in configs.items():
             out = self.run_dir(kind, name, seed)
             if not (out / CONFIG).exists():
                 continue
             try:
-                diff = changed_settings(out, run_config_dict(cfg, ds), teachers=False)
-            except MtkdError:  # a teacher not trained yet, a damaged file: its own turn says so
+                diff = changed_settings(out, run_config_dict(cfg, ds, teachers=False), teachers=False)
+            except MtkdError:  # a damaged file: its own turn says so
                 continue
             if diff:
                 changed.append(f"  {out}: {', '.join(diff)}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mtkd.config import check_dir_name
+from mtkd import jsonout
 from mtkd.data.atomic import atomic_write_text, sweep_partials
 from mtkd.data.loader import BatchLoader
 from mtkd.data.store import Dataset
@@ -265,7 +266,7 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
                                          **compute_metrics(dataset.feature_map.task, labels, logits)}
             meta["files"] = {p.name: _file_record(p, p.name.endswith("_logits.npy"))
                              for p in sorted(tmp.iterdir()) if p.suffix in (".npy", ".npz")}
-            atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+            atomic_write_text(tmp / "meta.json", jsonout.dumps(meta, indent=1))  # a one-class split: null AUC
             _drop_stale(root, spec, with_hidden, hidden_code, out)
             try:
                 os.replace(tmp, out)
@@ -366,4 +367,4 @@ class TeacherSet:
                 else 0 for d in self.dirs]
 
     def metric(self, split: str, name: str) -> list[float]:
-        return [float(m["splits"][split][name]) for m in self.meta]
+        return [float("nan") if (v := m["splits"][split][name]) is None else float(v) for m in self.meta]  # null

@@ -65,15 +65,24 @@ def _heads_divide(p: dict[str, Any]) -> str | None:
     return None
 
 
-# rules over several parameters at once, given the model's defaults for those not set
+def _experts_need_low_rank(p: dict[str, Any]) -> str | None:
+    if "num_experts" in p["given"] and not p.get("low_rank"):
+        return ("params.num_experts is for DCN-Mix, the low-rank mixture: it does nothing at low_rank 0 (full "
+                "rank); give params.low_rank too (e.g. 32) or drop num_experts")
+    return None
+
+
+# rules over several parameters at once: the model's defaults updated with the given values, and
+# `given`, the names set (a key that does nothing without another is refused, not ignored)
 TOGETHER: dict[str, list[Callable[[dict[str, Any]], str | None]]] = {
     "xdeepfm": [_cin_halves],
     "text_transformer": [_heads_divide],
+    "dcnv2": [_experts_need_low_rank],
 }
 
 
-def check_together(model: str, params: dict[str, Any]) -> None:
+def check_together(model: str, params: dict[str, Any], given: set[str]) -> None:
     """`params` (the model's defaults updated with the given values) consistent with each other."""
     for rule in TOGETHER.get(model, []):
-        if why := rule(params):
+        if why := rule({**params, "given": given}):
             raise ConfigError(f"model {model!r}: {why}")

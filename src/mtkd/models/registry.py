@@ -92,7 +92,7 @@ def check_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
     typed = typed_params(cls, params, f"model {name!r}: params")
     check_ranges(name, typed)
     defaults = {k: p.default for k, p in valid.items() if p.default is not inspect.Parameter.empty}
-    check_together(name, {**defaults, **typed})
+    check_together(name, {**defaults, **typed}, set(typed))
     return typed
 
 

@@ -58,18 +58,20 @@ def _without_idle_keys(train: dict[str, Any]) -> None:
     if d.get("mode", "offline") != "cotrain" and d.get("share_embedding"):
         d["share_embedding"] = False
     for t in d.get("teachers") or []:
-        if isinstance(t, dict) and t.get("model") is None:
-            if t.get("params"):
-                t["params"] = {}
-            if t.get("score") is None and t.get("kind", "probability") != "probability":
-                t["kind"] = "probability"
+        if not isinstance(t, dict):
+            continue
+        if t.get("model") is None and t.get("params"):
+            t["params"] = {}
+        if t.get("score") is None and t.get("kind", "probability") != "probability":
+            t["kind"] = "probability"
 
 
-def run_config_dict(cfg: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+def run_config_dict(cfg: TrainConfig, dataset: Dataset, teachers: bool = True) -> dict[str, Any]:
     """What a run is: its settings, its dataset and, for a student, what each offline teacher run
-    is (the hash of its best weights: a teacher retrained in place keeps its path)."""
+    is (the hash of its best weights: a teacher retrained in place keeps its path; `teachers`
+    False leaves them out, for comparing settings alone without reading every checkpoint)."""
     d = {"data": str(dataset.root.resolve()), "dataset_checksum": dataset.checksum, "train": _train_dict(cfg)}
-    if cfg.distill is not None and cfg.distill.mode == "offline":
+    if teachers and cfg.distill is not None and cfg.distill.mode == "offline":
         from mtkd.distill.build import teacher_plan
         from mtkd.distill.teachers import teacher_ident
 
@@ -147,16 +149,30 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     """`key` or `key.sub: old -> new` for each setting that differs, down into nested sections
     (params, optimizer, distill): `params.hidden_units: [8] -> [24]`, not only `params`."""
     out = []
-    for k in sorted(set(old) | set(new)):
+    for k in sorted(set(old) | set(new), key=str):
         a, b = old.get(k), new.get(k)
         if a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differences(a, b, f"{prefix}{k}.")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and \
+                all(isinstance(x, dict) for x in a + b):  # teachers: by name, else by position
+            names = [x.get("name", i) for i, x in enumerate(a)]
+            out += _differences(dict(zip(names, a)), dict(zip([x.get("name", i) for i, x in enumerate(b)], b)),
+                                f"{prefix}{k}.")
+        elif not prefix and k in _SECTIONS:  # a whole section appeared or went: its name says it
+            out.append(k)
         else:
-            show = lambda v: "unset" if v is None else str(v) if len(str(v)) <= 40 else str(v)[:37] + "..."  # noqa: E731
-            out.append(f"{prefix}{k}: {show(a)} -> {show(b)}" if prefix else k)
+            out.append(f"{prefix}{k}: {_shown(a, k in old)} -> {_shown(b, k in new)}")
     return out
+
+
+_SECTIONS = ("params", "optimizer", "distill", "word_vectors")
+
+
+def _shown(v: Any, present: bool) -> str:
+    text = "(not set)" if not present else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def retrained_teachers(out: Path, cfg_dict: dict[str, Any]) -> list[str] | None:
@@ -297,7 +313,12 @@ def load_run(run_dir: Path, device: str = "cpu", data: Path | None = None) -> tu
     best = run_dir / "best.pt"
     if not best.exists():
         raise MtkdError(f"{run_dir}: no best.pt yet; the run has not finished an evaluation")
-    model.load_state_dict(load_checkpoint(best, resolve_device(device))["model"])
+    try:
+        model.load_state_dict(load_checkpoint(best, resolve_device(device))["model"])
+    except RuntimeError as e:  # shapes or names: weights of another version's form of this model
+        raise MtkdError(f"{best}: its weights do not fit the {cfg.model} these settings build now (written by "
+                        f"another mtkd version whose {cfg.model} had other layers?): {str(e).strip()[:300]}; "
+                        "train the run again (`--force`)") from None
     return cfg, dataset, model.to(resolve_device(device)).eval()
 
 
