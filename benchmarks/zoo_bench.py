@@ -119,8 +119,12 @@ PROFILES = {"anchor": (ANCHOR_PARAMS, ANCHOR_LOOP), "tuned": (TUNED_PARAMS, TUNE
 # feature embeddings initialised from a trained FM); its train seconds exclude the FM's.
 WARM_STARTED = {"nfm_fm_init": ("nfm", "fm")}
 
+# Pseudo-models: a zoo model with settings of its own. dcn_mix is DCN-V2's low-rank mixture of cross
+# experts (DCN-Mix) at the rank and expert count of FuxiCTR's and DeepCTR-Torch's defaults.
+SET_VARIANTS = {"dcn_mix": ("dcnv2", {"low_rank": 32, "num_experts": 4})}
+
 # Models with an explicit interaction component (compared with the DNN on synthetic data).
-INTERACTION = ("fm", "deepfm", "dcn", "dcnv2", "xdeepfm", "autoint", "autoint_plus", "fibinet", "ipnn", "nfm",
+INTERACTION = ("fm", "deepfm", "dcn", "dcnv2", "dcn_mix", "xdeepfm", "autoint", "autoint_plus", "fibinet", "ipnn", "nfm",
                "nfm_fm_init")
 
 
@@ -207,6 +211,10 @@ def builds_on(models: list[str], data_dir: Path, ds_name: str, explicit: bool) -
 
 def run_zoo_cell(data_dir: Path, runs: Path, model: str, profile: str, seed: int) -> dict[str, Any]:
     """One (model, profile, seed) cell; a warm-started pseudo-model first trains its source if missing."""
+    if model in SET_VARIANTS:
+        base, params = SET_VARIANTS[model]
+        return run_mtkd(data_dir, runs / f"{model}-{profile}-{seed}", base, profile, seed,
+                        [f"params.{k}={json.dumps(v)}" for k, v in params.items()])
     if model not in WARM_STARTED:
         return run_mtkd(data_dir, runs / f"{model}-{profile}-{seed}", model, profile, seed)
     base, source = WARM_STARTED[model]
@@ -464,7 +472,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    known = [*MODELS, *WARM_STARTED, *KD_STUDENTS]
+    known = [*MODELS, *WARM_STARTED, *SET_VARIANTS, *KD_STUDENTS]
     models = known if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
     models.sort(key=lambda m: m in KD_STUDENTS)  # distilled students after their teachers
     unknown = [m for m in models if m not in known]

