@@ -401,3 +401,19 @@ def test_ce_kd_reward_uses_the_runs_kd_loss_and_temperature(world):
     z, label, tl = torch.randn(6), torch.randint(0, 2, (6,)).float(), torch.randn(6, 2)
     assert torch.allclose(policy._reward(z, label, tl), reward_ce_kd(z, label, tl, "binary", 4.0, "bce"))
     assert not torch.allclose(policy._reward(z, label, tl), reward_ce_kd(z, label, tl, "binary", 1.0))
+
+
+def test_resuming_an_earlier_ce_kd_checkpoint_warns_that_the_reward_changed():
+    """An earlier mtkd rewarded ce_kd with the default loss at T = 1 whatever the run's settings; a
+    checkpoint it wrote resumed here goes on with the run's own: said, since one run then has two."""
+    import warnings
+
+    p = build_weighting("policy", 2, "binary", reward="ce_kd", kd_temperature=3.0)
+    state = p.get_extra_state()
+    assert state["reward_kd"] == [None, 3.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p.set_extra_state(state)  # this version's own checkpoint: no word
+    del state["reward_kd"]
+    with pytest.warns(UserWarning, match="reward ce_kd used the default KD loss at temperature 1"):
+        p.set_extra_state(state)

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import warnings
 import weakref
 from typing import Annotated, Any, Callable, Sequence
 
@@ -361,7 +362,8 @@ class Policy(Weighting):
     def get_extra_state(self) -> dict[str, Any]:
         baseline = None if self.baseline is None else float(self.baseline)
         return {"opt": self.opt.state_dict(), "baseline": baseline, "epoch": self.epoch,
-                "episode_start": self._episode_start, "episode": self._episode, "pending": self._pending}
+                "episode_start": self._episode_start, "episode": self._episode, "pending": self._pending,
+                "reward_kd": [self.kd_loss, self.kd_temperature]}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state["opt"])
@@ -369,3 +371,9 @@ class Policy(Weighting):
         self._episode_start = state.get("episode_start")
         self._episode = list(state.get("episode", []))
         self._pending = list(state.get("pending", []))
+        if self.reward_kind == "ce_kd" and "reward_kd" not in state and \
+                (self.kd_loss is not None or self.kd_temperature != 1.0):
+            warnings.warn("resuming a policy run from a checkpoint of an earlier mtkd, whose reward ce_kd used the "
+                          "default KD loss at temperature 1: the epochs from here reward with this run's "
+                          f"kd_loss {self.kd_loss or 'default'} at temperature {self.kd_temperature}; start it over "
+                          "(--force) for one reward throughout", stacklevel=2)
