@@ -178,3 +178,13 @@ def test_weights_of_another_form_of_the_model_are_named(tmp_path, toy_data, run_
     (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     rc, _, err = run_cli("evaluate", run)
     assert rc == 2 and "its weights do not fit the dnn these settings build now" in err and "Traceback" not in err
+
+
+def test_gate_features_of_an_lr_student_are_refused_before_the_experiment_trains(tmp_path):
+    from mtkd.errors import ConfigError
+
+    exp = experiment(tmp_path, [{"name": "s", "model": "lr", "distill": {
+        "weighting": "gate", "weighting_params": {"use_features": True}}}])
+    with pytest.raises(ConfigError, match="student s: weighting gate use_features"):
+        exp.run()
+    assert not (tmp_path / "exp" / "teachers").exists()

@@ -48,6 +48,14 @@ def check_params_of(configs: dict[tuple[str, str, int], TrainConfig], source: st
                 check_params(model, params)
             except ConfigError as exc:
                 raise ConfigError(f"{source}: {where}: {exc}") from None
+        d = cfg.distill
+        if d is not None and d.weighting == "gate" and d.weighting_params.get("use_features") and \
+                cfg.model in NO_EMBEDDING:  # found when the student is built, after the teachers trained
+            raise ConfigError(f"{source}: student {name}: weighting gate use_features reads the student's embedded "
+                              f"fields; {cfg.model} has none: drop use_features or distil into another model")
+
+
+NO_EMBEDDING = ("lr",)  # the zoo's one model without a FeatureEmbedding (its weights are per id)
 
 
 def experiment_schema(cfg: ExperimentConfig, source: str) -> Any:
