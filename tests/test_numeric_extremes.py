@@ -67,6 +67,8 @@ def test_metrics_of_nan_and_infinite_logits():
     m = compute_metrics("multiclass", np.array([0, 1, 2]), logits)
     expected = -(np.log(np.exp(1) / (2 + np.exp(1))) + np.log(np.exp(2) / (2 + np.exp(2)))) / 3  # row 0 costs 0
     assert m["logloss"] == pytest.approx(expected) and m["accuracy"] == 1.0
+    ties = compute_metrics("multiclass", np.array([0, 1]), np.array([[-np.inf] * 3, [0.0, 1.0, 2.0]]))
+    assert ties["logloss"] == pytest.approx((np.log(3) - np.log(np.exp(1) / (1 + np.e + np.exp(2)))) / 2)
     assert prior_logloss("binary", [0.75, 0.25], y) == pytest.approx(-(np.log(0.25) + np.log(0.75)) / 2)
     assert prior_logloss("multiclass", [0.5, 0.25, 0.25], np.array([0, 1])) == pytest.approx(
         -(np.log(0.5) + np.log(0.25)) / 2)

@@ -268,10 +268,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax, shifted by the row maximum for stability; a row with a +inf logit
-    is its limit (all mass on its infinite classes), not inf - inf = nan."""
+    is its limit (all mass on its infinite classes), one of -inf logits alone uniform (all tie),
+    not inf - inf = nan."""
     m = x.max(axis=1, keepdims=True)
     with np.errstate(invalid="ignore"):
-        z = np.where(np.isposinf(m), np.where(np.isposinf(x), 0.0, -np.inf), x - np.where(np.isinf(m), 0.0, m))
+        z = np.where(np.isposinf(m), np.where(np.isposinf(x), 0.0, -np.inf),
+                     np.where(np.isneginf(m), 0.0, x - np.where(np.isinf(m), 0.0, m)))
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
