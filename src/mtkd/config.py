@@ -190,8 +190,9 @@ class TrainConfig(_Strict):
                                  "distill section (monitor valid.auc, valid.logloss, ...)")
         if self.distill is not None and self.distill.valid_holdout is not None and \
                 self.monitor not in ("valid.kd_loss", "valid.kd_loss_avg"):
-            raise ValueError("distill.valid_holdout trains on labelled validation rows, so the run must stop on "
-                             "the unlabelled held-out slice: set monitor: valid.kd_loss (or valid.kd_loss_avg)")
+            raise ValueError("distill.valid_holdout trains on labelled validation rows, so the run must stop by a "
+                             "quantity that reads no label: the KD loss on the held-out slice; set monitor: "
+                             "valid.kd_loss (or valid.kd_loss_avg)")
         if self.train_fraction is not None and self.distill is not None and self.distill.valid_holdout is not None:
             raise ValueError("train_fraction and distill.valid_holdout both change the training rows; use one")
         return self
