@@ -84,7 +84,6 @@ def score_cmd(
     """Compute and cache teacher outputs for every split (skipped when the cache is current)."""
     from mtkd.data.store import Dataset
     from mtkd.distill.teachers import TeacherSpec, score_teachers
-
     from mtkd.train.device import resolve_device
 
     device = str(resolve_device(device))  # a bad --device is an error even when every cache is current

@@ -6,7 +6,6 @@ The dataset schema lives in `mtkd.data.schema`. Every run saves its resolved con
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -162,7 +161,9 @@ class TrainConfig(_Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+        from mtkd.train.device import DEVICE_NAME
+
+        if not DEVICE_NAME.fullmatch(v):
             raise ValueError("expected auto, cpu, cuda or cuda:N")
         return v
 

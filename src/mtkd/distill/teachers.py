@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from mtkd.config import check_dir_name
 from mtkd import jsonout
+from mtkd.config import check_dir_name
 from mtkd.data.atomic import atomic_write_text, sweep_partials
 from mtkd.data.loader import BatchLoader
 from mtkd.data.store import Dataset
@@ -236,7 +236,6 @@ def _score_teachers(dataset: Dataset, specs: list[TeacherSpec], with_hidden: boo
         if (out / "meta.json").exists():  # finished once, refused by cache_damage now, or a peer's just made
             damage = cache_damage(out)
             if damage is None:
-                dirs[-1] = out
                 log(f"teacher {spec.name}: cached ({out.name})")
                 continue
             log(f"teacher {spec.name}: cache {out.name} is damaged ({damage}); scoring it again")

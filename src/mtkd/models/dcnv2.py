@@ -10,14 +10,10 @@ from torch import nn
 
 from mtkd.data.batch import Batch
 from mtkd.data.feature_map import FeatureMap
-from mtkd.errors import ConfigError
 from mtkd.models.base import CTRModel, ModelOutput
 from mtkd.models.embedding import FeatureEmbedding, NumericInput
 from mtkd.models.layers import MLP, CrossNetMix, CrossNetV2
 from mtkd.models.registry import register_model
-
-STRUCTURES = ("parallel", "stacked", "crossnet_only")
-
 
 @register_model("dcnv2")
 class DCNv2(CTRModel):
@@ -44,8 +40,6 @@ class DCNv2(CTRModel):
         numeric_input: NumericInput = "embed",
     ) -> None:
         super().__init__(feature_map, embedding_regularizer)
-        if structure not in STRUCTURES:
-            raise ConfigError(f"unknown dcnv2 structure {structure!r}; known: {', '.join(STRUCTURES)}")
         self.structure = structure
         self.embedding = FeatureEmbedding(feature_map, embedding_dim, sparse=sparse, numeric=numeric_input)
         input_dim = self.embedding.flat_dim

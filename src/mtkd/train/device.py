@@ -7,6 +7,7 @@ The CPU is the tested default; each CUDA difference lives here so the loop reads
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,16 @@ import torch
 from mtkd.errors import MtkdError
 
 
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")  # what `--device` and a config's `device` take
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto`, `cpu`, `cuda` or `cuda:N`. Under torchrun a CUDA run takes its rank's GPU
     (`LOCAL_RANK`, as the process group does): an explicit other index put every rank on one GPU."""
+    if not DEVICE_NAME.fullmatch(name):
+        raise MtkdError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:") and name[5:].isdigit()):
-        raise MtkdError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise MtkdError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
     device = torch.device(name)

@@ -157,9 +157,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
             out += _differences(a, b, f"{prefix}{k}.")
         elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and \
                 all(isinstance(x, dict) for x in a + b):  # teachers: by name, else by position
-            names = [x.get("name", i) for i, x in enumerate(a)]
-            out += _differences(dict(zip(names, a)), dict(zip([x.get("name", i) for i, x in enumerate(b)], b)),
-                                f"{prefix}{k}.")
+            keyed = lambda xs: {x.get("name", i): x for i, x in enumerate(xs)}  # noqa: E731
+            out += _differences(keyed(a), keyed(b), f"{prefix}{k}.")
         elif not prefix and k in _SECTIONS:  # a whole section appeared or went: its name says it
             out.append(k)
         else:
